@@ -1,0 +1,313 @@
+//! [`SessionManager`]: the one door through which sessions are checked, created, rotated and
+//! revoked, and through which users change. Keeping every change behind it is what lets a node-local
+//! cache sit here later and be invalidated on every change, with the store's bus carrying the
+//! same invalidations to other nodes.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::{Error, StoreError};
+use crate::id::{SessionId, UserId};
+use crate::password::{Password, PasswordHasher, Verified};
+use crate::session::{Authenticated, ExpiryPolicy, NewSession};
+use crate::store::Store;
+use crate::time::Timestamp;
+use crate::token::{CsrfToken, SecretKind, Token};
+use crate::user::{NewUser, Role, User, UserChange, UserRecord, Username, normalize_roles};
+
+/// Settings of the manager.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ManagerConfig {
+    /// Idle and absolute lifetimes.
+    pub expiry: ExpiryPolicy,
+    /// Most live sessions per user; 0 = no cap. The oldest is evicted for a new one.
+    pub max_sessions_per_user: u32,
+}
+
+/// Checks and changes sessions and users over a [`Store`].
+#[derive(Clone)]
+pub struct SessionManager {
+    store: Arc<dyn Store>,
+    hasher: PasswordHasher,
+    config: ManagerConfig,
+}
+
+/// A freshly created session: the token (to hand to the client once) and the session.
+#[derive(Debug)]
+pub struct Issued {
+    /// The bearer token; only its hash is stored.
+    pub token: Token,
+    /// The session and its user.
+    pub auth: Authenticated,
+    /// Sessions evicted by the per-user cap.
+    pub evicted: Vec<SessionId>,
+}
+
+/// Client details recorded with a session.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    /// IP address as text.
+    pub ip: Option<String>,
+    /// User agent, truncated to 512 bytes.
+    pub user_agent: Option<String>,
+}
+
+/// The outcome of a password login attempt.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Credentials matched an enabled account.
+    Success(UserRecord),
+    /// Unknown user, wrong password, no password set, or disabled: deliberately one case.
+    Invalid {
+        /// The user, when one exists by that name (for the audit log and throttling).
+        user: Option<User>,
+    },
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("store", &self.store.kind())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl SessionManager {
+    /// A manager over `store`.
+    pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, config: ManagerConfig) -> Self {
+        Self {
+            store,
+            hasher,
+            config,
+        }
+    }
+
+    /// The store, for reads that need no invalidation (lists, audit).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// The password hasher.
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    // ------------------------------------------------------------ checks
+
+    /// The live session for a presented token, or `None` for a malformed, unknown, revoked or
+    /// expired token or a disabled user. A malformed token is refused without a store round trip.
+    /// Records use at most once per `touch_interval`. Store failures are errors, never `None` and
+    /// never a session: the caller fails closed.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Authenticated>, StoreError> {
+        let Ok(token) = Token::parse(SecretKind::Session, token) else {
+            return Ok(None);
+        };
+        let now = Timestamp::now();
+        let Some(mut auth) = self.store.session_by_token(&token.hash(), now).await? else {
+            return Ok(None);
+        };
+        let policy = self.config.expiry;
+        if policy.needs_touch(auth.session.last_seen_at, now) {
+            let idle = policy.idle_deadline(now, auth.session.expires_at);
+            if !self.store.touch(&auth.session.id, now, idle).await? {
+                // Revoked or expired between the lookup and the touch.
+                return Ok(None);
+            }
+            auth.session.last_seen_at = now;
+            auth.session.idle_expires_at = idle;
+        }
+        Ok(Some(auth))
+    }
+
+    /// Checks a password for `username`. Unknown users cost the same Argon2 work as known ones.
+    /// A matching hash with outdated parameters is replaced on the way.
+    pub async fn check_password(
+        &self,
+        username: &Username,
+        password: &Password,
+    ) -> Result<LoginOutcome, Error> {
+        let record = self.store.user_by_name(username).await?;
+        let stored = record.as_ref().and_then(|r| r.password_hash.as_ref());
+        let verified = self.hasher.verify(password, stored).await?;
+        match (record, verified) {
+            (Some(record), Verified::Yes { rehash }) if !record.user.disabled => {
+                if let (true, Some(old)) = (rehash, record.password_hash.as_ref()) {
+                    // Same password, new parameters: sessions stay. Compare-and-set on the old
+                    // hash, so a password change racing with this login is never undone.
+                    let new = self.hasher.hash(password).await?;
+                    self.store
+                        .replace_password_hash(&record.user.id, old, &new)
+                        .await?;
+                }
+                Ok(LoginOutcome::Success(record))
+            }
+            (record, _) => Ok(LoginOutcome::Invalid {
+                user: record.map(|r| r.user),
+            }),
+        }
+    }
+
+    // ------------------------------------------------------------ session changes
+
+    /// Creates a session for `user`: a fresh token, CSRF token and id; the token is never one the
+    /// client brought. Applies the per-user cap.
+    pub async fn create(
+        &self,
+        user: &User,
+        client: ClientInfo,
+        data: Option<Value>,
+    ) -> Result<Issued, Error> {
+        let now = Timestamp::now();
+        let token = Token::generate(SecretKind::Session)?;
+        let expires_at = now.plus(self.config.expiry.absolute);
+        let new = NewSession {
+            id: SessionId::generate()?,
+            token_hash: token.hash(),
+            csrf: CsrfToken::generate()?,
+            user_id: user.id.clone(),
+            created_at: now,
+            idle_expires_at: self.config.expiry.idle_deadline(now, expires_at),
+            expires_at,
+            ip: client.ip,
+            user_agent: client.user_agent.map(|ua| truncate(ua, 512)),
+            data: data.unwrap_or_else(|| Value::Object(Default::default())),
+        };
+        let evicted = self
+            .store
+            .create_session(&new, self.config.max_sessions_per_user, now)
+            .await?;
+        let session = crate::session::Session {
+            id: new.id,
+            user_id: new.user_id,
+            csrf: new.csrf,
+            created_at: now,
+            last_seen_at: now,
+            idle_expires_at: new.idle_expires_at,
+            expires_at,
+            ip: new.ip,
+            user_agent: new.user_agent,
+        };
+        Ok(Issued {
+            token,
+            auth: Authenticated {
+                session,
+                user: user.clone(),
+            },
+            evicted,
+        })
+    }
+
+    /// Gives a live session a new token and CSRF token; the old token stops working at once.
+    /// `None` when the session is gone.
+    pub async fn rotate(
+        &self,
+        auth: &Authenticated,
+    ) -> Result<Option<(Token, Authenticated)>, Error> {
+        let token = Token::generate(SecretKind::Session)?;
+        let csrf = CsrfToken::generate()?;
+        if !self
+            .store
+            .rotate(&auth.session.id, &token.hash(), &csrf, Timestamp::now())
+            .await?
+        {
+            return Ok(None);
+        }
+        let mut auth = auth.clone();
+        auth.session.csrf = csrf;
+        Ok(Some((token, auth)))
+    }
+
+    /// Revokes one session; its owner when it existed.
+    pub async fn revoke(&self, id: &SessionId) -> Result<Option<UserId>, StoreError> {
+        self.store.revoke_session(id).await
+    }
+
+    /// Revokes all of a user's sessions but `keep`.
+    pub async fn revoke_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        self.store.revoke_user_sessions(user, keep).await
+    }
+
+    // ------------------------------------------------------------ users
+
+    /// Creates a user, hashing the password (which must meet the policy) if one is given.
+    pub async fn create_user(
+        &self,
+        username: Username,
+        password: Option<&Password>,
+        roles: Vec<Role>,
+    ) -> Result<User, Error> {
+        let password_hash = match password {
+            Some(p) => {
+                p.check_policy()?;
+                Some(self.hasher.hash(p).await?)
+            }
+            None => None,
+        };
+        let new = NewUser {
+            id: UserId::generate()?,
+            username,
+            roles: normalize_roles(roles),
+            password_hash,
+            created_at: Timestamp::now(),
+        };
+        Ok(self.store.create_user(&new).await?)
+    }
+
+    /// Sets a new password (policy checked). Revokes every session of the user but `keep`.
+    pub async fn set_password(
+        &self,
+        user: &UserId,
+        password: &Password,
+        keep: Option<&SessionId>,
+    ) -> Result<(User, Vec<SessionId>), Error> {
+        password.check_policy()?;
+        let hash = self.hasher.hash(password).await?;
+        let change = UserChange {
+            password_hash: Some(hash),
+            ..UserChange::default()
+        };
+        Ok(self.store.update_user(user, &change, keep).await?)
+    }
+
+    /// Changes roles and/or the disabled flag. Disabling revokes every session of the user.
+    pub async fn update_user(
+        &self,
+        user: &UserId,
+        roles: Option<Vec<Role>>,
+        disabled: Option<bool>,
+    ) -> Result<(User, Vec<SessionId>), Error> {
+        let change = UserChange {
+            password_hash: None,
+            roles: roles.map(normalize_roles),
+            disabled,
+        };
+        Ok(self.store.update_user(user, &change, None).await?)
+    }
+
+    /// A user by name.
+    pub async fn user(&self, username: &Username) -> Result<Option<User>, StoreError> {
+        Ok(self.store.user_by_name(username).await?.map(|r| r.user))
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

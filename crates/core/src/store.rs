@@ -1,0 +1,194 @@
+//! The [`Store`] trait: everything Cloakroom keeps (users, sessions, API keys, audit events),
+//! behind one contract that every backend implements and that `testing` checks.
+//!
+//! General rules for every implementation:
+//! - **Fail closed.** Any doubt about the backend's answer is [`StoreError::Unavailable`], never a
+//!   guess. A lookup that cannot reach the backend must not return a session.
+//! - **Nothing resurrects.** Revoking a session deletes it for good. Writes that target a session
+//!   (touch, rotate, data) only update an existing live row and never insert one, so a write racing
+//!   with a revocation leaves the session revoked.
+//! - **Times are the caller's.** Methods that decide liveness take `now`, so tests control time and
+//!   all nodes agree on the rule (`idle_expires_at > now && expires_at > now`).
+//! - **Secrets never enter.** Stores see token hashes and password hashes only.
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::error::StoreError;
+use crate::id::{SessionId, UserId};
+use crate::password::PasswordHash;
+use crate::session::{Authenticated, DataWrite, NewSession, SessionData};
+use crate::time::Timestamp;
+use crate::token::{CsrfToken, TokenHash};
+use crate::user::{NewUser, User, UserChange, UserRecord, Username};
+
+/// A service API key as stored: the name and when it was made; the key itself only as a hash.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ApiKey {
+    /// Unique name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// Result type of store methods.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A backend that keeps Cloakroom's state. See the module docs for the rules every method follows.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and metrics (`sqlite`, `redis`, …).
+    fn kind(&self) -> &'static str;
+
+    /// Checks that the backend answers. Used by `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---------------------------------------------------------------- users
+
+    /// Creates a user. [`StoreError::Conflict`] when the username is taken; nothing changes then.
+    async fn create_user(&self, user: &NewUser) -> StoreResult<User>;
+
+    /// The user with this name and its password hash; `None` when there is none. Disabled users
+    /// are returned (the caller decides).
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<UserRecord>>;
+
+    /// Every user, ordered by username.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+
+    /// Applies `change` to the user atomically and returns the user as it now is, with the ids
+    /// of the sessions it revoked. When [`UserChange::revokes_sessions`] (new password, disabled),
+    /// all of the user's sessions except `keep` are deleted in the same atomic step, so no check
+    /// can see the new password state together with an old session. A role change alone revokes
+    /// nothing: lookups always return the user's current roles. [`StoreError::NotFound`] when the
+    /// user does not exist.
+    async fn update_user(
+        &self,
+        id: &UserId,
+        change: &UserChange,
+        keep: Option<&SessionId>,
+    ) -> StoreResult<(User, Vec<SessionId>)>;
+
+    /// Replaces the user's password hash with `new` only if it is still `old`, revoking nothing:
+    /// used to upgrade a hash to current parameters after a successful login. Returns whether it
+    /// replaced it.
+    async fn replace_password_hash(
+        &self,
+        id: &UserId,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> StoreResult<bool>;
+
+    // ---------------------------------------------------------------- sessions
+
+    /// Inserts a session. When `cap > 0` and the user already has `cap` or more live sessions,
+    /// the oldest are deleted in the same atomic step so that the user has exactly `cap` with the
+    /// new one; their ids are returned. A collision on id or token hash (which 128 / 256 random
+    /// bits make practically impossible) is [`StoreError::Conflict`] and inserts nothing; an
+    /// existing session is never overwritten. [`StoreError::NotFound`] when the user does not
+    /// exist.
+    async fn create_session(
+        &self,
+        session: &NewSession,
+        cap: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SessionId>>;
+
+    /// The live session whose token hashes to `hash`, with its user. `None` when no session has
+    /// this hash (never issued, revoked, rotated away), when it expired by idle or absolute
+    /// deadline at `now`, or when its user is disabled. Never creates anything: an unknown token is
+    /// not adopted.
+    async fn session_by_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<Authenticated>>;
+
+    /// The live session with this public id and its user, under the same rules as
+    /// [`Store::session_by_token`].
+    async fn session_by_id(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<Option<Authenticated>>;
+
+    /// Records use: sets `last_seen_at = now` and `idle_expires_at = idle_expires_at` if the
+    /// session exists and is live at `now`. Returns whether it did. Never recreates a revoked or
+    /// expired session, and never moves `idle_expires_at` past `expires_at` (the caller computes it
+    /// with [`crate::ExpiryPolicy::idle_deadline`]).
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<bool>;
+
+    /// Replaces the session's token hash and CSRF token (the old token stops working at once) if
+    /// the session exists and is live at `now`. Returns whether it did.
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        token_hash: &TokenHash,
+        csrf: &CsrfToken,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+
+    /// Deletes one session. Returns its owner when it existed, `None` otherwise (idempotent).
+    async fn revoke_session(&self, id: &SessionId) -> StoreResult<Option<UserId>>;
+
+    /// Deletes all of a user's sessions except `keep`, atomically, and returns their ids.
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> StoreResult<Vec<SessionId>>;
+
+    /// Live sessions at `now`, of one user or (with `None`) of everyone, newest first.
+    async fn list_sessions(
+        &self,
+        user: Option<&UserId>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Authenticated>>;
+
+    /// The session's data and version; `None` when the session does not exist.
+    async fn session_data(&self, id: &SessionId) -> StoreResult<Option<SessionData>>;
+
+    /// Replaces the session's data if the session exists and, with `if_version`, only if the
+    /// stored version is that one. Atomic compare-and-set: of two writers holding the same version,
+    /// exactly one wins. Never recreates a revoked session ([`DataWrite::Gone`]).
+    async fn put_session_data(
+        &self,
+        id: &SessionId,
+        value: &serde_json::Value,
+        if_version: Option<u64>,
+    ) -> StoreResult<DataWrite>;
+
+    /// Deletes sessions that expired (idle or absolute) before `now`; returns how many.
+    async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64>;
+
+    // ---------------------------------------------------------------- API keys
+
+    /// Stores a new API key by name and hash. [`StoreError::Conflict`] when the name exists.
+    async fn create_api_key(
+        &self,
+        name: &str,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<ApiKey>;
+
+    /// The API key whose secret hashes to `hash`, if any.
+    async fn api_key_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiKey>>;
+
+    /// Every API key, by name.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+
+    /// Deletes an API key by name; whether it existed.
+    async fn revoke_api_key(&self, name: &str) -> StoreResult<bool>;
+
+    // ---------------------------------------------------------------- audit
+
+    /// Appends an audit event.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+
+    /// Audit events matching `filter`, newest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+}

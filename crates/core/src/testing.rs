@@ -1,0 +1,867 @@
+//! The store conformance suite: every [`Store`] must pass it. A store crate runs it with
+//!
+//! ```ignore
+//! cloakroom_core::store_conformance_tests!(async || {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = MyStore::open(dir.path()).await.unwrap();
+//!     (store, dir) // the second value is dropped when the test ends (temp dirs, servers)
+//! });
+//! ```
+//!
+//! which expands to one `#[tokio::test]` per property below, so a failure names what broke.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::audit::{AuditEvent, AuditFilter, AuditKind};
+use crate::id::{SessionId, UserId};
+use crate::password::PasswordHash;
+use crate::session::{DataWrite, NewSession};
+use crate::store::Store;
+use crate::time::Timestamp;
+use crate::token::{CsrfToken, SecretKind, Token, TokenHash};
+use crate::user::{NewUser, Role, User, UserChange, Username};
+
+const MIN: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A fixed "now" for tests, with room before and after.
+pub fn t0() -> Timestamp {
+    Timestamp::from_millis(1_800_000_000_000)
+}
+
+/// Creates a user named `name` with `roles`.
+pub async fn user(store: &dyn Store, name: &str, roles: &[&str]) -> User {
+    let new = NewUser {
+        id: UserId::generate().expect("rng"),
+        username: Username::parse(name).expect("valid name"),
+        roles: roles
+            .iter()
+            .map(|r| Role::parse(r).expect("valid role"))
+            .collect(),
+        password_hash: Some(PasswordHash::from_stored(
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        )),
+        created_at: t0(),
+    };
+    store.create_user(&new).await.expect("create user")
+}
+
+/// A new session for `user` created at `at`, idle 30 min, absolute 12 h, and its token.
+pub fn new_session(user: &User, at: Timestamp) -> (Token, NewSession) {
+    let token = Token::generate(SecretKind::Session).expect("rng");
+    let s = NewSession {
+        id: SessionId::generate().expect("rng"),
+        token_hash: token.hash(),
+        csrf: CsrfToken::generate().expect("rng"),
+        user_id: user.id.clone(),
+        created_at: at,
+        idle_expires_at: at.plus(30 * MIN),
+        expires_at: at.plus(12 * HOUR),
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some("conformance".into()),
+        data: json!({}),
+    };
+    (token, s)
+}
+
+/// Creates a session for `user` at `at` (no cap) and returns its token and id.
+pub async fn session(store: &dyn Store, user: &User, at: Timestamp) -> (Token, SessionId) {
+    let (token, s) = new_session(user, at);
+    store
+        .create_session(&s, 0, at)
+        .await
+        .expect("create session");
+    (token, s.id)
+}
+
+fn random_hash() -> TokenHash {
+    Token::generate(SecretKind::Session).expect("rng").hash()
+}
+
+// ------------------------------------------------------------------ the properties
+
+/// A created session is found by its token hash and by id, with its user and fields intact.
+pub async fn create_and_find(store: &dyn Store) {
+    let alice = user(store, "alice", &["admin", "staff"]).await;
+    let (token, new) = new_session(&alice, t0());
+    assert!(
+        store
+            .create_session(&new, 0, t0())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let found = store
+        .session_by_token(&token.hash(), t0())
+        .await
+        .unwrap()
+        .expect("found by token");
+    assert_eq!(found.session.id, new.id);
+    assert_eq!(found.session.csrf, new.csrf);
+    assert_eq!(found.session.created_at, t0());
+    assert_eq!(found.session.last_seen_at, t0());
+    assert_eq!(found.session.idle_expires_at, new.idle_expires_at);
+    assert_eq!(found.session.expires_at, new.expires_at);
+    assert_eq!(found.session.ip.as_deref(), Some("192.0.2.1"));
+    assert_eq!(found.user, alice);
+    let by_id = store
+        .session_by_id(&new.id, t0())
+        .await
+        .unwrap()
+        .expect("found by id");
+    assert_eq!(by_id.session.id, new.id);
+}
+
+/// A token the store never issued is not found and not adopted: nothing is created for it.
+pub async fn unknown_tokens_are_never_adopted(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let unknown = random_hash();
+    assert!(
+        store
+            .session_by_token(&unknown, t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .session_by_token(&unknown, t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .list_sessions(Some(&alice.id), t0())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.list_sessions(None, t0()).await.unwrap().is_empty());
+    // Touching or writing data for an unknown id creates nothing either.
+    let ghost = SessionId::generate().unwrap();
+    assert!(!store.touch(&ghost, t0(), t0().plus(MIN)).await.unwrap());
+    assert_eq!(
+        store
+            .put_session_data(&ghost, &json!({"a": 1}), None)
+            .await
+            .unwrap(),
+        DataWrite::Gone
+    );
+    assert!(store.session_by_id(&ghost, t0()).await.unwrap().is_none());
+    assert!(store.session_data(&ghost).await.unwrap().is_none());
+}
+
+/// The idle deadline ends a session; a touch before it moves it, but never past the absolute one.
+pub async fn idle_expiry_and_touch(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (token, id) = session(store, &alice, t0()).await;
+    let almost = t0().plus(30 * MIN - Duration::from_millis(1));
+    assert!(
+        store
+            .session_by_token(&token.hash(), almost)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .session_by_token(&token.hash(), t0().plus(30 * MIN))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Touch at +20 min: the idle deadline moves to +50 min.
+    let at = t0().plus(20 * MIN);
+    assert!(store.touch(&id, at, at.plus(30 * MIN)).await.unwrap());
+    let found = store
+        .session_by_token(&token.hash(), t0().plus(45 * MIN))
+        .await
+        .unwrap()
+        .expect("still live");
+    assert_eq!(found.session.last_seen_at, at);
+    assert_eq!(found.session.idle_expires_at, at.plus(30 * MIN));
+
+    // A touch asking for more than the absolute deadline gets the absolute deadline.
+    let late = t0().plus(11 * HOUR + 50 * MIN);
+    let mut last = at;
+    while last < late {
+        let next = last.plus(25 * MIN).min(late);
+        assert!(store.touch(&id, next, next.plus(30 * MIN)).await.unwrap());
+        last = next;
+    }
+    let found = store
+        .session_by_token(&token.hash(), late)
+        .await
+        .unwrap()
+        .expect("live");
+    assert_eq!(found.session.idle_expires_at, t0().plus(12 * HOUR));
+}
+
+/// The absolute deadline ends a session however busy it is, and an expired session cannot be
+/// touched back to life.
+pub async fn absolute_expiry(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (token, id) = session(store, &alice, t0()).await;
+    let mut now = t0();
+    while now < t0().plus(12 * HOUR - 10 * MIN) {
+        now = now.plus(10 * MIN);
+        assert!(store.touch(&id, now, now.plus(30 * MIN)).await.unwrap());
+    }
+    let end = t0().plus(12 * HOUR);
+    assert!(
+        store
+            .session_by_token(&token.hash(), end)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.touch(&id, end, end.plus(30 * MIN)).await.unwrap());
+    assert!(store.session_by_id(&id, end).await.unwrap().is_none());
+    // Expired after idleness, and a late touch does not revive it.
+    let (token2, id2) = session(store, &alice, t0()).await;
+    let after_idle = t0().plus(31 * MIN);
+    assert!(
+        !store
+            .touch(&id2, after_idle, after_idle.plus(30 * MIN))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .session_by_token(&token2.hash(), t0().plus(MIN))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .session_by_token(&token2.hash(), after_idle)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Revoking one session ends it at once, reports its owner once, and leaves others alone.
+pub async fn revoke_one(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (t1, s1) = session(store, &alice, t0()).await;
+    let (t2, _s2) = session(store, &alice, t0()).await;
+    assert_eq!(
+        store.revoke_session(&s1).await.unwrap(),
+        Some(alice.id.clone())
+    );
+    assert_eq!(store.revoke_session(&s1).await.unwrap(), None);
+    assert!(
+        store
+            .session_by_token(&t1.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .session_by_token(&t2.hash(), t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(!store.touch(&s1, t0(), t0().plus(MIN)).await.unwrap());
+}
+
+/// Revoking all of a user's sessions but one keeps exactly that one, and no other user's.
+pub async fn revoke_others_and_all(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let bob = user(store, "bob", &[]).await;
+    let (ta, keep) = session(store, &alice, t0()).await;
+    let (tb, other) = session(store, &alice, t0()).await;
+    let (tc, _) = session(store, &alice, t0()).await;
+    let (tbob, _) = session(store, &bob, t0()).await;
+    let mut revoked = store
+        .revoke_user_sessions(&alice.id, Some(&keep))
+        .await
+        .unwrap();
+    revoked.sort();
+    assert_eq!(revoked.len(), 2);
+    assert!(revoked.contains(&other));
+    assert!(
+        store
+            .session_by_token(&ta.hash(), t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .session_by_token(&tb.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .session_by_token(&tc.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.revoke_user_sessions(&alice.id, None).await.unwrap(),
+        vec![keep]
+    );
+    assert!(
+        store
+            .session_by_token(&ta.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .session_by_token(&tbob.hash(), t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Lists hold a user's live sessions only, newest first.
+pub async fn list_by_user(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let bob = user(store, "bob", &[]).await;
+    let (_, old) = session(store, &alice, t0()).await;
+    let (_, mid) = session(store, &alice, t0().plus(MIN)).await;
+    let (_, new) = session(store, &alice, t0().plus(2 * MIN)).await;
+    let (_, bobs) = session(store, &bob, t0().plus(MIN)).await;
+    let now = t0().plus(3 * MIN);
+    let ids: Vec<_> = store
+        .list_sessions(Some(&alice.id), now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.session.id)
+        .collect();
+    assert_eq!(ids, vec![new.clone(), mid.clone(), old.clone()]);
+    let all = store.list_sessions(None, now).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(
+        all.iter()
+            .any(|a| a.session.id == bobs && a.user.username.as_str() == "bob")
+    );
+    // The oldest idles out first.
+    let later = t0().plus(30 * MIN + Duration::from_secs(30));
+    let ids: Vec<_> = store
+        .list_sessions(Some(&alice.id), later)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.session.id)
+        .collect();
+    assert_eq!(ids, vec![new, mid]);
+}
+
+/// With a cap, a new session evicts the user's oldest live ones and nobody else's.
+pub async fn cap_per_user(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let bob = user(store, "bob", &[]).await;
+    let (_, bobs) = session(store, &bob, t0()).await;
+    let mut made = Vec::new();
+    for i in 0..3u32 {
+        let at = t0().plus(MIN * i);
+        let (_, s) = new_session(&alice, at);
+        assert!(store.create_session(&s, 3, at).await.unwrap().is_empty());
+        made.push(s.id);
+    }
+    let at = t0().plus(10 * MIN);
+    let (t4, s4) = new_session(&alice, at);
+    assert_eq!(
+        store.create_session(&s4, 3, at).await.unwrap(),
+        vec![made[0].clone()]
+    );
+    assert!(
+        store
+            .session_by_token(&t4.hash(), at)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .list_sessions(Some(&alice.id), at)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // Lowering the cap to 1 leaves only the new one.
+    let (_, s5) = new_session(&alice, at.plus(MIN));
+    let mut evicted = store.create_session(&s5, 1, at.plus(MIN)).await.unwrap();
+    evicted.sort();
+    let mut expected = vec![made[1].clone(), made[2].clone(), s4.id];
+    expected.sort();
+    assert_eq!(evicted, expected);
+    assert!(store.session_by_id(&bobs, at).await.unwrap().is_some());
+}
+
+/// A session's user comes with its current roles; a disabled user's sessions are not found,
+/// and disabling or a new password revokes them for good.
+pub async fn user_changes(store: &dyn Store) {
+    let alice = user(store, "alice", &["staff"]).await;
+    let (t1, s1) = session(store, &alice, t0()).await;
+    let (t2, _) = session(store, &alice, t0()).await;
+
+    let roles = vec![Role::parse("admin").unwrap()];
+    let change = UserChange {
+        roles: Some(roles.clone()),
+        ..Default::default()
+    };
+    let (updated, revoked) = store.update_user(&alice.id, &change, None).await.unwrap();
+    assert!(revoked.is_empty(), "a role change alone revokes nothing");
+    assert_eq!(updated.roles, roles);
+    assert_eq!(
+        store
+            .session_by_token(&t1.hash(), t0())
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .roles,
+        roles
+    );
+
+    let pw = PasswordHash::from_stored("$argon2id$v=19$m=64,t=1,p=1$bmV3c2FsdA$bmV3".into());
+    let change = UserChange {
+        password_hash: Some(pw.clone()),
+        ..Default::default()
+    };
+    let (_, revoked) = store
+        .update_user(&alice.id, &change, Some(&s1))
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert!(
+        store
+            .session_by_token(&t1.hash(), t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .session_by_token(&t2.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let record = store.user_by_name(&alice.username).await.unwrap().unwrap();
+    assert_eq!(record.password_hash, Some(pw.clone()));
+
+    let change = UserChange {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    let (updated, revoked) = store.update_user(&alice.id, &change, None).await.unwrap();
+    assert!(updated.disabled);
+    assert_eq!(revoked, vec![s1.clone()]);
+    assert!(
+        store
+            .session_by_token(&t1.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Re-enabling does not bring the sessions back.
+    let change = UserChange {
+        disabled: Some(false),
+        ..Default::default()
+    };
+    store.update_user(&alice.id, &change, None).await.unwrap();
+    assert!(
+        store
+            .session_by_token(&t1.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let ghost = UserId::generate().unwrap();
+    assert!(matches!(
+        store
+            .update_user(&ghost, &UserChange::default(), None)
+            .await,
+        Err(crate::StoreError::NotFound { .. })
+    ));
+}
+
+/// Usernames are unique, users are listed by name, and unknown names are `None`.
+pub async fn users_are_unique_and_listed(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    user(store, "carol", &[]).await;
+    let dup = NewUser {
+        id: UserId::generate().unwrap(),
+        username: alice.username.clone(),
+        roles: vec![],
+        password_hash: None,
+        created_at: t0(),
+    };
+    assert!(matches!(
+        store.create_user(&dup).await,
+        Err(crate::StoreError::Conflict { .. })
+    ));
+    let names: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username.to_string())
+        .collect();
+    assert_eq!(names, ["alice", "carol"]);
+    assert!(
+        store
+            .user_by_name(&Username::parse("nobody").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let record = store.user_by_name(&alice.username).await.unwrap().unwrap();
+    assert!(record.user.has_password);
+}
+
+/// A rehash replaces the password hash only if it is still the old one, and revokes nothing.
+pub async fn replace_password_hash_is_compare_and_set(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (token, _) = session(store, &alice, t0()).await;
+    let old = store
+        .user_by_name(&alice.username)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .unwrap();
+    let new = PasswordHash::from_stored("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$bmV3".into());
+    assert!(
+        store
+            .replace_password_hash(&alice.id, &old, &new)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_password_hash(&alice.id, &old, &new)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .user_by_name(&alice.username)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        Some(new)
+    );
+    assert!(
+        store
+            .session_by_token(&token.hash(), t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Rotation: the new token works, the old one stops at once; a revoked session cannot rotate.
+pub async fn rotate(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (old, id) = session(store, &alice, t0()).await;
+    let new = Token::generate(SecretKind::Session).unwrap();
+    let csrf = CsrfToken::generate().unwrap();
+    assert!(store.rotate(&id, &new.hash(), &csrf, t0()).await.unwrap());
+    assert!(
+        store
+            .session_by_token(&old.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let found = store
+        .session_by_token(&new.hash(), t0())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.session.id, id);
+    assert_eq!(found.session.csrf, csrf);
+    store.revoke_session(&id).await.unwrap();
+    let newer = Token::generate(SecretKind::Session).unwrap();
+    assert!(!store.rotate(&id, &newer.hash(), &csrf, t0()).await.unwrap());
+    assert!(
+        store
+            .session_by_token(&newer.hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Session data: versions start at 1, a stale `if_version` loses, a revoked session is `Gone`.
+pub async fn session_data_compare_and_set(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (_, id) = session(store, &alice, t0()).await;
+    let data = store.session_data(&id).await.unwrap().unwrap();
+    assert_eq!((data.value, data.version), (json!({}), 1));
+    assert_eq!(
+        store
+            .put_session_data(&id, &json!({"cart": [1]}), Some(1))
+            .await
+            .unwrap(),
+        DataWrite::Stored(2)
+    );
+    assert_eq!(
+        store
+            .put_session_data(&id, &json!({"cart": [2]}), Some(1))
+            .await
+            .unwrap(),
+        DataWrite::VersionMismatch(2)
+    );
+    assert_eq!(
+        store
+            .put_session_data(&id, &json!({"cart": [3]}), None)
+            .await
+            .unwrap(),
+        DataWrite::Stored(3)
+    );
+    let data = store.session_data(&id).await.unwrap().unwrap();
+    assert_eq!((data.value, data.version), (json!({"cart": [3]}), 3));
+    store.revoke_session(&id).await.unwrap();
+    assert_eq!(
+        store
+            .put_session_data(&id, &json!({"x": 1}), None)
+            .await
+            .unwrap(),
+        DataWrite::Gone
+    );
+    assert!(store.session_data(&id).await.unwrap().is_none());
+}
+
+/// Of many writers holding the same version, exactly one wins.
+pub async fn concurrent_data_writers_never_overwrite(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice", &[]).await;
+    let (_, id) = session(&*store, &alice, t0()).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (store, id) = (Arc::clone(&store), id.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .put_session_data(&id, &json!({ "writer": i }), Some(1))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), DataWrite::Stored(2)) {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.session_data(&id).await.unwrap().unwrap().version, 2);
+}
+
+/// A revocation racing with touches and data writes wins: the session never comes back.
+pub async fn revoked_sessions_are_never_resurrected(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice", &[]).await;
+    for round in 0..5u32 {
+        let (token, id) = session(&*store, &alice, t0()).await;
+        let mut tasks = Vec::new();
+        for i in 0..6u32 {
+            let (store, id) = (Arc::clone(&store), id.clone());
+            tasks.push(tokio::spawn(async move {
+                for j in 0..5u32 {
+                    let at = t0().plus(Duration::from_secs(u64::from(i * 10 + j)));
+                    let _ = store.touch(&id, at, at.plus(30 * MIN)).await.unwrap();
+                    let _ = store
+                        .put_session_data(&id, &json!({ "i": i, "j": j }), None)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        let revoker = {
+            let (store, id) = (Arc::clone(&store), id.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(round))).await;
+                store.revoke_session(&id).await.unwrap()
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(revoker.await.unwrap(), Some(alice.id.clone()));
+        assert!(
+            store
+                .session_by_token(&token.hash(), t0().plus(MIN))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .session_by_id(&id, t0().plus(MIN))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.session_data(&id).await.unwrap().is_none());
+        assert!(
+            !store
+                .touch(&id, t0().plus(MIN), t0().plus(HOUR))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .list_sessions(Some(&alice.id), t0().plus(MIN))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The sweep deletes expired sessions and only those.
+pub async fn delete_expired(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (_, old) = session(store, &alice, t0()).await;
+    let (_, fresh) = session(store, &alice, t0().plus(20 * MIN)).await;
+    let now = t0().plus(35 * MIN);
+    assert_eq!(store.delete_expired(now).await.unwrap(), 1);
+    assert!(store.session_data(&old).await.unwrap().is_none());
+    assert!(store.session_by_id(&fresh, now).await.unwrap().is_some());
+    assert_eq!(store.delete_expired(now).await.unwrap(), 0);
+}
+
+/// API keys: found by hash only, names unique, revocation final.
+pub async fn api_keys(store: &dyn Store) {
+    let key = Token::generate(SecretKind::ApiKey).unwrap();
+    let created = store
+        .create_api_key("billing", &key.hash(), t0())
+        .await
+        .unwrap();
+    assert_eq!(created.name, "billing");
+    let other = Token::generate(SecretKind::ApiKey).unwrap();
+    assert!(matches!(
+        store.create_api_key("billing", &other.hash(), t0()).await,
+        Err(crate::StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store
+            .api_key_by_hash(&key.hash())
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "billing"
+    );
+    assert!(
+        store
+            .api_key_by_hash(&other.hash())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.list_api_keys().await.unwrap().len(), 1);
+    assert!(store.revoke_api_key("billing").await.unwrap());
+    assert!(!store.revoke_api_key("billing").await.unwrap());
+    assert!(store.api_key_by_hash(&key.hash()).await.unwrap().is_none());
+}
+
+/// Audit events come back newest first, filtered by user, with every field.
+pub async fn audit_events(store: &dyn Store) {
+    let alice = Username::parse("alice").unwrap();
+    let bob = Username::parse("bob").unwrap();
+    let sid = SessionId::generate().unwrap();
+    for (i, (kind, who)) in [
+        (AuditKind::LoginFailed, &alice),
+        (AuditKind::LoginSucceeded, &alice),
+        (AuditKind::LoginSucceeded, &bob),
+        (AuditKind::SessionRevoked, &alice),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = AuditEvent::new(kind, "self")
+            .user(None, who)
+            .session(&sid)
+            .ip(Some("192.0.2.7".into()));
+        e.at = t0().plus(Duration::from_secs(i as u64));
+        if kind == AuditKind::SessionRevoked {
+            e = e.detail("logout");
+        }
+        store.append_audit(&e).await.unwrap();
+    }
+    let events = store
+        .list_audit(&AuditFilter {
+            username: Some(alice.clone()),
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AuditKind::SessionRevoked,
+            AuditKind::LoginSucceeded,
+            AuditKind::LoginFailed
+        ]
+    );
+    assert_eq!(events[0].detail.as_deref(), Some("logout"));
+    assert_eq!(events[0].session_id.as_ref(), Some(&sid));
+    assert_eq!(events[0].ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!(events[0].at, t0().plus(Duration::from_secs(3)));
+    assert_eq!(
+        store
+            .list_audit(&AuditFilter {
+                username: None,
+                limit: 2
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// Expands to one test per conformance property for the store that `$factory` builds. The factory
+/// is an async closure returning `(store, guard)`; the guard lives until the test ends.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@each $factory;
+            create_and_find, unknown_tokens_are_never_adopted, idle_expiry_and_touch,
+            absolute_expiry, revoke_one, revoke_others_and_all, list_by_user, cap_per_user,
+            user_changes, users_are_unique_and_listed, replace_password_hash_is_compare_and_set,
+            rotate, session_data_compare_and_set, delete_expired, api_keys, audit_events);
+        $crate::store_conformance_tests!(@shared $factory;
+            concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected);
+    };
+    (@each $factory:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (store, _guard) = ($factory)().await;
+            $crate::testing::$name(&store).await;
+        }
+    )*};
+    (@shared $factory:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (store, _guard) = ($factory)().await;
+            $crate::testing::$name(::std::sync::Arc::new(store)).await;
+        }
+    )*};
+}

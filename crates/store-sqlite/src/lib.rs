@@ -1,0 +1,669 @@
+//! Cloakroom's embedded store: one SQLite file in WAL mode, the default for a single node.
+//!
+//! Durability: `synchronous = FULL`, so a session that login returned survives a crash of the
+//! process or the machine, and a revocation, once answered, never comes back. Several processes
+//! (the server and the CLI) may use one file at once; writers take the lock up front
+//! (`BEGIN IMMEDIATE`) and wait up to `busy_timeout` for each other.
+
+mod migrate;
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::password::PasswordHash;
+use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
+use cloakroom_core::store::{ApiKey, StoreResult};
+use cloakroom_core::user::{NewUser, UserChange, UserRecord};
+use cloakroom_core::{
+    Authenticated, CsrfToken, Role, SessionId, Store, StoreError, Timestamp, TokenHash, User,
+    UserId, Username,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+/// The SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// Columns of a session joined with its user, in the order [`decode_auth`] reads them.
+const AUTH_COLUMNS: &str = "s.id, s.user_id, s.csrf_token, s.created_at, s.last_seen_at, \
+    s.idle_expires_at, s.expires_at, s.ip, s.user_agent, u.username, u.roles, u.disabled, \
+    u.password_hash IS NOT NULL AS has_password, u.created_at AS u_created_at, \
+    u.updated_at AS u_updated_at";
+
+const USER_COLUMNS: &str = "id, username, password_hash, roles, disabled, created_at, updated_at";
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database named by a store URL `sqlite:PATH` (also
+    /// `sqlite://PATH`) and brings its schema up to date.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| StoreError::unavailable(format!("not a sqlite: store URL: {url}")))?;
+        Self::open(path).await
+    }
+
+    /// Opens (creating when missing) the database file at `path`.
+    pub async fn open(path: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(StoreError::unavailable)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::unavailable)?;
+        migrate::run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for tests and tooling.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::unavailable)
+    }
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt {
+            what: "record",
+            source: Some(e.into()),
+        },
+        other => StoreError::unavailable(other),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+fn roles_to_json(roles: &[Role]) -> String {
+    serde_json::to_string(&roles.iter().map(Role::as_str).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+fn roles_from_json(text: &str) -> StoreResult<Vec<Role>> {
+    let names: Vec<String> = serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: "user roles",
+        source: Some(e.into()),
+    })?;
+    Ok(names.into_iter().map(Role::from_stored).collect())
+}
+
+fn decode_user(row: &SqliteRow) -> StoreResult<UserRecord> {
+    let hash: Option<String> = row.try_get("password_hash").map_err(db_err)?;
+    Ok(UserRecord {
+        user: User {
+            id: UserId::from_stored(row.try_get("id").map_err(db_err)?),
+            username: Username::from_stored(row.try_get("username").map_err(db_err)?),
+            roles: roles_from_json(row.try_get("roles").map_err(db_err)?)?,
+            disabled: row.try_get("disabled").map_err(db_err)?,
+            has_password: hash.is_some(),
+            created_at: Timestamp::from_millis(row.try_get("created_at").map_err(db_err)?),
+            updated_at: Timestamp::from_millis(row.try_get("updated_at").map_err(db_err)?),
+        },
+        password_hash: hash.map(PasswordHash::from_stored),
+    })
+}
+
+fn decode_auth(row: &SqliteRow) -> StoreResult<Authenticated> {
+    let user_id = UserId::from_stored(row.try_get(1).map_err(db_err)?);
+    let ts = |i: usize| -> StoreResult<Timestamp> {
+        Ok(Timestamp::from_millis(row.try_get(i).map_err(db_err)?))
+    };
+    let session = Session {
+        id: SessionId::from_stored(row.try_get(0).map_err(db_err)?),
+        user_id: user_id.clone(),
+        csrf: CsrfToken::from_stored(row.try_get(2).map_err(db_err)?),
+        created_at: ts(3)?,
+        last_seen_at: ts(4)?,
+        idle_expires_at: ts(5)?,
+        expires_at: ts(6)?,
+        ip: row.try_get(7).map_err(db_err)?,
+        user_agent: row.try_get(8).map_err(db_err)?,
+    };
+    let user = User {
+        id: user_id,
+        username: Username::from_stored(row.try_get(9).map_err(db_err)?),
+        roles: roles_from_json(row.try_get(10).map_err(db_err)?)?,
+        disabled: row.try_get(11).map_err(db_err)?,
+        has_password: row.try_get(12).map_err(db_err)?,
+        created_at: ts(13)?,
+        updated_at: ts(14)?,
+    };
+    Ok(Authenticated { session, user })
+}
+
+fn ids(rows: Vec<SqliteRow>) -> StoreResult<Vec<SessionId>> {
+    rows.iter()
+        .map(|r| Ok(SessionId::from_stored(r.try_get(0).map_err(db_err)?)))
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at)
+             VALUES (?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(user.id.as_str())
+        .bind(user.username.as_str())
+        .bind(user.password_hash.as_ref().map(PasswordHash::as_str))
+        .bind(roles_to_json(&user.roles))
+        .bind(user.created_at.as_millis())
+        .bind(user.created_at.as_millis())
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(User {
+                id: user.id.clone(),
+                username: user.username.clone(),
+                roles: user.roles.clone(),
+                disabled: false,
+                has_password: user.password_hash.is_some(),
+                created_at: user.created_at,
+                updated_at: user.created_at,
+            }),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "user" }),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = ?"
+        ))
+        .bind(username.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| decode_user(r).map(|u| u.user))
+            .collect()
+    }
+
+    async fn update_user(
+        &self,
+        id: &UserId,
+        change: &UserChange,
+        keep: Option<&SessionId>,
+    ) -> StoreResult<(User, Vec<SessionId>)> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE users SET
+                 password_hash = COALESCE(?, password_hash),
+                 roles = COALESCE(?, roles),
+                 disabled = COALESCE(?, disabled),
+                 updated_at = ?
+             WHERE id = ? RETURNING {USER_COLUMNS}"
+        ))
+        .bind(change.password_hash.as_ref().map(PasswordHash::as_str))
+        .bind(change.roles.as_deref().map(roles_to_json))
+        .bind(change.disabled)
+        .bind(Timestamp::now().as_millis())
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .ok_or(StoreError::NotFound { what: "user" })?;
+        let user = decode_user(&row)?.user;
+        let revoked = if change.revokes_sessions() {
+            let rows =
+                sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ? RETURNING id")
+                    .bind(id.as_str())
+                    .bind(keep.map(SessionId::as_str))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            ids(rows)?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await.map_err(db_err)?;
+        Ok((user, revoked))
+    }
+
+    async fn replace_password_hash(
+        &self,
+        id: &UserId,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+                .bind(new.as_str())
+                .bind(id.as_str())
+                .bind(old.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(
+        &self,
+        s: &NewSession,
+        cap: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SessionId>> {
+        let mut tx = self.write_tx().await?;
+        let evicted = if cap > 0 {
+            // Keep the newest cap - 1 live sessions; the new one makes cap.
+            let rows = sqlx::query(
+                "DELETE FROM sessions WHERE id IN (
+                     SELECT id FROM sessions
+                     WHERE user_id = ?1 AND idle_expires_at > ?2 AND expires_at > ?2
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT -1 OFFSET ?3)
+                 RETURNING id",
+            )
+            .bind(s.user_id.as_str())
+            .bind(now.as_millis())
+            .bind(i64::from(cap) - 1)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            ids(rows)?
+        } else {
+            Vec::new()
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO sessions (id, token_hash, csrf_token, user_id, created_at, last_seen_at,
+                 idle_expires_at, expires_at, ip, user_agent, data, data_version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        )
+        .bind(s.id.as_str())
+        .bind(s.token_hash.as_bytes().as_slice())
+        .bind(s.csrf.expose())
+        .bind(s.user_id.as_str())
+        .bind(s.created_at.as_millis())
+        .bind(s.created_at.as_millis())
+        .bind(s.idle_expires_at.as_millis())
+        .bind(s.expires_at.as_millis())
+        .bind(s.ip.as_deref())
+        .bind(s.user_agent.as_deref())
+        .bind(s.data.to_string())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict { what: "session" });
+            }
+            Err(e) if is_fk_violation(&e) => return Err(StoreError::NotFound { what: "user" }),
+            Err(e) => return Err(db_err(e)),
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(evicted)
+    }
+
+    async fn session_by_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<Authenticated>> {
+        let row = sqlx::query(&format!(
+            "SELECT {AUTH_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ?1 AND s.idle_expires_at > ?2 AND s.expires_at > ?2 AND u.disabled = 0"
+        ))
+        .bind(hash.as_bytes().as_slice())
+        .bind(now.as_millis())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(decode_auth).transpose()
+    }
+
+    async fn session_by_id(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<Option<Authenticated>> {
+        let row = sqlx::query(&format!(
+            "SELECT {AUTH_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = ?1 AND s.idle_expires_at > ?2 AND s.expires_at > ?2 AND u.disabled = 0"
+        ))
+        .bind(id.as_str())
+        .bind(now.as_millis())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(decode_auth).transpose()
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = MIN(?3, expires_at)
+             WHERE id = ?1 AND idle_expires_at > ?2 AND expires_at > ?2",
+        )
+        .bind(id.as_str())
+        .bind(now.as_millis())
+        .bind(idle_expires_at.as_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        token_hash: &TokenHash,
+        csrf: &CsrfToken,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET token_hash = ?2, csrf_token = ?3
+             WHERE id = ?1 AND idle_expires_at > ?4 AND expires_at > ?4",
+        )
+        .bind(id.as_str())
+        .bind(token_hash.as_bytes().as_slice())
+        .bind(csrf.expose())
+        .bind(now.as_millis())
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(d) => Ok(d.rows_affected() == 1),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
+                what: "session token",
+            }),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn revoke_session(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
+        let row = sqlx::query("DELETE FROM sessions WHERE id = ? RETURNING user_id")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            r.try_get::<String, _>(0)
+                .map(UserId::from_stored)
+                .map_err(db_err)
+        })
+        .transpose()
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> StoreResult<Vec<SessionId>> {
+        let rows =
+            sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ? RETURNING id")
+                .bind(user.as_str())
+                .bind(keep.map(SessionId::as_str))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        ids(rows)
+    }
+
+    async fn list_sessions(
+        &self,
+        user: Option<&UserId>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Authenticated>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AUTH_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE (?1 IS NULL OR s.user_id = ?1) AND s.idle_expires_at > ?2 AND s.expires_at > ?2
+                 AND u.disabled = 0
+             ORDER BY s.created_at DESC, s.id DESC"
+        ))
+        .bind(user.map(UserId::as_str))
+        .bind(now.as_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(decode_auth).collect()
+    }
+
+    async fn session_data(&self, id: &SessionId) -> StoreResult<Option<SessionData>> {
+        let row = sqlx::query("SELECT data, data_version FROM sessions WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row.try_get(0).map_err(db_err)?;
+        let version: i64 = row.try_get(1).map_err(db_err)?;
+        let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+            what: "session data",
+            source: Some(e.into()),
+        })?;
+        Ok(Some(SessionData {
+            value,
+            version: u64::try_from(version).unwrap_or(0),
+        }))
+    }
+
+    async fn put_session_data(
+        &self,
+        id: &SessionId,
+        value: &serde_json::Value,
+        if_version: Option<u64>,
+    ) -> StoreResult<DataWrite> {
+        let expected = if_version.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "UPDATE sessions SET data = ?2, data_version = data_version + 1
+             WHERE id = ?1 AND (?3 IS NULL OR data_version = ?3) RETURNING data_version",
+        )
+        .bind(id.as_str())
+        .bind(value.to_string())
+        .bind(expected)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let outcome = match row {
+            Some(r) => DataWrite::Stored(
+                u64::try_from(r.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(0),
+            ),
+            None => {
+                let current = sqlx::query("SELECT data_version FROM sessions WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                match current {
+                    Some(r) => DataWrite::VersionMismatch(
+                        u64::try_from(r.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(0),
+                    ),
+                    None => DataWrite::Gone,
+                }
+            }
+        };
+        tx.commit().await.map_err(db_err)?;
+        Ok(outcome)
+    }
+
+    async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        let done =
+            sqlx::query("DELETE FROM sessions WHERE idle_expires_at <= ?1 OR expires_at <= ?1")
+                .bind(now.as_millis())
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_api_key(
+        &self,
+        name: &str,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<ApiKey> {
+        let done =
+            sqlx::query("INSERT INTO api_keys (name, key_hash, created_at) VALUES (?, ?, ?)")
+                .bind(name)
+                .bind(hash.as_bytes().as_slice())
+                .bind(now.as_millis())
+                .execute(&self.pool)
+                .await;
+        match done {
+            Ok(_) => Ok(ApiKey {
+                name: name.to_owned(),
+                created_at: now,
+            }),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "API key" }),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn api_key_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query("SELECT name, created_at FROM api_keys WHERE key_hash = ?")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok(ApiKey {
+                name: r.try_get(0).map_err(db_err)?,
+                created_at: Timestamp::from_millis(r.try_get(1).map_err(db_err)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT name, created_at FROM api_keys ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKey {
+                    name: r.try_get(0).map_err(db_err)?,
+                    created_at: Timestamp::from_millis(r.try_get(1).map_err(db_err)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, actor, user_id, username, session_id, ip, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at.as_millis())
+        .bind(e.kind.as_str())
+        .bind(&e.actor)
+        .bind(e.user_id.as_ref().map(UserId::as_str))
+        .bind(e.username.as_ref().map(Username::as_str))
+        .bind(e.session_id.as_ref().map(SessionId::as_str))
+        .bind(e.ip.as_deref())
+        .bind(e.detail.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let rows = sqlx::query(
+            "SELECT at, kind, actor, user_id, username, session_id, ip, detail FROM audit_events
+             WHERE (?1 IS NULL OR username = ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(filter.username.as_ref().map(Username::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(1).map_err(db_err)?;
+                Ok(AuditEvent {
+                    at: Timestamp::from_millis(r.try_get(0).map_err(db_err)?),
+                    kind: kind
+                        .parse::<AuditKind>()
+                        .map_err(|()| StoreError::Corrupt {
+                            what: "audit event kind",
+                            source: None,
+                        })?,
+                    actor: r.try_get(2).map_err(db_err)?,
+                    user_id: r
+                        .try_get::<Option<String>, _>(3)
+                        .map_err(db_err)?
+                        .map(UserId::from_stored),
+                    username: r
+                        .try_get::<Option<String>, _>(4)
+                        .map_err(db_err)?
+                        .map(Username::from_stored),
+                    session_id: r
+                        .try_get::<Option<String>, _>(5)
+                        .map_err(db_err)?
+                        .map(SessionId::from_stored),
+                    ip: r.try_get(6).map_err(db_err)?,
+                    detail: r.try_get(7).map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+}
