@@ -1,1 +1,5 @@
-fn main() {}
+//! The `cloakroom` binary: see `cloakroom --help`.
+
+fn main() -> std::process::ExitCode {
+    cloakroom_server::cli::main()
+}

@@ -1,0 +1,54 @@
+//! The router: every route of the HTTP API, testable without a socket (`app(state).oneshot(req)`).
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{delete, get, post, put};
+
+use crate::error::ApiError;
+use crate::routes::{admin, auth, check, health, session, sessions};
+use crate::state::AppState;
+use crate::{extract, metrics};
+
+/// Largest request body accepted anywhere.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Builds the application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/login", post(auth::login))
+        .route("/v1/logout", post(auth::logout))
+        .route("/v1/password", post(auth::change_password))
+        .route("/v1/session", get(session::get))
+        .route(
+            "/v1/session/data",
+            get(session::get_data).put(session::put_data),
+        )
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/revoke-others", post(sessions::revoke_others))
+        .route("/v1/sessions/{id}", delete(sessions::revoke))
+        .route("/v1/auth/check", get(check::check))
+        .route(
+            "/v1/admin/users/{username}",
+            put(admin::put_user).get(admin::get_user),
+        )
+        .route(
+            "/v1/admin/users/{username}/sessions",
+            delete(admin::revoke_user_sessions),
+        )
+        .route(
+            "/v1/admin/sessions",
+            post(admin::create_session).get(admin::list_sessions),
+        )
+        .route("/v1/admin/sessions/validate", post(admin::validate))
+        .route("/v1/admin/sessions/{id}", delete(admin::revoke_session))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .route_layer(middleware::from_fn(metrics::track))
+        .layer(middleware::from_fn(extract::form_csrf_field))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}

@@ -1,0 +1,690 @@
+//! The `cloakroom` command line. Every command takes the same configuration as `serve`
+//! (`--store`, `--config`, `CLOAKROOM_*`), works beside a running server on the same store,
+//! prints a table (or JSON with `--json`), and exits 0 on success, 1 on failure, 2 on a usage
+//! error. Passwords come from a terminal prompt or `--password-stdin`, never from an argument.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::password::{Cost, Password};
+use cloakroom_core::token::{SecretKind, Token};
+use cloakroom_core::{Role, SessionId, SessionManager, Timestamp, User, Username};
+use serde_json::json;
+
+use crate::config::{Config, LogFormat, RawConfig};
+
+/// Cloakroom: server-side sessions that are secure by default and revocable at once.
+#[derive(Debug, Parser)]
+#[command(name = "cloakroom", version, about)]
+pub struct Cli {
+    /// TOML configuration file
+    #[arg(long = "config", env = "CLOAKROOM_CONFIG", global = true)]
+    config_file: Option<PathBuf>,
+    /// Print JSON instead of tables
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    settings: RawConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server
+    Serve,
+    /// Manage users
+    #[command(subcommand)]
+    User(UserCmd),
+    /// List and revoke sessions
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// Manage service API keys
+    #[command(subcommand)]
+    Apikey(ApikeyCmd),
+    /// Show audit events, newest first
+    Audit {
+        /// Only this user's events
+        #[arg(long)]
+        user: Option<String>,
+        /// How many events at most
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PasswordInput {
+    /// Read the password from the first line of standard input
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a user
+    Add {
+        /// Username
+        name: String,
+        /// A role (repeatable)
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        password: PasswordInput,
+        /// Create the user without a password (for apps that check credentials themselves)
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+    },
+    /// Set a user's password; revokes all of the user's sessions
+    Passwd {
+        /// Username
+        name: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+    /// Add or remove roles
+    Role {
+        /// Username
+        name: String,
+        /// Role to add (repeatable)
+        #[arg(long = "add")]
+        add: Vec<String>,
+        /// Role to remove (repeatable)
+        #[arg(long = "remove")]
+        remove: Vec<String>,
+    },
+    /// Disable a user and revoke all of the user's sessions
+    Disable {
+        /// Username
+        name: String,
+    },
+    /// Enable a disabled user
+    Enable {
+        /// Username
+        name: String,
+    },
+    /// List users
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCmd {
+    /// List live sessions
+    List {
+        /// Only this user's
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke one session by id, all of a user's, or all
+    Revoke {
+        /// Session id (ses_…)
+        #[arg(required_unless_present_any = ["user", "all"], conflicts_with_all = ["user", "all"])]
+        id: Option<String>,
+        /// Revoke all of this user's sessions
+        #[arg(long, conflicts_with = "all")]
+        user: Option<String>,
+        /// Revoke every session of every user
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCmd {
+    /// Create a key; it is printed once and stored hashed
+    Create {
+        /// Key name
+        name: String,
+    },
+    /// List keys (names only)
+    List,
+    /// Revoke a key
+    Revoke {
+        /// Key name
+        name: String,
+    },
+}
+
+/// Parses arguments and runs; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cloakroom: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config, matches!(cli.command, Command::Serve));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cloakroom: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cloakroom: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    RawConfig::check_env(std::env::vars())?;
+    let file = match &cli.config_file {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    // The pepper is a secret: environment or file only, never a flag.
+    let env_pepper = RawConfig {
+        password_pepper: std::env::var("CLOAKROOM_PASSWORD_PEPPER").ok(),
+        ..Default::default()
+    };
+    Ok(cli.settings.clone().or(env_pepper).or(file).validate()?)
+}
+
+fn init_logging(config: &Config, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    if let Command::Serve = cli.command {
+        return crate::serve::run(config).await;
+    }
+    let store = crate::serve::open_store(&config.store).await?;
+    let manager = crate::serve::manager(Arc::clone(&store), &config, Cost::ASVS);
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Serve => unreachable_serve(),
+        Command::User(cmd) => user(&manager, &out, cmd).await,
+        Command::Session(cmd) => session(&manager, &out, cmd).await,
+        Command::Apikey(cmd) => apikey(&manager, &out, cmd).await,
+        Command::Audit { user, limit } => {
+            let username = user.as_deref().map(parse_username).transpose()?;
+            let events = manager
+                .store()
+                .list_audit(&AuditFilter { username, limit })
+                .await?;
+            out.audit(&events);
+            Ok(())
+        }
+    }
+}
+
+fn unreachable_serve() -> anyhow::Result<()> {
+    bail!("serve is handled before the store is opened")
+}
+
+fn parse_username(s: &str) -> anyhow::Result<Username> {
+    Username::parse(s).map_err(|e| anyhow::anyhow!("invalid username `{s}`: {e}"))
+}
+
+fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
+    roles
+        .iter()
+        .map(|r| Role::parse(r).map_err(|e| anyhow::anyhow!("invalid role `{r}`: {e}")))
+        .collect()
+}
+
+async fn existing(manager: &SessionManager, name: &str) -> anyhow::Result<User> {
+    let username = parse_username(name)?;
+    manager
+        .user(&username)
+        .await?
+        .with_context(|| format!("no user named {username}"))
+}
+
+async fn audit(manager: &SessionManager, event: AuditEvent) {
+    if let Err(e) = manager.store().append_audit(&event).await {
+        eprintln!("cloakroom: warning: could not record the audit event: {e}");
+    }
+}
+
+/// Reads a new password from stdin (`--password-stdin`) or a terminal prompt (asked twice).
+fn read_password(input: &PasswordInput) -> anyhow::Result<Password> {
+    let text = if input.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        line.strip_suffix('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .unwrap_or(&line)
+            .to_owned()
+    } else if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ").context("reading the password")?;
+        let second = rpassword::prompt_password("Repeat it: ").context("reading the password")?;
+        if first != second {
+            bail!("the passwords do not match");
+        }
+        first
+    } else {
+        bail!(
+            "no terminal to ask for a password: pass --password-stdin and write it to standard input"
+        );
+    };
+    let password = Password::new(text);
+    password.check_policy()?;
+    Ok(password)
+}
+
+async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Add {
+            name,
+            roles,
+            password,
+            no_password,
+        } => {
+            let username = parse_username(&name)?;
+            let roles = parse_roles(&roles)?;
+            let password = if no_password {
+                None
+            } else {
+                Some(read_password(&password)?)
+            };
+            let user = manager
+                .create_user(username, password.as_ref(), roles)
+                .await
+                .map_err(conflict("user"))?;
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::UserCreated, "cli").user(Some(&user.id), &user.username),
+            )
+            .await;
+            out.users(&[user]);
+        }
+        UserCmd::Passwd { name, password } => {
+            let user = existing(manager, &name).await?;
+            let password = read_password(&password)?;
+            let (user, revoked) = manager.set_password(&user.id, &password, None).await?;
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::PasswordChanged, "cli")
+                    .user(Some(&user.id), &user.username)
+                    .detail(format!("{} session(s) revoked", revoked.len())),
+            )
+            .await;
+            out.message(
+                &format!("password changed; {} session(s) revoked", revoked.len()),
+                json!({ "user": user, "revoked": revoked.len() }),
+            );
+        }
+        UserCmd::Role { name, add, remove } => {
+            let user = existing(manager, &name).await?;
+            let (add, remove) = (parse_roles(&add)?, parse_roles(&remove)?);
+            let mut roles: Vec<Role> = user
+                .roles
+                .iter()
+                .filter(|r| !remove.contains(r))
+                .cloned()
+                .collect();
+            roles.extend(add);
+            let (updated, _) = manager.update_user(&user.id, Some(roles), None).await?;
+            let list = updated
+                .roles
+                .iter()
+                .map(Role::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::RolesChanged, "cli")
+                    .user(Some(&updated.id), &updated.username)
+                    .detail(format!("roles: [{list}]")),
+            )
+            .await;
+            out.users(&[updated]);
+        }
+        UserCmd::Disable { name } => {
+            let user = existing(manager, &name).await?;
+            let (user, revoked) = manager.update_user(&user.id, None, Some(true)).await?;
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::UserDisabled, "cli")
+                    .user(Some(&user.id), &user.username)
+                    .detail(format!("{} session(s) revoked", revoked.len())),
+            )
+            .await;
+            out.message(
+                &format!(
+                    "{} disabled; {} session(s) revoked",
+                    user.username,
+                    revoked.len()
+                ),
+                json!({ "user": user, "revoked": revoked.len() }),
+            );
+        }
+        UserCmd::Enable { name } => {
+            let user = existing(manager, &name).await?;
+            let (user, _) = manager.update_user(&user.id, None, Some(false)).await?;
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::UserEnabled, "cli").user(Some(&user.id), &user.username),
+            )
+            .await;
+            out.users(&[user]);
+        }
+        UserCmd::List => out.users(&manager.store().list_users().await?),
+    }
+    Ok(())
+}
+
+fn conflict(what: &'static str) -> impl Fn(cloakroom_core::Error) -> anyhow::Error {
+    move |e| match e {
+        cloakroom_core::Error::Store(cloakroom_core::StoreError::Conflict { .. }) => {
+            anyhow::anyhow!("that {what} already exists")
+        }
+        other => other.into(),
+    }
+}
+
+async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> anyhow::Result<()> {
+    match cmd {
+        SessionCmd::List { user } => {
+            let user = match user {
+                Some(name) => Some(existing(manager, &name).await?),
+                None => None,
+            };
+            let sessions = manager
+                .store()
+                .list_sessions(user.as_ref().map(|u| &u.id), Timestamp::now())
+                .await?;
+            out.sessions(&sessions);
+        }
+        SessionCmd::Revoke { id: Some(id), .. } => {
+            let id = SessionId::parse(&id)
+                .with_context(|| format!("`{id}` is not a session id (ses_…)"))?;
+            let found = manager.store().session_by_id(&id, Timestamp::now()).await?;
+            if manager.revoke(&id).await?.is_none() {
+                bail!("no session {id}");
+            }
+            let mut e = AuditEvent::new(AuditKind::SessionRevoked, "cli")
+                .session(&id)
+                .detail("revoked from the CLI");
+            if let Some(a) = found {
+                e = e.user(Some(&a.user.id), &a.user.username);
+            }
+            audit(manager, e).await;
+            out.message(&format!("revoked {id}"), json!({ "revoked": 1 }));
+        }
+        SessionCmd::Revoke {
+            user: Some(name), ..
+        } => {
+            let user = existing(manager, &name).await?;
+            let revoked = manager.revoke_user(&user.id, None).await?;
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::SessionsRevoked, "cli")
+                    .user(Some(&user.id), &user.username)
+                    .detail(format!("all sessions from the CLI: {}", revoked.len())),
+            )
+            .await;
+            out.message(
+                &format!("revoked {} session(s) of {}", revoked.len(), user.username),
+                json!({ "revoked": revoked.len() }),
+            );
+        }
+        SessionCmd::Revoke { all: true, .. } => {
+            let mut total = 0;
+            for user in manager.store().list_users().await? {
+                let revoked = manager.revoke_user(&user.id, None).await?;
+                if !revoked.is_empty() {
+                    total += revoked.len();
+                    audit(
+                        manager,
+                        AuditEvent::new(AuditKind::SessionsRevoked, "cli")
+                            .user(Some(&user.id), &user.username)
+                            .detail(format!("every session of every user: {}", revoked.len())),
+                    )
+                    .await;
+                }
+            }
+            out.message(
+                &format!("revoked {total} session(s)"),
+                json!({ "revoked": total }),
+            );
+        }
+        SessionCmd::Revoke { .. } => bail!("name a session id, --user NAME or --all"),
+    }
+    Ok(())
+}
+
+async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyhow::Result<()> {
+    let store = manager.store();
+    match cmd {
+        ApikeyCmd::Create { name } => {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                bail!("an API key name is 1 to 64 characters from A-Z a-z 0-9 - _ .");
+            }
+            let key = Token::generate(SecretKind::ApiKey)?;
+            let created = store
+                .create_api_key(&name, &key.hash(), Timestamp::now())
+                .await
+                .map_err(|e| match e {
+                    cloakroom_core::StoreError::Conflict { .. } => {
+                        anyhow::anyhow!("an API key named {name} already exists")
+                    }
+                    other => other.into(),
+                })?;
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::ApiKeyCreated, "cli").detail(format!("apikey:{name}")),
+            )
+            .await;
+            if out.json {
+                println!(
+                    "{}",
+                    json!({ "name": created.name, "created_at": created.created_at, "key": key.expose() })
+                );
+            } else {
+                println!("{}", key.expose());
+                eprintln!(
+                    "API key {name} created. It is shown once and stored only as a hash: keep it now."
+                );
+            }
+        }
+        ApikeyCmd::List => {
+            let keys = store.list_api_keys().await?;
+            if out.json {
+                println!("{}", json!({ "api_keys": keys }));
+            } else {
+                table(
+                    &["NAME", "CREATED"],
+                    keys.iter()
+                        .map(|k| vec![k.name.clone(), k.created_at.to_string()])
+                        .collect(),
+                );
+            }
+        }
+        ApikeyCmd::Revoke { name } => {
+            if !store.revoke_api_key(&name).await? {
+                bail!("no API key named {name}");
+            }
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::ApiKeyRevoked, "cli").detail(format!("apikey:{name}")),
+            )
+            .await;
+            out.message(
+                &format!("revoked API key {name}"),
+                json!({ "revoked": name }),
+            );
+        }
+    }
+    Ok(())
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn message(&self, text: &str, value: serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    fn users(&self, users: &[User]) {
+        if self.json {
+            println!("{}", json!({ "users": users }));
+            return;
+        }
+        let rows = users
+            .iter()
+            .map(|u| {
+                vec![
+                    u.username.to_string(),
+                    u.roles
+                        .iter()
+                        .map(Role::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    if u.disabled {
+                        "disabled".into()
+                    } else {
+                        "active".into()
+                    },
+                    if u.has_password {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                    u.id.to_string(),
+                    u.created_at.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &["USERNAME", "ROLES", "STATUS", "PASSWORD", "ID", "CREATED"],
+            rows,
+        );
+    }
+
+    fn sessions(&self, sessions: &[cloakroom_core::Authenticated]) {
+        if self.json {
+            let views: Vec<_> = sessions.iter().map(|a| a.view(None)).collect();
+            println!("{}", json!({ "sessions": views }));
+            return;
+        }
+        let rows = sessions
+            .iter()
+            .map(|a| {
+                let s = &a.session;
+                vec![
+                    s.id.to_string(),
+                    a.user.username.to_string(),
+                    s.ip.clone().unwrap_or_default(),
+                    s.created_at.to_string(),
+                    s.last_seen_at.to_string(),
+                    s.user_agent
+                        .clone()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(40)
+                        .collect(),
+                ]
+            })
+            .collect();
+        table(
+            &["ID", "USER", "IP", "CREATED", "LAST SEEN", "USER AGENT"],
+            rows,
+        );
+    }
+
+    fn audit(&self, events: &[AuditEvent]) {
+        if self.json {
+            println!("{}", json!({ "events": events }));
+            return;
+        }
+        let rows = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.at.to_string(),
+                    e.kind.to_string(),
+                    e.username
+                        .as_ref()
+                        .map(Username::to_string)
+                        .unwrap_or_default(),
+                    e.actor.clone(),
+                    e.session_id
+                        .as_ref()
+                        .map(SessionId::to_string)
+                        .unwrap_or_default(),
+                    e.ip.clone().unwrap_or_default(),
+                    e.detail.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        table(
+            &["AT", "EVENT", "USER", "ACTOR", "SESSION", "IP", "DETAIL"],
+            rows,
+        );
+    }
+}
+
+/// Prints rows as left-aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    let _ = writeln!(stdout, "{}", line(headers.to_vec()));
+    for row in &rows {
+        let _ = writeln!(stdout, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}

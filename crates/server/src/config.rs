@@ -1,0 +1,551 @@
+//! Configuration: raw settings from flags, `CLOAKROOM_*` environment variables and a TOML file
+//! (precedence flag > env > file > default), validated into a [`Config`] the rest of the code
+//! trusts. Unknown keys, unknown `CLOAKROOM_*` variables and invalid values are refused with a
+//! message naming the key; so are insecure settings (a plain-HTTP public origin that is not
+//! loopback, a cookie name without the `__Host-` prefix).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings as given, before validation. Every field is a flag (with its `CLOAKROOM_` variable)
+/// and a key of the TOML file.
+#[derive(Clone, Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on [default: 127.0.0.1:7878]
+    #[arg(long, env = "CLOAKROOM_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db)
+    #[arg(long, env = "CLOAKROOM_STORE", global = true)]
+    pub store: Option<String>,
+    /// The origin browsers use, e.g. https://app.example.com; drives the Origin check
+    #[arg(long, env = "CLOAKROOM_PUBLIC_ORIGIN", global = true)]
+    pub public_origin: Option<String>,
+    /// Further origins allowed to make state-changing requests (comma-separated)
+    #[arg(
+        long,
+        env = "CLOAKROOM_ALLOWED_ORIGINS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Session cookie name; must start with __Host- [default: __Host-cloakroom]
+    #[arg(long, env = "CLOAKROOM_COOKIE_NAME", global = true)]
+    pub cookie_name: Option<String>,
+    /// A session unused this long ends, e.g. 30m [default: 30m]
+    #[arg(long, env = "CLOAKROOM_IDLE_TIMEOUT", global = true)]
+    pub idle_timeout: Option<String>,
+    /// A session ends this long after login, e.g. 12h [default: 12h]
+    #[arg(long, env = "CLOAKROOM_ABSOLUTE_TIMEOUT", global = true)]
+    pub absolute_timeout: Option<String>,
+    /// Most sessions per user, 0 = no cap; the oldest is evicted [default: 0]
+    #[arg(long, env = "CLOAKROOM_MAX_SESSIONS_PER_USER", global = true)]
+    pub max_sessions_per_user: Option<String>,
+    /// text or json [default: text]
+    #[arg(long, env = "CLOAKROOM_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated IP addresses)
+    #[arg(
+        long,
+        env = "CLOAKROOM_TRUSTED_PROXIES",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Most password hashes computed at once [default: number of CPUs]
+    #[arg(long, env = "CLOAKROOM_LOGIN_CONCURRENCY", global = true)]
+    pub login_concurrency: Option<String>,
+    /// A secret mixed into every password hash, kept apart from the store (env or file only)
+    #[arg(skip)]
+    #[serde(default)]
+    pub password_pepper: Option<String>,
+}
+
+/// Every key, for the unknown-variable check.
+const KEYS: &[&str] = &[
+    "listen",
+    "store",
+    "public_origin",
+    "allowed_origins",
+    "cookie_name",
+    "idle_timeout",
+    "absolute_timeout",
+    "max_sessions_per_user",
+    "log_format",
+    "trusted_proxies",
+    "login_concurrency",
+    "password_pepper",
+];
+
+/// A setting that was refused, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value could not be used.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// A `CLOAKROOM_*` variable that is no setting.
+    #[error("unknown setting {0} in the environment (known: {known})", known = KEYS.iter().map(|k| format!("CLOAKROOM_{}", k.to_uppercase())).collect::<Vec<_>>().join(", "))]
+    UnknownEnv(String),
+    /// The file could not be read or parsed (including unknown keys).
+    #[error("config file {path}: {message}")]
+    File {
+        /// Which file.
+        path: PathBuf,
+        /// Why (the TOML parser names the key and line).
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Store URL.
+    pub store: String,
+    /// The public origin (`scheme://host[:port]`).
+    pub public_origin: String,
+    /// Every origin allowed on state-changing requests (the public one first).
+    pub allowed_origins: Vec<String>,
+    /// Cookie name.
+    pub cookie_name: String,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Absolute timeout.
+    pub absolute_timeout: Duration,
+    /// Per-user cap (0 = none).
+    pub max_sessions_per_user: u32,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Trusted proxy addresses.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Concurrent password hashes.
+    pub login_concurrency: usize,
+    /// Pepper bytes, if configured.
+    pub password_pepper: Option<Vec<u8>>,
+}
+
+impl RawConfig {
+    /// Fills every unset field from `lower` (flags/env over file).
+    pub fn or(self, lower: RawConfig) -> RawConfig {
+        RawConfig {
+            listen: self.listen.or(lower.listen),
+            store: self.store.or(lower.store),
+            public_origin: self.public_origin.or(lower.public_origin),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            cookie_name: self.cookie_name.or(lower.cookie_name),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            absolute_timeout: self.absolute_timeout.or(lower.absolute_timeout),
+            max_sessions_per_user: self.max_sessions_per_user.or(lower.max_sessions_per_user),
+            log_format: self.log_format.or(lower.log_format),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            login_concurrency: self.login_concurrency.or(lower.login_concurrency),
+            password_pepper: self.password_pepper.or(lower.password_pepper),
+        }
+    }
+
+    /// Reads a TOML file. Numbers may be given as numbers or strings.
+    pub fn from_file(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        // Let numbers be numbers in the file while every raw field stays text.
+        for (_, value) in table.iter_mut() {
+            if let toml::Value::Integer(i) = value {
+                *value = toml::Value::String(i.to_string());
+            }
+        }
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Refuses `CLOAKROOM_*` variables that name no setting.
+    pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (name, _) in vars {
+            let Some(key) = name.strip_prefix("CLOAKROOM_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if key != "config" && !KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::UnknownEnv(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates into a [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = self
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:7878")
+            .parse()
+            .map_err(|_| {
+                invalid(
+                    "listen",
+                    "expected an address like 127.0.0.1:7878 or [::]:7878",
+                )
+            })?;
+
+        let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
+        if !store.starts_with("sqlite:") {
+            return Err(invalid(
+                "store",
+                format!(
+                    "unsupported store URL `{}`; this build supports sqlite:PATH",
+                    scheme_of(&store)
+                ),
+            ));
+        }
+
+        let origin_given = self.public_origin.is_some();
+        let public_origin = match self.public_origin {
+            Some(o) => parse_origin(&o).map_err(|m| invalid("public_origin", m))?,
+            None if listen.ip().is_loopback() => format!("http://{listen}"),
+            None => {
+                return Err(invalid(
+                    "public_origin",
+                    "required when listening on a non-loopback address (e.g. https://app.example.com)",
+                ));
+            }
+        };
+        let mut allowed_origins = vec![public_origin.clone()];
+        if !origin_given {
+            // The default loopback origin also answers to its `localhost` name.
+            allowed_origins.push(format!("http://localhost:{}", listen.port()));
+        }
+        for o in self.allowed_origins.unwrap_or_default() {
+            let o = parse_origin(o.trim()).map_err(|m| invalid("allowed_origins", m))?;
+            if !allowed_origins.contains(&o) {
+                allowed_origins.push(o);
+            }
+        }
+
+        let cookie_name = self
+            .cookie_name
+            .unwrap_or_else(|| "__Host-cloakroom".into());
+        if !cookie_name.starts_with("__Host-") {
+            return Err(invalid(
+                "cookie_name",
+                "must start with __Host- (binds the cookie to this host, Secure, Path=/)",
+            ));
+        }
+        if cookie_name.len() > 64
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(
+                "cookie_name",
+                "at most 64 characters from A-Z a-z 0-9 - _ .",
+            ));
+        }
+
+        let idle_timeout = duration("idle_timeout", self.idle_timeout.as_deref(), "30m")?;
+        let absolute_timeout =
+            duration("absolute_timeout", self.absolute_timeout.as_deref(), "12h")?;
+        if idle_timeout < Duration::from_secs(60) {
+            return Err(invalid("idle_timeout", "must be at least 1m"));
+        }
+        if absolute_timeout < idle_timeout {
+            return Err(invalid("absolute_timeout", "must be at least idle_timeout"));
+        }
+        if absolute_timeout > Duration::from_secs(30 * 24 * 3600) {
+            return Err(invalid("absolute_timeout", "must be at most 30 days"));
+        }
+
+        let max_sessions_per_user = match self.max_sessions_per_user.as_deref() {
+            None => 0,
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("max_sessions_per_user", "expected a whole number"))?,
+        };
+        let log_format = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log_format",
+                    format!("`{other}`: expected text or json"),
+                ));
+            }
+        };
+        let trusted_proxies = self
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .map_err(|_| invalid("trusted_proxies", format!("`{s}` is not an IP address")))
+            })
+            .collect::<Result<_, _>>()?;
+        let login_concurrency = match self.login_concurrency.as_deref() {
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=256).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "login_concurrency",
+                        "expected a number from 1 to 256",
+                    ));
+                }
+            },
+        };
+        let password_pepper = match self.password_pepper {
+            None => None,
+            Some(p) if p.len() >= 16 => Some(p.into_bytes()),
+            Some(_) => return Err(invalid("password_pepper", "must be at least 16 bytes")),
+        };
+
+        Ok(Config {
+            listen,
+            store,
+            public_origin,
+            allowed_origins,
+            cookie_name,
+            idle_timeout,
+            absolute_timeout,
+            max_sessions_per_user,
+            log_format,
+            trusted_proxies,
+            login_concurrency,
+            password_pepper,
+        })
+    }
+}
+
+fn scheme_of(url: &str) -> &str {
+    url.split_once(':').map_or(url, |(s, _)| s)
+}
+
+fn duration(
+    key: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.unwrap_or(default).trim())
+        .map_err(|e| invalid(key, format!("{e} (expected a duration like 30m or 12h)")))
+}
+
+/// Normalizes an origin `scheme://host[:port]`; refuses paths, plain HTTP off loopback, and junk.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| format!("`{text}` is not an origin like https://app.example.com"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!(
+            "`{text}` must be scheme://host[:port] with no path"
+        ));
+    }
+    let host = rest.to_ascii_lowercase();
+    let bare_host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(h, _)| h)
+            .to_owned(),
+    };
+    let loopback =
+        bare_host == "localhost" || bare_host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match scheme.as_str() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(format!(
+                "`{text}` is plain HTTP: session cookies are Secure, so the public origin must be https (plain http only on localhost)"
+            ));
+        }
+        _ => return Err(format!("`{text}`: the scheme must be https")),
+    }
+    Ok(format!("{scheme}://{host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_asvs_level_2() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(c.store, "sqlite:./cloakroom.db");
+        assert_eq!(c.cookie_name, "__Host-cloakroom");
+        assert_eq!(c.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.absolute_timeout, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            c.allowed_origins,
+            ["http://127.0.0.1:7878", "http://localhost:7878"]
+        );
+        assert_eq!(c.max_sessions_per_user, 0);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases: &[(RawConfig, &str)] = &[
+            (
+                RawConfig {
+                    idle_timeout: Some("soon".into()),
+                    ..Default::default()
+                },
+                "idle_timeout",
+            ),
+            (
+                RawConfig {
+                    listen: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "listen",
+            ),
+            (
+                RawConfig {
+                    log_format: Some("xml".into()),
+                    ..Default::default()
+                },
+                "log_format",
+            ),
+            (
+                RawConfig {
+                    cookie_name: Some("sid".into()),
+                    ..Default::default()
+                },
+                "cookie_name",
+            ),
+            (
+                RawConfig {
+                    public_origin: Some("http://app.example.com".into()),
+                    ..Default::default()
+                },
+                "public_origin",
+            ),
+            (
+                RawConfig {
+                    max_sessions_per_user: Some("-1".into()),
+                    ..Default::default()
+                },
+                "max_sessions_per_user",
+            ),
+            (
+                RawConfig {
+                    store: Some("mysql://x".into()),
+                    ..Default::default()
+                },
+                "store",
+            ),
+            (
+                RawConfig {
+                    idle_timeout: Some("2h".into()),
+                    absolute_timeout: Some("1h".into()),
+                    ..Default::default()
+                },
+                "absolute_timeout",
+            ),
+            (
+                RawConfig {
+                    listen: Some("0.0.0.0:7878".into()),
+                    ..Default::default()
+                },
+                "public_origin",
+            ),
+        ];
+        for (raw, key) in cases {
+            let err = raw.clone().validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn precedence_is_flag_then_env_then_file() {
+        let flags_env = RawConfig {
+            idle_timeout: Some("10m".into()),
+            ..Default::default()
+        };
+        let file = RawConfig {
+            idle_timeout: Some("20m".into()),
+            log_format: Some("json".into()),
+            ..Default::default()
+        };
+        let c = flags_env.or(file).validate().unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn file_refuses_unknown_keys_and_accepts_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "max_sessions_per_user = 3\nidle_timeout = \"15m\"\n").unwrap();
+        let c = RawConfig::from_file(&path).unwrap().validate().unwrap();
+        assert_eq!(c.max_sessions_per_user, 3);
+        std::fs::write(&path, "idle_timeout = \"15m\"\nidle_timout = \"1m\"\n").unwrap();
+        let err = RawConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("idle_timout"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_is_refused() {
+        let ok = [
+            ("CLOAKROOM_LISTEN".to_owned(), String::new()),
+            ("PATH".into(), String::new()),
+        ];
+        assert!(RawConfig::check_env(ok.into_iter()).is_ok());
+        let bad = [("CLOAKROOM_IDLE_TIMOUT".to_owned(), String::new())];
+        assert!(
+            RawConfig::check_env(bad.into_iter())
+                .unwrap_err()
+                .to_string()
+                .contains("CLOAKROOM_IDLE_TIMOUT")
+        );
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        assert_eq!(
+            parse_origin("HTTPS://App.Example.com/").unwrap(),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            parse_origin("http://[::1]:8080").unwrap(),
+            "http://[::1]:8080"
+        );
+        assert!(parse_origin("https://app.example.com/path").is_err());
+        assert!(parse_origin("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,440 @@
+//! Extractors: who is calling ([`Caller`], [`Service`]), from where ([`Client`]), and request
+//! bodies, paths and queries whose rejections become the contract's error bodies.
+//!
+//! CSRF defence for cookie-authenticated state changes, in order: an `Origin` header, when
+//! present, must be an allowed origin; without one, `Sec-Fetch-Site` (when present) must be
+//! `same-origin` or `none`; then the session's synchronizer token must arrive in `X-CSRF-Token` or
+//! a `csrf_token` form field. Bearer-authenticated requests need none of it: browsers never attach
+//! an `Authorization` header on their own.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Json;
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cloakroom_core::manager::ClientInfo;
+use cloakroom_core::token::{SecretKind, Token};
+use cloakroom_core::{Authenticated, Role};
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How the caller presented its session token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The session cookie (a browser): CSRF rules apply.
+    Cookie,
+    /// `Authorization: Bearer` (a program).
+    Bearer,
+}
+
+/// The token a request carries, and how.
+pub fn credential<'a>(
+    headers: &'a HeaderMap,
+    cookie_name: &str,
+) -> Result<Option<(&'a str, Via)>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let text = value.to_str().map_err(|_| ApiError::unauthenticated())?;
+        let (scheme, token) = text.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::unauthenticated());
+        }
+        return Ok(Some((token.trim(), Via::Bearer)));
+    }
+    Ok(find_cookie(headers, cookie_name).map(|t| (t, Via::Cookie)))
+}
+
+/// The first cookie named `name` across all `Cookie` headers. Non-UTF-8 headers are skipped.
+pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// Checks `Origin` / `Sec-Fetch-Site` for a state-changing request.
+pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin
+            .to_str()
+            .map_err(|_| ApiError::origin_mismatch())?
+            .to_ascii_lowercase();
+        return if config.allowed_origins.iter().any(|o| *o == origin) {
+            Ok(())
+        } else {
+            Err(ApiError::origin_mismatch())
+        };
+    }
+    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        None | Some(b"same-origin") | Some(b"none") => Ok(()),
+        Some(_) => Err(ApiError::origin_mismatch()),
+    }
+}
+
+/// The `csrf_token` field of a form body, put in the request by [`form_csrf_field`].
+#[derive(Clone, Debug)]
+pub struct FormCsrfToken(pub String);
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// Most bytes of a form body read for its CSRF field.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// Middleware: for state-changing form posts, reads the body once, lifts its `csrf_token` into
+/// the request extensions, and passes the body on unchanged.
+pub async fn form_csrf_field(req: Request, next: Next) -> Response {
+    if is_unsafe(req.method()) && is_form(req.headers()) {
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+            Ok(b) => b,
+            Err(_) => return ApiError::payload_too_large("form body over 64 KiB").into_response(),
+        };
+        let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+            .ok()
+            .and_then(|pairs| {
+                pairs
+                    .into_iter()
+                    .find(|(k, _)| k == "csrf_token")
+                    .map(|(_, v)| v)
+            });
+        let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        if let Some(t) = token {
+            req.extensions_mut().insert(FormCsrfToken(t));
+        }
+        return next.run(req).await;
+    }
+    next.run(req).await
+}
+
+/// Whether the method may change state.
+pub fn is_unsafe(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// A caller with a live session.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The session and its user.
+    pub auth: Authenticated,
+    /// How the token came.
+    pub via: Via,
+}
+
+impl Caller {
+    /// The caller, `None` when the request has no valid session; CSRF, origin and store failures
+    /// are still errors.
+    pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
+        let Some((token, via)) = credential(&parts.headers, &state.config.cookie_name)? else {
+            return Ok(None);
+        };
+        let cookie_write = via == Via::Cookie && is_unsafe(&parts.method);
+        if cookie_write {
+            check_origin(&parts.headers, &state.config)?;
+        }
+        let Some(auth) = state.manager.authenticate(token).await? else {
+            return Ok(None);
+        };
+        if cookie_write {
+            let presented = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<FormCsrfToken>()
+                        .map(|t| t.0.as_str())
+                });
+            if !presented.is_some_and(|p| auth.session.csrf.verify(p)) {
+                return Err(ApiError::csrf_failed());
+            }
+        }
+        Ok(Some(Caller { auth, via }))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Caller::optional(parts, state)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// A caller of the service API: an API key, or an `admin` user's session (with CSRF for cookies).
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// For the audit log: `apikey:NAME` or `user:NAME`.
+    pub actor: String,
+}
+
+impl FromRequestParts<AppState> for Service {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some((token, Via::Bearer)) = credential(&parts.headers, &state.config.cookie_name)?
+            && token.starts_with(SecretKind::ApiKey.prefix())
+        {
+            let key =
+                Token::parse(SecretKind::ApiKey, token).map_err(|_| ApiError::unauthenticated())?;
+            let found = state.manager.store().api_key_by_hash(&key.hash()).await?;
+            return match found {
+                Some(k) => Ok(Service {
+                    actor: format!("apikey:{}", k.name),
+                }),
+                None => Err(ApiError::unauthenticated()),
+            };
+        }
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.auth.user.has_role(Role::ADMIN) {
+            return Err(ApiError::forbidden(
+                "the service API needs an API key or the admin role",
+            ));
+        }
+        Ok(Service {
+            actor: format!("user:{}", caller.auth.user.username),
+        })
+    }
+}
+
+/// The client's address (the peer, or the forwarded address when the peer is a trusted proxy)
+/// and user agent.
+#[derive(Clone, Debug, Default)]
+pub struct Client {
+    /// Client IP.
+    pub ip: Option<IpAddr>,
+    /// User agent (at most 512 bytes are kept with a session).
+    pub user_agent: Option<String>,
+}
+
+impl Client {
+    /// As recorded with a session.
+    pub fn info(&self) -> ClientInfo {
+        ClientInfo {
+            ip: self.ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
+    /// The IP as text, for audit events.
+    pub fn ip_text(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
+    }
+}
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ip = match peer {
+            Some(p) if state.config.trusted_proxies.contains(&p) => {
+                forwarded_for(&parts.headers, &state.config.trusted_proxies).or(Some(p))
+            }
+            other => other,
+        };
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
+        Ok(Client { ip, user_agent })
+    }
+}
+
+/// The rightmost `X-Forwarded-For` address that is not a trusted proxy.
+fn forwarded_for(headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let all: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    all.into_iter().rev().find(|ip| !trusted.contains(ip))
+}
+
+// ---------------------------------------------------------------- bodies, paths, queries
+
+/// A JSON body; refuses other content types, malformed JSON, unknown fields (where the type says
+/// so) and bodies over the route's limit, with the contract's errors.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+fn json_rejection(e: JsonRejection) -> ApiError {
+    match e {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::invalid("expected Content-Type: application/json")
+        }
+        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::payload_too_large("request body too large")
+        }
+        other => ApiError::invalid(format!("invalid JSON body: {}", other.body_text())),
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(json_rejection)
+    }
+}
+
+/// A JSON or form-encoded body, chosen by `Content-Type`.
+#[derive(Debug)]
+pub struct JsonOrForm<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if is_form(req.headers()) {
+            axum::Form::<T>::from_request(req, state)
+                .await
+                .map(|f| JsonOrForm(f.0))
+                .map_err(|e| match e {
+                    FormRejection::BytesRejection(b)
+                        if b.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                    {
+                        ApiError::payload_too_large("request body too large")
+                    }
+                    other => ApiError::invalid(format!("invalid form body: {}", other.body_text())),
+                })
+        } else {
+            ApiJson::<T>::from_request(req, state)
+                .await
+                .map(|j| JsonOrForm(j.0))
+        }
+    }
+}
+
+/// A path parameter; a malformed one is 404 (it names nothing that exists).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e: PathRejection| {
+                ApiError::not_found(format!("no such resource: {}", e.body_text()))
+            })
+    }
+}
+
+/// A query string.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| {
+                ApiError::invalid(format!("invalid query: {}", e.body_text()))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn finds_the_named_cookie_among_many() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-cloakroom=crs_x; b=2"),
+        );
+        assert_eq!(find_cookie(&h, "__Host-cloakroom"), Some("crs_x"));
+        assert_eq!(find_cookie(&h, "c"), None);
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"\xff\xfe=1").unwrap(),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-cloakroom=\"crs_y\""),
+        );
+        assert_eq!(find_cookie(&h, "__Host-cloakroom"), Some("crs_y"));
+    }
+
+    #[test]
+    fn bearer_wins_over_cookie_and_other_schemes_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-cloakroom=crs_c"),
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer crs_b"),
+        );
+        assert_eq!(
+            credential(&h, "__Host-cloakroom").unwrap(),
+            Some(("crs_b", Via::Bearer))
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpi"),
+        );
+        assert!(credential(&h, "__Host-cloakroom").is_err());
+    }
+
+    #[test]
+    fn forwarded_for_takes_the_rightmost_untrusted_hop() {
+        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.1"),
+        );
+        assert_eq!(
+            forwarded_for(&h, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+    }
+}

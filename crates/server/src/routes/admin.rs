@@ -1,0 +1,333 @@
+//! The service API for an application's back end: users and sessions, authenticated by an API key
+//! or an `admin` user's session.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use cloakroom_core::audit::{AuditEvent, AuditKind};
+use cloakroom_core::password::Password;
+use cloakroom_core::{Role, SessionId, Timestamp, User, Username};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, Service};
+use crate::routes::no_store;
+use crate::routes::session::DATA_LIMIT;
+use crate::state::AppState;
+
+fn username(text: &str) -> Result<Username, ApiError> {
+    Username::parse(text).map_err(|e| ApiError::invalid(format!("invalid username: {e}")))
+}
+
+async fn existing_user(state: &AppState, name: &str) -> Result<User, ApiError> {
+    // A name that cannot exist is simply not found.
+    let Ok(name) = Username::parse(name) else {
+        return Err(ApiError::not_found("user not found"));
+    };
+    state
+        .manager
+        .user(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user not found"))
+}
+
+/// `PUT /v1/admin/users/{username}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutUser {
+    password: Option<String>,
+    roles: Option<Vec<String>>,
+    disabled: Option<bool>,
+}
+
+/// `PUT /v1/admin/users/{username}`: creates (201) or updates (200). A new password or disabling
+/// revokes the user's sessions; role changes show on the next check.
+pub async fn put_user(
+    State(state): State<AppState>,
+    service: Service,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<PutUser>,
+) -> ApiResult<Response> {
+    let name = username(&name)?;
+    let roles = req
+        .roles
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    Role::parse(r)
+                        .map_err(|e| ApiError::invalid(format!("invalid role `{r}`: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let password = req.password.map(Password::new);
+    if let Some(p) = &password {
+        p.check_policy()
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+    }
+    let actor = service.actor.as_str();
+    let (user, created) = match state.manager.user(&name).await? {
+        None => {
+            let user = state
+                .manager
+                .create_user(
+                    name.clone(),
+                    password.as_ref(),
+                    roles.clone().unwrap_or_default(),
+                )
+                .await?;
+            state
+                .audit(
+                    AuditEvent::new(AuditKind::UserCreated, actor)
+                        .user(Some(&user.id), &user.username),
+                )
+                .await;
+            let user = if req.disabled == Some(true) {
+                apply_flags(&state, actor, &user, None, Some(true)).await?
+            } else {
+                user
+            };
+            (user, true)
+        }
+        Some(user) => {
+            let mut user = user;
+            if let Some(p) = &password {
+                let (updated, revoked) = state.manager.set_password(&user.id, p, None).await?;
+                state
+                    .audit(
+                        AuditEvent::new(AuditKind::PasswordChanged, actor)
+                            .user(Some(&user.id), &user.username)
+                            .detail(format!("{} session(s) revoked", revoked.len())),
+                    )
+                    .await;
+                metrics::counter!("cloakroom_revocations_total", "reason" => "password_changed")
+                    .increment(revoked.len() as u64);
+                user = updated;
+            }
+            if roles.is_some() || req.disabled.is_some() {
+                user = apply_flags(&state, actor, &user, roles, req.disabled).await?;
+            }
+            (user, false)
+        }
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(no_store((status, Json(json!({ "user": user })))))
+}
+
+/// Applies roles and the disabled flag, auditing what changed.
+async fn apply_flags(
+    state: &AppState,
+    actor: &str,
+    before: &User,
+    roles: Option<Vec<Role>>,
+    disabled: Option<bool>,
+) -> Result<User, ApiError> {
+    let (user, revoked) = state
+        .manager
+        .update_user(&before.id, roles, disabled)
+        .await?;
+    if user.roles != before.roles {
+        let list = user
+            .roles
+            .iter()
+            .map(Role::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        state
+            .audit(
+                AuditEvent::new(AuditKind::RolesChanged, actor)
+                    .user(Some(&user.id), &user.username)
+                    .detail(format!("roles: [{list}]")),
+            )
+            .await;
+    }
+    if user.disabled != before.disabled {
+        let kind = if user.disabled {
+            AuditKind::UserDisabled
+        } else {
+            AuditKind::UserEnabled
+        };
+        let mut e = AuditEvent::new(kind, actor).user(Some(&user.id), &user.username);
+        if user.disabled {
+            e = e.detail(format!("{} session(s) revoked", revoked.len()));
+            metrics::counter!("cloakroom_revocations_total", "reason" => "user_disabled")
+                .increment(revoked.len() as u64);
+        }
+        state.audit(e).await;
+    }
+    Ok(user)
+}
+
+/// `GET /v1/admin/users/{username}`.
+pub async fn get_user(
+    State(state): State<AppState>,
+    _service: Service,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Response> {
+    let user = existing_user(&state, &name).await?;
+    Ok(no_store(Json(json!({ "user": user }))))
+}
+
+/// `POST /v1/admin/sessions` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    username: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    data: Option<Value>,
+}
+
+/// `POST /v1/admin/sessions`: a session for an app that checks credentials itself. The token is
+/// in the body: this is the one place it is.
+pub async fn create_session(
+    State(state): State<AppState>,
+    service: Service,
+    ApiJson(req): ApiJson<CreateSession>,
+) -> ApiResult<Response> {
+    let user = existing_user(&state, &req.username).await?;
+    if user.disabled {
+        return Err(ApiError::forbidden("the user is disabled"));
+    }
+    if let Some(d) = &req.data {
+        if !d.is_object() {
+            return Err(ApiError::invalid("data must be a JSON object"));
+        }
+        if d.to_string().len() > DATA_LIMIT {
+            return Err(ApiError::payload_too_large(
+                "session data is limited to 16 KiB",
+            ));
+        }
+    }
+    if let Some(ip) = &req.ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(ApiError::invalid("ip must be an IP address"));
+    }
+    let client = cloakroom_core::manager::ClientInfo {
+        ip: req.ip,
+        user_agent: req.user_agent,
+    };
+    let issued = state.manager.create(&user, client, req.data).await?;
+    metrics::counter!("cloakroom_sessions_created_total", "how" => "service").increment(1);
+    state
+        .audit(
+            AuditEvent::new(AuditKind::SessionCreated, service.actor.as_str())
+                .user(Some(&user.id), &user.username)
+                .session(&issued.auth.session.id),
+        )
+        .await;
+    for id in &issued.evicted {
+        state
+            .audit(
+                AuditEvent::new(AuditKind::SessionEvicted, "system")
+                    .user(Some(&user.id), &user.username)
+                    .session(id)
+                    .detail("max_sessions_per_user"),
+            )
+            .await;
+    }
+    let body = json!({ "token": issued.token.expose(), "session": issued.auth.view(None) });
+    Ok(no_store((StatusCode::CREATED, Json(body))))
+}
+
+/// `POST /v1/admin/sessions/validate` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validate {
+    token: String,
+}
+
+/// `POST /v1/admin/sessions/validate`: `{session}` for a live token, else 401.
+pub async fn validate(
+    State(state): State<AppState>,
+    _service: Service,
+    ApiJson(req): ApiJson<Validate>,
+) -> ApiResult<Response> {
+    let auth = state
+        .manager
+        .authenticate(&req.token)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    Ok(no_store(Json(json!({ "session": auth.view(None) }))))
+}
+
+/// Query of the session list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    username: String,
+}
+
+/// `GET /v1/admin/sessions?username=U`.
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    _service: Service,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let user = existing_user(&state, &q.username).await?;
+    let all = state
+        .manager
+        .store()
+        .list_sessions(Some(&user.id), Timestamp::now())
+        .await?;
+    let views: Vec<_> = all.iter().map(|a| a.view(None)).collect();
+    Ok(no_store(Json(json!({ "sessions": views }))))
+}
+
+/// `DELETE /v1/admin/sessions/{id}`.
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    service: Service,
+    client: Client,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = SessionId::parse(&id).ok_or_else(|| ApiError::not_found("session not found"))?;
+    let found = state
+        .manager
+        .store()
+        .session_by_id(&id, Timestamp::now())
+        .await?;
+    if state.manager.revoke(&id).await?.is_none() {
+        return Err(ApiError::not_found("session not found"));
+    }
+    metrics::counter!("cloakroom_revocations_total", "reason" => "admin").increment(1);
+    let mut e = AuditEvent::new(AuditKind::SessionRevoked, service.actor.as_str())
+        .session(&id)
+        .ip(client.ip_text());
+    if let Some(a) = found {
+        e = e.user(Some(&a.user.id), &a.user.username);
+    }
+    state
+        .audit(e.detail("revoked through the service API"))
+        .await;
+    Ok(no_store(StatusCode::NO_CONTENT))
+}
+
+/// `DELETE /v1/admin/users/{username}/sessions`.
+pub async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    service: Service,
+    client: Client,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Response> {
+    let user = existing_user(&state, &name).await?;
+    let revoked = state.manager.revoke_user(&user.id, None).await?;
+    metrics::counter!("cloakroom_revocations_total", "reason" => "admin")
+        .increment(revoked.len() as u64);
+    state
+        .audit(
+            AuditEvent::new(AuditKind::SessionsRevoked, service.actor.as_str())
+                .user(Some(&user.id), &user.username)
+                .ip(client.ip_text())
+                .detail(format!("all sessions: {}", revoked.len())),
+        )
+        .await;
+    Ok(no_store(Json(json!({ "revoked": revoked.len() }))))
+}

@@ -1,0 +1,297 @@
+//! Login, logout and password change.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cloakroom_core::audit::{AuditEvent, AuditKind};
+use cloakroom_core::manager::LoginOutcome;
+use cloakroom_core::password::{MAX_CHARS, Password};
+use cloakroom_core::{SessionId, Username};
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Caller, Client, JsonOrForm, Via, check_origin, find_cookie};
+use crate::routes::{no_store, session_body};
+use crate::state::AppState;
+
+/// `POST /v1/login` body (JSON or form).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+    /// Sent by HTML forms; login needs no session CSRF token (Origin is checked instead).
+    #[serde(default)]
+    #[allow(dead_code)]
+    csrf_token: Option<String>,
+}
+
+/// The throttle key for a login name: normalized, bounded, even when it is no valid username.
+fn account_key(name: &str) -> String {
+    name.trim().to_ascii_lowercase().chars().take(64).collect()
+}
+
+/// `POST /v1/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    JsonOrForm(req): JsonOrForm<LoginRequest>,
+) -> ApiResult<Response> {
+    // Login CSRF: a cross-site page must not log the victim into the attacker's account.
+    check_origin(&headers, &state.config)?;
+    let account = account_key(&req.username);
+    let ip = client.ip;
+    if let Err(wait) = state.throttle.check(&account, ip) {
+        metrics::counter!("cloakroom_logins_total", "outcome" => "throttled").increment(1);
+        let mut e = AuditEvent::new(AuditKind::LoginThrottled, "self").ip(client.ip_text());
+        if let Ok(u) = Username::parse(&req.username) {
+            e = e.user(None, &u);
+        }
+        state.audit(e).await;
+        return Err(ApiError::rate_limited(wait));
+    }
+    let password = Password::new(req.password);
+    let username = Username::parse(&req.username).ok();
+    // Too long to be anyone's password, or no valid name: the same answer, the same Argon2 work.
+    let outcome = match &username {
+        Some(name) if password.expose().chars().count() <= MAX_CHARS => {
+            state.manager.check_password(name, &password).await?
+        }
+        _ => {
+            state
+                .manager
+                .hasher()
+                .verify(&password, None)
+                .await
+                .map_err(cloakroom_core::Error::from)?;
+            LoginOutcome::Invalid { user: None }
+        }
+    };
+    let record = match outcome {
+        LoginOutcome::Success(record) => record,
+        LoginOutcome::Invalid { user } => {
+            state.throttle.failure(&account, ip);
+            metrics::counter!("cloakroom_logins_total", "outcome" => "failed").increment(1);
+            let mut e = AuditEvent::new(AuditKind::LoginFailed, "self").ip(client.ip_text());
+            let detail = match &user {
+                None => "unknown user",
+                Some(u) if u.disabled => "account disabled",
+                Some(u) if !u.has_password => "no password set",
+                Some(_) => "wrong password",
+            };
+            if let Some(name) = &username {
+                e = e.user(user.as_ref().map(|u| &u.id), name);
+            }
+            state.audit(e.detail(detail)).await;
+            return Err(ApiError::invalid_credentials());
+        }
+    };
+    state.throttle.success(&account, ip);
+
+    // A session the client already had ends here: a new token at every authentication.
+    let previous = match find_cookie(&headers, &state.config.cookie_name) {
+        Some(token) => state.manager.authenticate(token).await.ok().flatten(),
+        None => None,
+    };
+
+    let issued = state
+        .manager
+        .create(&record.user, client.info(), None)
+        .await?;
+    metrics::counter!("cloakroom_logins_total", "outcome" => "succeeded").increment(1);
+    metrics::counter!("cloakroom_sessions_created_total", "how" => "login").increment(1);
+    let user = &record.user;
+    state
+        .audit(
+            AuditEvent::new(AuditKind::LoginSucceeded, "self")
+                .user(Some(&user.id), &user.username)
+                .session(&issued.auth.session.id)
+                .ip(client.ip_text()),
+        )
+        .await;
+    for id in &issued.evicted {
+        revoked_audit(
+            &state,
+            AuditKind::SessionEvicted,
+            "system",
+            user,
+            id,
+            "max_sessions_per_user",
+        )
+        .await;
+    }
+    if let Some(prev) = previous
+        && state
+            .manager
+            .revoke(&prev.session.id)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        let why = "replaced by a new login";
+        revoked_audit(
+            &state,
+            AuditKind::SessionRevoked,
+            "self",
+            &prev.user,
+            &prev.session.id,
+            why,
+        )
+        .await;
+    }
+    let mut response = session_body(&issued.auth);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        state.session_cookie(&issued.token.expose()),
+    );
+    Ok(response)
+}
+
+async fn revoked_audit(
+    state: &AppState,
+    kind: AuditKind,
+    actor: &str,
+    user: &cloakroom_core::User,
+    id: &SessionId,
+    why: &str,
+) {
+    metrics::counter!("cloakroom_revocations_total", "reason" => kind.as_str()).increment(1);
+    state
+        .audit(
+            AuditEvent::new(kind, actor)
+                .user(Some(&user.id), &user.username)
+                .session(id)
+                .detail(why),
+        )
+        .await;
+}
+
+/// `POST /v1/logout`: ends the current session and clears the cookie. Without a valid session it
+/// still clears the cookie (idempotent); with one, a cookie caller needs the CSRF token.
+pub async fn logout(
+    State(state): State<AppState>,
+    parts: axum::http::request::Parts,
+) -> ApiResult<Response> {
+    if let Some(caller) = Caller::optional(&parts, &state).await? {
+        let auth = &caller.auth;
+        if state.manager.revoke(&auth.session.id).await?.is_some() {
+            metrics::counter!("cloakroom_revocations_total", "reason" => "logout").increment(1);
+            state
+                .audit(
+                    AuditEvent::new(AuditKind::Logout, "self")
+                        .user(Some(&auth.user.id), &auth.user.username)
+                        .session(&auth.session.id),
+                )
+                .await;
+        }
+    }
+    let mut response = no_store(StatusCode::NO_CONTENT);
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, state.clear_cookie());
+    headers.insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+    Ok(response)
+}
+
+/// `POST /v1/password` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /v1/password`: needs the current password; revokes every other session and gives the
+/// current one a new token (in the cookie; in the body too for bearer callers, who hold it).
+pub async fn change_password(
+    State(state): State<AppState>,
+    client: Client,
+    caller: Caller,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> ApiResult<Response> {
+    let user = &caller.auth.user;
+    let account = account_key(user.username.as_str());
+    if let Err(wait) = state.throttle.check(&account, client.ip) {
+        return Err(ApiError::rate_limited(wait));
+    }
+    let current = Password::new(req.current_password);
+    match state
+        .manager
+        .check_password(&user.username, &current)
+        .await?
+    {
+        LoginOutcome::Success(_) => {}
+        LoginOutcome::Invalid { .. } => {
+            state.throttle.failure(&account, client.ip);
+            state
+                .audit(
+                    AuditEvent::new(AuditKind::LoginFailed, "self")
+                        .user(Some(&user.id), &user.username)
+                        .session(&caller.auth.session.id)
+                        .ip(client.ip_text())
+                        .detail("wrong current password on password change"),
+                )
+                .await;
+            return Err(ApiError::invalid_credentials());
+        }
+    }
+    let new = Password::new(req.new_password);
+    if new.expose() == current.expose() {
+        return Err(ApiError::invalid(
+            "the new password must differ from the current one",
+        ));
+    }
+    let (_, revoked) = state
+        .manager
+        .set_password(&user.id, &new, Some(&caller.auth.session.id))
+        .await?;
+    state
+        .audit(
+            AuditEvent::new(AuditKind::PasswordChanged, "self")
+                .user(Some(&user.id), &user.username)
+                .session(&caller.auth.session.id)
+                .ip(client.ip_text()),
+        )
+        .await;
+    if !revoked.is_empty() {
+        metrics::counter!("cloakroom_revocations_total", "reason" => "password_changed")
+            .increment(revoked.len() as u64);
+        state
+            .audit(
+                AuditEvent::new(AuditKind::SessionsRevoked, "self")
+                    .user(Some(&user.id), &user.username)
+                    .detail(format!(
+                        "password changed: {} other session(s) revoked",
+                        revoked.len()
+                    )),
+            )
+            .await;
+    }
+    let Some((token, auth)) = state.manager.rotate(&caller.auth).await? else {
+        return Err(ApiError::unauthenticated());
+    };
+    state
+        .audit(
+            AuditEvent::new(AuditKind::SessionRotated, "self")
+                .user(Some(&user.id), &user.username)
+                .session(&auth.session.id)
+                .detail("password changed"),
+        )
+        .await;
+    let body = match caller.via {
+        Via::Cookie => {
+            serde_json::json!({ "session": auth.view(None), "csrf_token": auth.session.csrf.expose() })
+        }
+        Via::Bearer => serde_json::json!({
+            "session": auth.view(None), "csrf_token": auth.session.csrf.expose(), "token": token.expose()
+        }),
+    };
+    let mut response = no_store(axum::Json(body));
+    if caller.via == Via::Cookie {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, state.session_cookie(&token.expose()));
+    }
+    Ok(response.into_response())
+}

@@ -1,0 +1,81 @@
+//! `GET /v1/auth/check`: forward-auth for nginx `auth_request`, Traefik and Caddy. An empty 200
+//! with the user in `X-Cloakroom-*` headers, 401 without a valid session, 403 without the asked
+//! role, 503 when the store cannot answer. The body is empty on success so proxies keep their
+//! upstream connections alive.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::extract::{ApiQuery, Caller};
+use crate::state::AppState;
+
+/// Query of the check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckQuery {
+    role: Option<String>,
+}
+
+/// The handler.
+pub async fn check(
+    State(state): State<AppState>,
+    parts: axum::http::request::Parts,
+    ApiQuery(q): ApiQuery<CheckQuery>,
+) -> Response {
+    let outcome = async {
+        let caller = Caller::optional(&parts, &state)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        if let Some(role) = q.role.as_deref()
+            && !caller.auth.user.has_role(role)
+        {
+            return Err(ApiError::forbidden(
+                "the session's user lacks the required role",
+            ));
+        }
+        Ok(caller)
+    }
+    .await;
+    match outcome {
+        Ok(caller) => {
+            metrics::counter!("cloakroom_auth_checks_total", "outcome" => "allowed").increment(1);
+            let user = &caller.auth.user;
+            let mut r = StatusCode::OK.into_response();
+            let h = r.headers_mut();
+            // Usernames, ids and roles are restricted to header-safe ASCII at validation.
+            let roles = user
+                .roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            for (name, value) in [
+                ("x-cloakroom-user-id", user.id.as_str()),
+                ("x-cloakroom-username", user.username.as_str()),
+                ("x-cloakroom-roles", roles.as_str()),
+                ("x-cloakroom-session-id", caller.auth.session.id.as_str()),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    h.insert(name, v);
+                }
+            }
+            h.insert(
+                axum::http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+        Err(e) => {
+            let outcome = match e.status() {
+                StatusCode::UNAUTHORIZED => "unauthenticated",
+                StatusCode::FORBIDDEN => "forbidden",
+                _ => "error",
+            };
+            metrics::counter!("cloakroom_auth_checks_total", "outcome" => outcome).increment(1);
+            e.into_response()
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The caller's own session: `GET /v1/session` and its data, `GET`/`PUT /v1/session/data`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use cloakroom_core::session::DataWrite;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Caller};
+use crate::routes::{no_store, session_body};
+use crate::state::AppState;
+
+/// Most bytes of session data.
+pub const DATA_LIMIT: usize = 16 * 1024;
+
+/// `GET /v1/session`.
+pub async fn get(caller: Caller) -> Response {
+    session_body(&caller.auth)
+}
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// `GET /v1/session/data`: the object, with its version as `ETag`.
+pub async fn get_data(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let data = state
+        .manager
+        .store()
+        .session_data(&caller.auth.session.id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let mut r = no_store(axum::Json(data.value));
+    r.headers_mut().insert(header::ETAG, etag(data.version));
+    Ok(r)
+}
+
+/// Parses `If-Match`: `*`, `"N"` or `W/"N"`. `Ok(None)` when absent or `*` (any version).
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::invalid("malformed If-Match"))?
+        .trim();
+    if v == "*" {
+        return Ok(None);
+    }
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let n = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .and_then(|v| v.parse::<u64>().ok());
+    // A well-formed tag we never issued can never match.
+    Ok(Some(n.unwrap_or(0)))
+}
+
+/// `PUT /v1/session/data`: replaces the object; with `If-Match`, only if still at that version.
+pub async fn put_data(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(value): ApiJson<Value>,
+) -> ApiResult<Response> {
+    if !value.is_object() {
+        return Err(ApiError::invalid("session data must be a JSON object"));
+    }
+    if value.to_string().len() > DATA_LIMIT {
+        return Err(ApiError::payload_too_large(
+            "session data is limited to 16 KiB",
+        ));
+    }
+    let expected = if_match(&headers)?;
+    match state
+        .manager
+        .store()
+        .put_session_data(&caller.auth.session.id, &value, expected)
+        .await?
+    {
+        DataWrite::Stored(version) => {
+            let mut r = no_store(StatusCode::NO_CONTENT);
+            r.headers_mut().insert(header::ETAG, etag(version));
+            Ok(r)
+        }
+        DataWrite::VersionMismatch(_) => Err(ApiError::precondition_failed()),
+        DataWrite::Gone => Err(ApiError::unauthenticated()),
+    }
+}

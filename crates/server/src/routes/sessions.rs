@@ -1,0 +1,89 @@
+//! The caller's sessions: list, revoke one, revoke all others.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use cloakroom_core::audit::{AuditEvent, AuditKind};
+use cloakroom_core::{SessionId, Timestamp};
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, Caller, Client};
+use crate::routes::no_store;
+use crate::state::AppState;
+
+/// `GET /v1/sessions`: the caller's live sessions, newest first, the current one marked.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let all = state
+        .manager
+        .store()
+        .list_sessions(Some(&caller.auth.user.id), Timestamp::now())
+        .await?;
+    let current = &caller.auth.session.id;
+    let views: Vec<_> = all
+        .iter()
+        .map(|a| a.view(Some(a.session.id == *current)))
+        .collect();
+    Ok(no_store(Json(json!({ "sessions": views }))))
+}
+
+/// `DELETE /v1/sessions/{id}`: revokes one of the caller's sessions; 404 for anyone else's.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: Client,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let id = SessionId::parse(&id).ok_or_else(|| ApiError::not_found("session not found"))?;
+    let user = &caller.auth.user;
+    let owned = state
+        .manager
+        .store()
+        .session_by_id(&id, Timestamp::now())
+        .await?
+        .is_some_and(|a| a.user.id == user.id);
+    if !owned || state.manager.revoke(&id).await?.is_none() {
+        return Err(ApiError::not_found("session not found"));
+    }
+    metrics::counter!("cloakroom_revocations_total", "reason" => "user").increment(1);
+    state
+        .audit(
+            AuditEvent::new(AuditKind::SessionRevoked, "self")
+                .user(Some(&user.id), &user.username)
+                .session(&id)
+                .ip(client.ip_text())
+                .detail(if id == caller.auth.session.id {
+                    "revoked own current session"
+                } else {
+                    "revoked by owner"
+                }),
+        )
+        .await;
+    Ok(no_store(StatusCode::NO_CONTENT))
+}
+
+/// `POST /v1/sessions/revoke-others`.
+pub async fn revoke_others(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: Client,
+) -> ApiResult<Response> {
+    let user = &caller.auth.user;
+    let revoked = state
+        .manager
+        .revoke_user(&user.id, Some(&caller.auth.session.id))
+        .await?;
+    metrics::counter!("cloakroom_revocations_total", "reason" => "revoke_others")
+        .increment(revoked.len() as u64);
+    state
+        .audit(
+            AuditEvent::new(AuditKind::SessionsRevoked, "self")
+                .user(Some(&user.id), &user.username)
+                .session(&caller.auth.session.id)
+                .ip(client.ip_text())
+                .detail(format!("revoke-others: {} session(s)", revoked.len())),
+        )
+        .await;
+    Ok(no_store(Json(json!({ "revoked": revoked.len() }))))
+}

@@ -1,0 +1,121 @@
+//! `cloakroom serve`: opens the store, builds the state, serves HTTP until SIGINT/SIGTERM, and
+//! sweeps expired sessions in the background.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloakroom_core::manager::ManagerConfig;
+use cloakroom_core::password::{Cost, PasswordHasher};
+use cloakroom_core::session::ExpiryPolicy;
+use cloakroom_core::{SessionManager, Store, Timestamp};
+use cloakroom_store_sqlite::SqliteStore;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::throttle::{Limits, Throttle};
+
+/// Opens the store a URL names.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url)
+            .await
+            .with_context(|| format!("opening the store {url}"))?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("unsupported store URL: {url}")
+}
+
+/// The session manager the configuration describes, with Argon2id at the ASVS cost.
+pub fn manager(store: Arc<dyn Store>, config: &Config, cost: Cost) -> SessionManager {
+    let hasher = PasswordHasher::new(
+        cost,
+        config.login_concurrency,
+        config.password_pepper.clone(),
+    );
+    let expiry = ExpiryPolicy {
+        idle: config.idle_timeout,
+        absolute: config.absolute_timeout,
+        ..ExpiryPolicy::default()
+    };
+    SessionManager::new(
+        store,
+        hasher,
+        ManagerConfig {
+            expiry,
+            max_sessions_per_user: config.max_sessions_per_user,
+        },
+    )
+}
+
+/// Builds the application state for `config` over `store`.
+pub fn state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
+    let manager = manager(store, &config, cost);
+    AppState::new(
+        manager,
+        config,
+        Throttle::new(Limits::default()),
+        crate::metrics::handle(),
+    )
+}
+
+/// Runs the server.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config.store).await?;
+    let listen = config.listen;
+    let state = state(Arc::clone(&store), config, Cost::ASVS);
+    tokio::spawn(sweep(store));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
+    // A plain line on stdout too, for scripts and tests that start the binary on port 0.
+    println!("cloakroom listening on http://{bound}");
+    let app = crate::app::app(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .context("serving HTTP")?;
+    tracing::info!("cloakroom stopped");
+    Ok(())
+}
+
+/// Deletes expired sessions once a minute. Expiry is enforced on every check regardless; this
+/// only keeps the store small.
+async fn sweep(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match store.delete_expired(Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("cloakroom_expired_sessions_swept_total").increment(n);
+                tracing::debug!(count = n, "swept expired sessions");
+            }
+            Err(e) => tracing::warn!(error = %e, "expired-session sweep failed"),
+        }
+    }
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

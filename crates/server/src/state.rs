@@ -1,0 +1,88 @@
+//! The application state shared by every handler.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use cloakroom_core::SessionManager;
+use cloakroom_core::audit::AuditEvent;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Config;
+use crate::throttle::Throttle;
+
+/// Cheap to clone: one `Arc`.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What the state holds.
+pub struct Inner {
+    /// Sessions and users.
+    pub manager: SessionManager,
+    /// Validated configuration.
+    pub config: Config,
+    /// Login throttle.
+    pub throttle: Throttle,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(
+        manager: SessionManager,
+        config: Config,
+        throttle: Throttle,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            manager,
+            config,
+            throttle,
+            metrics,
+        }))
+    }
+
+    /// Records an audit event in the store and in the log. A store failure is logged, never
+    /// fatal to the request: the log line still carries the event.
+    pub async fn audit(&self, event: AuditEvent) {
+        tracing::info!(
+            target: "cloakroom::audit",
+            kind = %event.kind,
+            actor = %event.actor,
+            username = event.username.as_ref().map(|u| u.as_str()),
+            session_id = event.session_id.as_ref().map(|s| s.as_str()),
+            ip = event.ip.as_deref(),
+            detail = event.detail.as_deref(),
+            "audit"
+        );
+        if let Err(e) = self.manager.store().append_audit(&event).await {
+            tracing::error!(error = %e, kind = %event.kind, "could not store audit event");
+        }
+    }
+
+    /// `Set-Cookie` for a new session token.
+    pub fn session_cookie(&self, token: &str) -> HeaderValue {
+        let v = format!(
+            "{}={token}; HttpOnly; Secure; SameSite=Lax; Path=/",
+            self.config.cookie_name
+        );
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `Set-Cookie` that removes the session cookie.
+    pub fn clear_cookie(&self) -> HeaderValue {
+        let v = format!(
+            "{}=; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=0",
+            self.config.cookie_name
+        );
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
