@@ -9,6 +9,7 @@
 //! ```
 //!
 //! which expands to one `#[tokio::test]` per property below, so a failure names what broke.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

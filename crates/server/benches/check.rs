@@ -1,1 +1,183 @@
-fn main() {}
+//! Benchmarks of the session check without any cache (every check reads SQLite) and of login.
+//!
+//! `cargo bench -p cloakroom-server --bench check`. Numbers and how to read them are in
+//! docs/benchmarks.md. Groups:
+//! - `check/manager`: `SessionManager::authenticate` (token parse, SHA-256, SQLite lookup by hash),
+//!   with 1 and with 20,000 live sessions in the table.
+//! - `check/router`: the whole `GET /v1/auth/check` through the axum router (cookie parsing,
+//!   headers), beside `GET /healthz` through the same router as the floor.
+//! - `login`: `POST /v1/login` with Argon2id at the ASVS cost (m=19 MiB, t=2, p=1).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use cloakroom_core::password::{Cost, Password};
+use cloakroom_core::{SessionManager, Username};
+use cloakroom_server::config::RawConfig;
+use cloakroom_store_sqlite::SqliteStore;
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::ServiceExt as _;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Fixture {
+    manager: SessionManager,
+    app: axum::Router,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(extra_sessions: usize, cost: Cost) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("bench.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let config = RawConfig::default().validate().unwrap();
+    let state = cloakroom_server::serve::state(Arc::new(store.clone()), config, cost);
+    let manager = state.manager.clone();
+    let user = manager
+        .create_user(
+            Username::parse("alice").unwrap(),
+            Some(&Password::new(PASSWORD.into())),
+            vec![],
+        )
+        .await
+        .unwrap();
+    // Filler sessions of other users, in one transaction.
+    if extra_sessions > 0 {
+        let other = manager
+            .create_user(Username::parse("filler").unwrap(), None, vec![])
+            .await
+            .unwrap();
+        let mut tx = store.pool().begin().await.unwrap();
+        for _ in 0..extra_sessions {
+            let (_, s) = filler_session(&other);
+            sqlx_insert(&mut tx, &s).await;
+        }
+        tx.commit().await.unwrap();
+    }
+    let issued = manager
+        .create(&user, Default::default(), None)
+        .await
+        .unwrap();
+    let app = cloakroom_server::app(state);
+    Fixture {
+        manager,
+        app,
+        token: issued.token.expose(),
+        _dir: dir,
+    }
+}
+
+fn filler_session(
+    user: &cloakroom_core::User,
+) -> (cloakroom_core::Token, cloakroom_core::session::NewSession) {
+    use cloakroom_core::{CsrfToken, SecretKind, SessionId, Timestamp, Token};
+    let token = Token::generate(SecretKind::Session).unwrap();
+    let now = Timestamp::now();
+    let s = cloakroom_core::session::NewSession {
+        id: SessionId::generate().unwrap(),
+        token_hash: token.hash(),
+        csrf: CsrfToken::generate().unwrap(),
+        user_id: user.id.clone(),
+        created_at: now,
+        idle_expires_at: now.plus(std::time::Duration::from_secs(1800)),
+        expires_at: now.plus(std::time::Duration::from_secs(43200)),
+        ip: None,
+        user_agent: None,
+        data: serde_json::json!({}),
+    };
+    (token, s)
+}
+
+async fn sqlx_insert(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    s: &cloakroom_core::session::NewSession,
+) {
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, csrf_token, user_id, created_at, last_seen_at, idle_expires_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(s.id.as_str())
+    .bind(s.token_hash.as_bytes().as_slice())
+    .bind(s.csrf.expose())
+    .bind(s.user_id.as_str())
+    .bind(s.created_at.as_millis())
+    .bind(s.created_at.as_millis())
+    .bind(s.idle_expires_at.as_millis())
+    .bind(s.expires_at.as_millis())
+    .execute(&mut **tx)
+    .await
+    .unwrap();
+}
+
+fn checks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("check");
+    for extra in [0usize, 20_000] {
+        let f = rt.block_on(fixture(extra, Cost::INSECURE_TEST));
+        let label = if extra == 0 {
+            "1 session"
+        } else {
+            "20k sessions"
+        };
+        group.bench_function(format!("manager/{label}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                assert!(f.manager.authenticate(&f.token).await.unwrap().is_some())
+            })
+        });
+        if extra == 0 {
+            let cookie = format!("__Host-cloakroom={}", f.token);
+            group.bench_function("router/auth_check", |b| {
+                b.to_async(&rt).iter(|| async {
+                    let req = Request::get("/v1/auth/check")
+                        .header(header::COOKIE, &cookie)
+                        .body(Body::empty())
+                        .unwrap();
+                    let r = f.app.clone().oneshot(req).await.unwrap();
+                    assert_eq!(r.status(), 200);
+                })
+            });
+            group.bench_function("router/healthz (floor)", |b| {
+                b.to_async(&rt).iter(|| async {
+                    let req = Request::get("/healthz").body(Body::empty()).unwrap();
+                    let r = f.app.clone().oneshot(req).await.unwrap();
+                    assert_eq!(r.status(), 200);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn login(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = rt.block_on(fixture(0, Cost::ASVS));
+    let body = serde_json::json!({"username": "alice", "password": PASSWORD}).to_string();
+    let mut group = c.benchmark_group("login");
+    group.sample_size(20);
+    group.bench_function("argon2id m=19MiB t=2 p=1", |b| {
+        b.to_async(&rt).iter(|| async {
+            let req = Request::post("/v1/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.clone()))
+                .unwrap();
+            let r = f.app.clone().oneshot(req).await.unwrap();
+            assert_eq!(r.status(), 200);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, checks, login);
+criterion_main!(benches);

@@ -131,6 +131,8 @@ pub struct Config {
     pub public_origin: String,
     /// Every origin allowed on state-changing requests (the public one first).
     pub allowed_origins: Vec<String>,
+    /// Whether the public origin was derived from `listen` (no `public_origin` given).
+    pub origin_from_listen: bool,
     /// Cookie name.
     pub cookie_name: String,
     /// Idle timeout.
@@ -338,6 +340,7 @@ impl RawConfig {
             store,
             public_origin,
             allowed_origins,
+            origin_from_listen: !origin_given,
             cookie_name,
             idle_timeout,
             absolute_timeout,
@@ -347,6 +350,23 @@ impl RawConfig {
             login_concurrency,
             password_pepper,
         })
+    }
+}
+
+impl Config {
+    /// Records the address actually bound (port 0 picks one): a public origin derived from
+    /// `listen` follows it.
+    pub fn bound_to(&mut self, addr: SocketAddr) {
+        self.listen = addr;
+        if self.origin_from_listen {
+            let derived = [
+                format!("http://{addr}"),
+                format!("http://localhost:{}", addr.port()),
+            ];
+            self.allowed_origins
+                .splice(0..2.min(self.allowed_origins.len()), derived);
+            self.public_origin = self.allowed_origins[0].clone();
+        }
     }
 }
 
@@ -533,6 +553,30 @@ mod tests {
                 .to_string()
                 .contains("CLOAKROOM_IDLE_TIMOUT")
         );
+    }
+
+    #[test]
+    fn a_derived_origin_follows_the_bound_port() {
+        let mut c = RawConfig {
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        c.bound_to("127.0.0.1:41234".parse().unwrap());
+        assert_eq!(c.public_origin, "http://127.0.0.1:41234");
+        assert_eq!(
+            c.allowed_origins,
+            ["http://127.0.0.1:41234", "http://localhost:41234"]
+        );
+        let given = RawConfig {
+            listen: Some("127.0.0.1:0".into()),
+            public_origin: Some("https://app.example.com".into()),
+            ..Default::default()
+        };
+        let mut c = given.validate().unwrap();
+        c.bound_to("127.0.0.1:41234".parse().unwrap());
+        assert_eq!(c.allowed_origins, ["https://app.example.com"]);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError
             .to_str()
             .map_err(|_| ApiError::origin_mismatch())?
             .to_ascii_lowercase();
-        return if config.allowed_origins.iter().any(|o| *o == origin) {
+        return if config.allowed_origins.contains(&origin) {
             Ok(())
         } else {
             Err(ApiError::origin_mismatch())

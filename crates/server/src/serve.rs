@@ -61,15 +61,16 @@ pub fn state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
 }
 
 /// Runs the server.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.store).await?;
     let listen = config.listen;
-    let state = state(Arc::clone(&store), config, Cost::ASVS);
-    tokio::spawn(sweep(store));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr()?;
+    config.bound_to(bound);
+    let state = state(Arc::clone(&store), config, Cost::ASVS);
+    tokio::spawn(sweep(store));
     tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
     println!("cloakroom listening on http://{bound}");

@@ -1,4 +1,5 @@
 //! The HTTP API through the router (`oneshot`, no socket), against a real SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

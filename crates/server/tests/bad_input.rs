@@ -1,5 +1,6 @@
 //! Thousands of generated bad requests at the router: none may get a 5xx or panic, and the
 //! service still works afterwards. Deterministic (seeded), so a failure reproduces.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

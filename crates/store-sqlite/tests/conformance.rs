@@ -1,4 +1,5 @@
 //! The SQLite store against the shared store conformance suite, each test on its own temp file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cloakroom_store_sqlite::SqliteStore;
 

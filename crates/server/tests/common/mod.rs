@@ -1,5 +1,5 @@
 //! Router-test harness: the real app over a fresh SQLite file, driven with `oneshot`.
-#![allow(dead_code, unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

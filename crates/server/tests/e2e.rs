@@ -1,0 +1,334 @@
+//! End to end through the real `cloakroom` binary on a temporary SQLite file: the CLI creates a
+//! user, the server is driven over HTTP, killed with SIGKILL and restarted; sessions that login
+//! returned survive, revoked ones stay revoked, and a revocation made by the CLI beside the running
+//! server is honoured at once. Logs never contain a token or password.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloakroom");
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A running `cloakroom serve`, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(db: &Path, log: &Path) -> Server {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+            .arg(format!("sqlite:{}", db.display()))
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("a listening line").unwrap();
+        let base = line
+            .strip_prefix("cloakroom listening on ")
+            .expect(&line)
+            .to_owned();
+        Server { child, base }
+    }
+
+    fn kill9(mut self) {
+        // SIGKILL: no graceful shutdown, no chance to flush anything.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--store")
+        .arg(format!("sqlite:{}", db.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A client keeping the session cookie by hand (the cookie is Secure; the test speaks plain
+/// HTTP to loopback, as a browser may to localhost).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    csrf: Option<String>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        Browser {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            token: None,
+            csrf: None,
+        }
+    }
+
+    async fn login(&mut self, username: &str, password: &str) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/v1/login", self.base))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            cookie.ends_with("; HttpOnly; Secure; SameSite=Lax; Path=/"),
+            "{cookie}"
+        );
+        self.token = Some(
+            cookie
+                .split(';')
+                .next()
+                .unwrap()
+                .strip_prefix("__Host-cloakroom=")
+                .unwrap()
+                .to_owned(),
+        );
+        let body: Value = r.json().await.unwrap();
+        self.csrf = Some(body["csrf_token"].as_str().unwrap().to_owned());
+        body
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut b = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            b = b.header("cookie", format!("__Host-cloakroom={t}"));
+        }
+        if method != reqwest::Method::GET {
+            b = b
+                .header("x-csrf-token", self.csrf.clone().unwrap_or_default())
+                .header("origin", &self.base);
+        }
+        b
+    }
+
+    async fn check(&self) -> u16 {
+        self.request(reqwest::Method::GET, "/v1/auth/check")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_survives_kill_9_and_honours_cli_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cloakroom.db");
+    let log = dir.path().join("server.log");
+
+    // Set-up through the CLI, before any server runs.
+    let (code, out, err) = cli(
+        &db,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "staff",
+            "--password-stdin",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = cli(
+        &db,
+        &["user", "add", "bob", "--password-stdin"],
+        Some("password\n"),
+    );
+    assert_eq!(code, 1, "a common password is refused");
+    assert!(err.contains("too common"), "{err}");
+    let (code, _, _) = cli(&db, &["user", "add"], None);
+    assert_eq!(code, 2, "usage errors exit 2");
+
+    let server = Server::start(&db, &log);
+    let mut laptop = Browser::new(&server.base);
+    let mut phone = Browser::new(&server.base);
+    let laptop_session = laptop.login("alice", PASSWORD).await["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let phone_session = phone.login("alice", PASSWORD).await["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(laptop.check().await, 200);
+    assert_eq!(phone.check().await, 200);
+
+    let list: Value = laptop
+        .request(reqwest::Method::GET, "/v1/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
+
+    // The laptop revokes the phone.
+    let r = laptop
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/sessions/{phone_session}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(phone.check().await, 401);
+
+    // Crash and restart: the laptop's session survives, the phone's stays revoked.
+    server.kill9();
+    let server = Server::start(&db, &log);
+    laptop.base = server.base.clone();
+    phone.base = server.base.clone();
+    assert_eq!(
+        laptop.check().await,
+        200,
+        "a session that login returned survives kill -9"
+    );
+    assert_eq!(
+        phone.check().await,
+        401,
+        "a revoked session never comes back"
+    );
+
+    // The CLI beside the running server, on the same file.
+    let (code, out, _) = cli(&db, &["session", "list", "--json"], None);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(listed["sessions"][0]["id"], laptop_session.as_str());
+    let (code, out, err) = cli(&db, &["session", "revoke", &laptop_session], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let revoked_at = Instant::now();
+    loop {
+        if laptop.check().await == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "the server honours a CLI revocation within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Disabling through the CLI ends every session; the audit trail shows it all.
+    laptop.login("alice", PASSWORD).await;
+    let (code, _, _) = cli(&db, &["user", "disable", "alice"], None);
+    assert_eq!(code, 0);
+    assert_eq!(laptop.check().await, 401);
+    let (code, out, _) = cli(&db, &["audit", "--user", "alice", "--json"], None);
+    assert_eq!(code, 0);
+    let events: Value = serde_json::from_str(out.trim()).unwrap();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "user_created",
+        "login_succeeded",
+        "session_revoked",
+        "user_disabled",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+
+    let token = laptop.token.clone().unwrap();
+    drop(server);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("login_succeeded"),
+        "authentication events are logged"
+    );
+    assert!(
+        !logs.contains(&token) && !logs.contains("crs_") && !logs.contains(PASSWORD),
+        "no secret in the logs"
+    );
+}
+
+#[test]
+fn invalid_configuration_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("x.db").display());
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(args).arg("--store").arg(&store);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["serve", "--idle-timeout", "forever"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("idle_timeout"), "{err}");
+    let (code, err) = run(&["user", "list"], &[("CLOAKROOM_IDLE_TIMOUT", "5m")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("CLOAKROOM_IDLE_TIMOUT"), "{err}");
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "cookie_name = \"sid\"\n").unwrap();
+    let (code, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cookie_name"), "{err}");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nbogus = 1\n").unwrap();
+    let (code, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("bogus"), "{err}");
+}
