@@ -106,9 +106,17 @@ impl SessionManager {
     /// Records use at most once per `touch_interval`. Store failures are errors, never `None` and
     /// never a session: the caller fails closed.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Authenticated>, StoreError> {
-        let Ok(token) = Token::parse(SecretKind::Session, token) else {
-            return Ok(None);
-        };
+        match Token::parse(SecretKind::Session, token) {
+            Ok(token) => self.authenticate_token(&token).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// [`SessionManager::authenticate`] for a token already parsed.
+    pub async fn authenticate_token(
+        &self,
+        token: &Token,
+    ) -> Result<Option<Authenticated>, StoreError> {
         let now = Timestamp::now();
         let Some(mut auth) = self.store.session_by_token(&token.hash(), now).await? else {
             return Ok(None);
@@ -189,6 +197,7 @@ impl SessionManager {
             csrf: new.csrf,
             created_at: now,
             last_seen_at: now,
+            token_issued_at: now,
             idle_expires_at: new.idle_expires_at,
             expires_at,
             ip: new.ip,
@@ -204,24 +213,40 @@ impl SessionManager {
         })
     }
 
-    /// Gives a live session a new token and CSRF token; the old token stops working at once.
-    /// `None` when the session is gone.
+    /// Gives the live session that `current` authenticates a new token (the old one stops working
+    /// at once) and, with `new_csrf`, a new CSRF token too. `None` when the session is gone or
+    /// another request rotated `current` first.
     pub async fn rotate(
         &self,
         auth: &Authenticated,
+        current: &Token,
+        new_csrf: bool,
     ) -> Result<Option<(Token, Authenticated)>, Error> {
         let token = Token::generate(SecretKind::Session)?;
-        let csrf = CsrfToken::generate()?;
+        let csrf = if new_csrf {
+            CsrfToken::generate()?
+        } else {
+            auth.session.csrf.clone()
+        };
+        let now = Timestamp::now();
+        let id = &auth.session.id;
         if !self
             .store
-            .rotate(&auth.session.id, &token.hash(), &csrf, Timestamp::now())
+            .rotate(id, &current.hash(), &token.hash(), &csrf, now)
             .await?
         {
             return Ok(None);
         }
         let mut auth = auth.clone();
         auth.session.csrf = csrf;
+        auth.session.token_issued_at = now;
         Ok(Some((token, auth)))
+    }
+
+    /// Whether the session's token predates a change of its user's privileges, so that it must
+    /// be replaced ("a new token whenever a user's privileges change for that session").
+    pub fn needs_new_token(auth: &Authenticated) -> bool {
+        auth.user.privileges_changed_at > auth.session.token_issued_at
     }
 
     /// Revokes one session; its owner when it existed.

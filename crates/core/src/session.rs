@@ -58,6 +58,8 @@ pub struct Session {
     pub created_at: Timestamp,
     /// Last time the session was written as used (at most `touch_interval` stale).
     pub last_seen_at: Timestamp,
+    /// When the current token was issued (login or the last rotation).
+    pub token_issued_at: Timestamp,
     /// End of the session unless used again before.
     pub idle_expires_at: Timestamp,
     /// End of the session however used.

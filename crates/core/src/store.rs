@@ -56,7 +56,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self) -> StoreResult<Vec<User>>;
 
     /// Applies `change` to the user atomically and returns the user as it now is, with the ids
-    /// of the sessions it revoked. When [`UserChange::revokes_sessions`] (new password, disabled),
+    /// of the sessions it revoked. A change of the role set sets `privileges_changed_at` to the
+    /// time of the change. When [`UserChange::revokes_sessions`] (new password, disabled),
     /// all of the user's sessions except `keep` are deleted in the same atomic step, so no check
     /// can see the new password state together with an old session. A role change alone revokes
     /// nothing: lookups always return the user's current roles. [`StoreError::NotFound`] when the
@@ -122,12 +123,15 @@ pub trait Store: Send + Sync + 'static {
         idle_expires_at: Timestamp,
     ) -> StoreResult<bool>;
 
-    /// Replaces the session's token hash and CSRF token (the old token stops working at once) if
-    /// the session exists and is live at `now`. Returns whether it did.
+    /// Replaces the session's token hash (the old token stops working at once) and CSRF token,
+    /// and sets `token_issued_at = now`, if the session exists, is live at `now` and its token
+    /// hash is still `from`: of two concurrent rotations of one token exactly one wins, so a client
+    /// is never left holding a token that a racing request rotated away. Returns whether it did.
     async fn rotate(
         &self,
         id: &SessionId,
-        token_hash: &TokenHash,
+        from: &TokenHash,
+        to: &TokenHash,
         csrf: &CsrfToken,
         now: Timestamp,
     ) -> StoreResult<bool>;

@@ -576,37 +576,118 @@ pub async fn replace_password_hash_is_compare_and_set(store: &dyn Store) {
     );
 }
 
-/// Rotation: the new token works, the old one stops at once; a revoked session cannot rotate.
+/// Rotation: the new token works, the old one stops at once; it is a compare-and-set on the
+/// current token, so of two racing rotations one wins; a revoked session cannot rotate.
 pub async fn rotate(store: &dyn Store) {
     let alice = user(store, "alice", &[]).await;
     let (old, id) = session(store, &alice, t0()).await;
     let new = Token::generate(SecretKind::Session).unwrap();
     let csrf = CsrfToken::generate().unwrap();
-    assert!(store.rotate(&id, &new.hash(), &csrf, t0()).await.unwrap());
+    let later = t0().plus(MIN);
     assert!(
         store
-            .session_by_token(&old.hash(), t0())
+            .rotate(&id, &old.hash(), &new.hash(), &csrf, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .session_by_token(&old.hash(), later)
             .await
             .unwrap()
             .is_none()
     );
     let found = store
-        .session_by_token(&new.hash(), t0())
+        .session_by_token(&new.hash(), later)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(found.session.id, id);
     assert_eq!(found.session.csrf, csrf);
-    store.revoke_session(&id).await.unwrap();
-    let newer = Token::generate(SecretKind::Session).unwrap();
-    assert!(!store.rotate(&id, &newer.hash(), &csrf, t0()).await.unwrap());
+    assert_eq!(found.session.token_issued_at, later);
+    assert_eq!(found.session.created_at, t0());
+
+    // A second rotation from the old token loses and changes nothing.
+    let loser = Token::generate(SecretKind::Session).unwrap();
+    assert!(
+        !store
+            .rotate(&id, &old.hash(), &loser.hash(), &csrf, later)
+            .await
+            .unwrap()
+    );
     assert!(
         store
-            .session_by_token(&newer.hash(), t0())
+            .session_by_token(&loser.hash(), later)
             .await
             .unwrap()
             .is_none()
     );
+    assert!(
+        store
+            .session_by_token(&new.hash(), later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    store.revoke_session(&id).await.unwrap();
+    let newer = Token::generate(SecretKind::Session).unwrap();
+    assert!(
+        !store
+            .rotate(&id, &new.hash(), &newer.hash(), &csrf, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .session_by_token(&newer.hash(), later)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A change of roles stamps `privileges_changed_at`; other changes and a same-roles update do
+/// not. A session's token is then older than its user's privileges until it rotates.
+pub async fn privilege_changes_are_stamped(store: &dyn Store) {
+    // Role changes are stamped with the store's clock, so this test lives in real time.
+    let base = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
+    let alice = user(store, "alice", &["staff"]).await;
+    assert_eq!(alice.privileges_changed_at, Timestamp::from_millis(0));
+    let (token, id) = session(store, &alice, base).await;
+    let same = UserChange {
+        roles: Some(alice.roles.clone()),
+        ..Default::default()
+    };
+    let (u, _) = store.update_user(&alice.id, &same, None).await.unwrap();
+    assert_eq!(
+        u.privileges_changed_at,
+        Timestamp::from_millis(0),
+        "same roles: no privilege change"
+    );
+    let change = UserChange {
+        roles: Some(vec![Role::parse("admin").unwrap()]),
+        ..Default::default()
+    };
+    let (u, _) = store.update_user(&alice.id, &change, None).await.unwrap();
+    assert!(u.privileges_changed_at > base);
+    let found = store.session_by_id(&id, base).await.unwrap().unwrap();
+    assert_eq!(found.user.privileges_changed_at, u.privileges_changed_at);
+    assert_eq!(found.session.token_issued_at, base);
+    let new = Token::generate(SecretKind::Session).unwrap();
+    let after = u.privileges_changed_at.plus(Duration::from_millis(1));
+    assert!(
+        store
+            .rotate(&id, &token.hash(), &new.hash(), &found.session.csrf, after)
+            .await
+            .unwrap()
+    );
+    let found = store
+        .session_by_token(&new.hash(), after)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.user.privileges_changed_at < found.session.token_issued_at);
 }
 
 /// Session data: versions start at 1, a stale `if_version` loses, a revoked session is `Gone`.
@@ -847,7 +928,7 @@ macro_rules! store_conformance_tests {
             create_and_find, unknown_tokens_are_never_adopted, idle_expiry_and_touch,
             absolute_expiry, revoke_one, revoke_others_and_all, list_by_user, cap_per_user,
             user_changes, users_are_unique_and_listed, replace_password_hash_is_compare_and_set,
-            rotate, session_data_compare_and_set, delete_expired, api_keys, audit_events);
+            rotate, privilege_changes_are_stamped, session_data_compare_and_set, delete_expired, api_keys, audit_events);
         $crate::store_conformance_tests!(@shared $factory;
             concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected);
     };

@@ -136,6 +136,10 @@ pub struct User {
     pub created_at: Timestamp,
     /// When the account last changed.
     pub updated_at: Timestamp,
+    /// When the user's roles last changed: a cookie session whose token was issued before gets a
+    /// new token on its next request.
+    #[serde(skip)]
+    pub privileges_changed_at: Timestamp,
 }
 
 impl User {

@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .route_layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(extract::form_csrf_field))
+        .layer(middleware::from_fn(extract::set_cookie_slot))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -8,17 +8,19 @@
 //! an `Authorization` header on their own.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::manager::ClientInfo;
 use cloakroom_core::token::{SecretKind, Token};
-use cloakroom_core::{Authenticated, Role};
+use cloakroom_core::{Authenticated, Role, SessionManager};
 use serde::de::DeserializeOwned;
 
 use crate::config::Config;
@@ -140,6 +142,35 @@ pub struct Caller {
     pub auth: Authenticated,
     /// How the token came.
     pub via: Via,
+    /// The token the caller presented (or the one it was just rotated to).
+    pub token: Token,
+}
+
+/// Where a handler's extractor leaves a `Set-Cookie` (a token rotated on the way) for
+/// [`set_cookie_slot`] to add to the response.
+#[derive(Clone, Debug, Default)]
+pub struct CookieSlot(Arc<Mutex<Option<HeaderValue>>>);
+
+impl CookieSlot {
+    fn put(&self, value: HeaderValue) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(value);
+        }
+    }
+    fn take(&self) -> Option<HeaderValue> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// Middleware: gives each request a [`CookieSlot`] and sends what was put in it.
+pub async fn set_cookie_slot(mut req: Request, next: Next) -> Response {
+    let slot = CookieSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let mut response = next.run(req).await;
+    if let Some(cookie) = slot.take() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 impl Caller {
@@ -153,7 +184,10 @@ impl Caller {
         if cookie_write {
             check_origin(&parts.headers, &state.config)?;
         }
-        let Some(auth) = state.manager.authenticate(token).await? else {
+        let Ok(token) = Token::parse(SecretKind::Session, token) else {
+            return Ok(None);
+        };
+        let Some(auth) = state.manager.authenticate_token(&token).await? else {
             return Ok(None);
         };
         if cookie_write {
@@ -171,7 +205,42 @@ impl Caller {
                 return Err(ApiError::csrf_failed());
             }
         }
-        Ok(Some(Caller { auth, via }))
+        let mut caller = Caller { auth, via, token };
+        if via == Via::Cookie && SessionManager::needs_new_token(&caller.auth) {
+            caller.rotate_for_privileges(parts, state).await?;
+        }
+        Ok(Some(caller))
+    }
+}
+
+impl Caller {
+    /// The user's privileges changed since this cookie's token was issued: a new token, sent with
+    /// this response. The CSRF token stays, so a page's next write still works. Losing the race to
+    /// a concurrent request of the same browser leaves the rotation to that request.
+    async fn rotate_for_privileges(
+        &mut self,
+        parts: &Parts,
+        state: &AppState,
+    ) -> Result<(), ApiError> {
+        let Some((token, auth)) = state.manager.rotate(&self.auth, &self.token, false).await?
+        else {
+            return Ok(());
+        };
+        if let Some(slot) = parts.extensions.get::<CookieSlot>() {
+            slot.put(state.session_cookie(&token.expose()));
+        }
+        let user = &auth.user;
+        state
+            .audit(
+                AuditEvent::new(AuditKind::SessionRotated, "system")
+                    .user(Some(&user.id), &user.username)
+                    .session(&auth.session.id)
+                    .detail("privileges changed"),
+            )
+            .await;
+        self.auth = auth;
+        self.token = token;
+        Ok(())
     }
 }
 

@@ -1045,3 +1045,109 @@ async fn health_readiness_metrics_and_unknown_routes() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.code(), "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_role_change_gives_the_cookie_a_new_token_on_its_next_request() {
+    let h = harness().await;
+    h.add_user("alice", &["staff"]).await;
+    let key = h.api_key().await;
+    let b = h.login("alice").await;
+    let bearer = h.login("alice").await;
+    let r = h.send(b.get("/v1/session")).await;
+    assert!(
+        r.set_cookies().is_empty(),
+        "no rotation without a privilege change"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let grant = req(Method::PUT, "/v1/admin/users/alice")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"roles": ["staff", "billing"]}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(h.send(grant).await.status, StatusCode::OK);
+
+    let r = h.send(b.get("/v1/auth/check?role=billing")).await;
+    assert_eq!(r.status, StatusCode::OK, "the new role applies at once");
+    let new_token = r
+        .cookie_token()
+        .expect("a new token with the new privileges");
+    assert_ne!(new_token, b.token);
+    assert_eq!(
+        h.send(b.get("/v1/session")).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the old token ended"
+    );
+    let rotated = Browser {
+        token: new_token,
+        ..b.clone()
+    };
+    let r = h.send(rotated.get("/v1/session")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.set_cookies().is_empty(),
+        "rotated once, not on every request"
+    );
+    assert_eq!(
+        r.json()["csrf_token"],
+        b.csrf.as_str(),
+        "the CSRF token stays valid for open pages"
+    );
+    assert_eq!(
+        h.send(rotated.send(Method::POST, "/v1/sessions/revoke-others", None))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A bearer token is never swapped under a program's feet (it was revoked above, by revoke-others).
+    let r = h
+        .send(
+            req(Method::GET, "/v1/session")
+                .header(header::AUTHORIZATION, format!("Bearer {}", bearer.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    use cloakroom_core::Store as _;
+    let events = h.store.list_audit(&Default::default()).await.unwrap();
+    assert!(events.iter().any(|e| e.kind.as_str() == "session_rotated"
+        && e.detail.as_deref() == Some("privileges changed")));
+}
+
+#[tokio::test]
+async fn bearer_sessions_keep_their_token_across_a_role_change() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let id = h
+        .state
+        .manager
+        .user(&cloakroom_core::Username::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    h.state
+        .manager
+        .update_user(
+            &id,
+            Some(vec![cloakroom_core::Role::parse("billing").unwrap()]),
+            None,
+        )
+        .await
+        .unwrap();
+    let bearer = |t: &str| {
+        req(Method::GET, "/v1/auth/check?role=billing")
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = h.send(bearer(&b.token)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.set_cookies().is_empty());
+    assert_eq!(h.send(bearer(&b.token)).await.status, StatusCode::OK);
+}

@@ -5,6 +5,7 @@ CREATE TABLE users (
     password_hash TEXT,
     roles         TEXT NOT NULL DEFAULT '[]', -- JSON array of role names, sorted
     disabled      INTEGER NOT NULL DEFAULT 0,
+    privileges_changed_at INTEGER NOT NULL DEFAULT 0, -- sessions whose token is older get a new one
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL
 ) STRICT;
@@ -16,6 +17,7 @@ CREATE TABLE sessions (
     user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     created_at      INTEGER NOT NULL,
     last_seen_at    INTEGER NOT NULL,
+    token_issued_at INTEGER NOT NULL,          -- when the current token was issued (login, rotation)
     idle_expires_at INTEGER NOT NULL,
     expires_at      INTEGER NOT NULL,
     ip              TEXT,

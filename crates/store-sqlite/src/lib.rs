@@ -35,9 +35,10 @@ pub struct SqliteStore {
 const AUTH_COLUMNS: &str = "s.id, s.user_id, s.csrf_token, s.created_at, s.last_seen_at, \
     s.idle_expires_at, s.expires_at, s.ip, s.user_agent, u.username, u.roles, u.disabled, \
     u.password_hash IS NOT NULL AS has_password, u.created_at AS u_created_at, \
-    u.updated_at AS u_updated_at";
+    u.updated_at AS u_updated_at, s.token_issued_at, u.privileges_changed_at";
 
-const USER_COLUMNS: &str = "id, username, password_hash, roles, disabled, created_at, updated_at";
+const USER_COLUMNS: &str =
+    "id, username, password_hash, roles, disabled, created_at, updated_at, privileges_changed_at";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database named by a store URL `sqlite:PATH` (also
@@ -129,6 +130,9 @@ fn decode_user(row: &SqliteRow) -> StoreResult<UserRecord> {
             has_password: hash.is_some(),
             created_at: Timestamp::from_millis(row.try_get("created_at").map_err(db_err)?),
             updated_at: Timestamp::from_millis(row.try_get("updated_at").map_err(db_err)?),
+            privileges_changed_at: Timestamp::from_millis(
+                row.try_get("privileges_changed_at").map_err(db_err)?,
+            ),
         },
         password_hash: hash.map(PasswordHash::from_stored),
     })
@@ -145,6 +149,7 @@ fn decode_auth(row: &SqliteRow) -> StoreResult<Authenticated> {
         csrf: CsrfToken::from_stored(row.try_get(2).map_err(db_err)?),
         created_at: ts(3)?,
         last_seen_at: ts(4)?,
+        token_issued_at: ts(15)?,
         idle_expires_at: ts(5)?,
         expires_at: ts(6)?,
         ip: row.try_get(7).map_err(db_err)?,
@@ -158,6 +163,7 @@ fn decode_auth(row: &SqliteRow) -> StoreResult<Authenticated> {
         has_password: row.try_get(12).map_err(db_err)?,
         created_at: ts(13)?,
         updated_at: ts(14)?,
+        privileges_changed_at: ts(16)?,
     };
     Ok(Authenticated { session, user })
 }
@@ -204,6 +210,7 @@ impl Store for SqliteStore {
                 has_password: user.password_hash.is_some(),
                 created_at: user.created_at,
                 updated_at: user.created_at,
+                privileges_changed_at: Timestamp::from_millis(0),
             }),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "user" }),
             Err(e) => Err(db_err(e)),
@@ -242,11 +249,13 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(&format!(
             "UPDATE users SET
-                 password_hash = COALESCE(?, password_hash),
-                 roles = COALESCE(?, roles),
-                 disabled = COALESCE(?, disabled),
-                 updated_at = ?
-             WHERE id = ? RETURNING {USER_COLUMNS}"
+                 password_hash = COALESCE(?1, password_hash),
+                 privileges_changed_at =
+                     CASE WHEN ?2 IS NOT NULL AND ?2 IS NOT roles THEN ?4 ELSE privileges_changed_at END,
+                 roles = COALESCE(?2, roles),
+                 disabled = COALESCE(?3, disabled),
+                 updated_at = ?4
+             WHERE id = ?5 RETURNING {USER_COLUMNS}"
         ))
         .bind(change.password_hash.as_ref().map(PasswordHash::as_str))
         .bind(change.roles.as_deref().map(roles_to_json))
@@ -320,14 +329,13 @@ impl Store for SqliteStore {
         };
         let inserted = sqlx::query(
             "INSERT INTO sessions (id, token_hash, csrf_token, user_id, created_at, last_seen_at,
-                 idle_expires_at, expires_at, ip, user_agent, data, data_version)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                 token_issued_at, idle_expires_at, expires_at, ip, user_agent, data, data_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7, ?8, ?9, ?10, 1)",
         )
         .bind(s.id.as_str())
         .bind(s.token_hash.as_bytes().as_slice())
         .bind(s.csrf.expose())
         .bind(s.user_id.as_str())
-        .bind(s.created_at.as_millis())
         .bind(s.created_at.as_millis())
         .bind(s.idle_expires_at.as_millis())
         .bind(s.expires_at.as_millis())
@@ -404,18 +412,20 @@ impl Store for SqliteStore {
     async fn rotate(
         &self,
         id: &SessionId,
-        token_hash: &TokenHash,
+        from: &TokenHash,
+        to: &TokenHash,
         csrf: &CsrfToken,
         now: Timestamp,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE sessions SET token_hash = ?2, csrf_token = ?3
-             WHERE id = ?1 AND idle_expires_at > ?4 AND expires_at > ?4",
+            "UPDATE sessions SET token_hash = ?2, csrf_token = ?3, token_issued_at = ?4
+             WHERE id = ?1 AND token_hash = ?5 AND idle_expires_at > ?4 AND expires_at > ?4",
         )
         .bind(id.as_str())
-        .bind(token_hash.as_bytes().as_slice())
+        .bind(to.as_bytes().as_slice())
         .bind(csrf.expose())
         .bind(now.as_millis())
+        .bind(from.as_bytes().as_slice())
         .execute(&self.pool)
         .await;
         match done {

@@ -268,7 +268,11 @@ pub async fn change_password(
             )
             .await;
     }
-    let Some((token, auth)) = state.manager.rotate(&caller.auth).await? else {
+    let Some((token, auth)) = state
+        .manager
+        .rotate(&caller.auth, &caller.token, true)
+        .await?
+    else {
         return Err(ApiError::unauthenticated());
     };
     state
