@@ -1151,3 +1151,18 @@ async fn bearer_sessions_keep_their_token_across_a_role_change() {
     assert!(r.set_cookies().is_empty());
     assert_eq!(h.send(bearer(&b.token)).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn tokens_in_urls_are_never_accepted() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    for uri in [
+        format!("/v1/session?token={}", b.token),
+        format!("/v1/auth/check?session={}", b.token),
+        format!("/v1/session?__Host-cloakroom={}", b.token),
+    ] {
+        let r = h.send(req(Method::GET, &uri).body(Body::empty()).unwrap()).await;
+        assert!(r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::BAD_REQUEST, "{uri}: {}", r.status);
+    }
+}
