@@ -97,14 +97,14 @@ async fn sqlx_insert(
     s: &cloakroom_core::session::NewSession,
 ) {
     sqlx::query(
-        "INSERT INTO sessions (id, token_hash, csrf_token, user_id, created_at, last_seen_at, idle_expires_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO sessions (id, token_hash, csrf_token, user_id, created_at, last_seen_at, token_issued_at,
+             idle_expires_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7)",
     )
     .bind(s.id.as_str())
     .bind(s.token_hash.as_bytes().as_slice())
     .bind(s.csrf.expose())
     .bind(s.user_id.as_str())
-    .bind(s.created_at.as_millis())
     .bind(s.created_at.as_millis())
     .bind(s.idle_expires_at.as_millis())
     .bind(s.expires_at.as_millis())

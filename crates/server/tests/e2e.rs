@@ -332,3 +332,32 @@ fn invalid_configuration_is_refused_at_start_naming_the_key() {
     assert_eq!(code, Some(2));
     assert!(err.contains("bogus"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_a_4xx_from_the_real_server() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let server = Server::start(&db, &dir.path().join("server.log"));
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
+    let send = |request: Vec<u8>| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&request);
+        let mut buf = vec![0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let huge_cookie = format!(
+        "GET /v1/auth/check HTTP/1.1\r\nHost: x\r\nCookie: __Host-cloakroom={}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let answer = send(huge_cookie.into_bytes());
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = send(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").into_bytes());
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+    // And it still serves.
+    let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
