@@ -1162,7 +1162,13 @@ async fn tokens_in_urls_are_never_accepted() {
         format!("/v1/auth/check?session={}", b.token),
         format!("/v1/session?__Host-cloakroom={}", b.token),
     ] {
-        let r = h.send(req(Method::GET, &uri).body(Body::empty()).unwrap()).await;
-        assert!(r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::BAD_REQUEST, "{uri}: {}", r.status);
+        let r = h
+            .send(req(Method::GET, &uri).body(Body::empty()).unwrap())
+            .await;
+        assert!(
+            r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            r.status
+        );
     }
 }

@@ -358,6 +358,8 @@ async fn oversized_headers_get_a_4xx_from_the_real_server() {
     let answer = send(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").into_bytes());
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
     // And it still serves.
-    let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
+    let r = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
