@@ -102,11 +102,7 @@ impl fmt::Display for AuditKind {
 impl FromStr for AuditKind {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str() == s)
-            .ok_or(())
+        Self::ALL.iter().copied().find(|k| k.as_str() == s).ok_or(())
     }
 }
 
@@ -189,10 +185,7 @@ mod tests {
     fn kinds_round_trip_through_their_names() {
         for k in AuditKind::ALL {
             assert_eq!(k.as_str().parse::<AuditKind>(), Ok(*k));
-            assert_eq!(
-                serde_json::to_value(k).unwrap(),
-                serde_json::json!(k.as_str())
-            );
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(k.as_str()));
         }
     }
 }

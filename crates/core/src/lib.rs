@@ -11,6 +11,7 @@
 //! - `testing` (feature `testing`): the conformance suite every store must pass.
 
 pub mod audit;
+pub mod cache;
 pub mod error;
 pub mod id;
 pub mod manager;

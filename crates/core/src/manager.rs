@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::cache::SessionCache;
 use crate::error::{Error, StoreError};
 use crate::id::{SessionId, UserId};
 use crate::password::{Password, PasswordHasher, Verified};
 use crate::session::{Authenticated, ExpiryPolicy, NewSession};
-use crate::store::Store;
+use crate::store::{BusEvent, Store};
 use crate::time::Timestamp;
 use crate::token::{CsrfToken, SecretKind, Token};
 use crate::user::{NewUser, Role, User, UserChange, UserRecord, Username, normalize_roles};
@@ -31,6 +32,7 @@ pub struct SessionManager {
     store: Arc<dyn Store>,
     hasher: PasswordHasher,
     config: ManagerConfig,
+    cache: Option<Arc<SessionCache>>,
 }
 
 /// A freshly created session: the token (to hand to the client once) and the session.
@@ -77,10 +79,66 @@ impl std::fmt::Debug for SessionManager {
 impl SessionManager {
     /// A manager over `store`.
     pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, config: ManagerConfig) -> Self {
-        Self {
-            store,
-            hasher,
-            config,
+        Self { store, hasher, config, cache: None }
+    }
+
+    /// Puts a node-local cache in front of the store. Run [`SessionManager::run_bus`] too, or the
+    /// cache stays bypassed (it serves nothing until the bus reports `Connected`).
+    pub fn with_cache(mut self, cache: Arc<SessionCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The cache, if any.
+    pub fn cache(&self) -> Option<&Arc<SessionCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Subscribes to the store's invalidation feed and applies it to the cache until the feed
+    /// ends; then the cache is bypassed for good (fail safe). Spawn it once per manager.
+    pub async fn run_bus(&self) -> Result<(), StoreError> {
+        let Some(cache) = self.cache.clone() else { return Ok(()) };
+        let mut feed = self.store.subscribe().await?;
+        while let Some(event) = feed.recv().await {
+            match event {
+                BusEvent::Invalidate { user, at } => {
+                    let lag = Timestamp::now().since(at);
+                    metrics::histogram!("cloakroom_revocation_propagation_seconds")
+                        .record(lag.as_secs_f64());
+                    metrics::counter!("cloakroom_invalidations_received_total").increment(1);
+                    match user {
+                        Some(u) => cache.invalidate_user(&u),
+                        None => cache.flush(),
+                    }
+                }
+                BusEvent::Connected => {
+                    cache.connected();
+                    metrics::gauge!("cloakroom_bus_connected").set(1.0);
+                    tracing::info!(
+                        store = self.store.kind(),
+                        "invalidation bus connected; cache serving"
+                    );
+                }
+                BusEvent::Disconnected => {
+                    cache.disconnected();
+                    metrics::gauge!("cloakroom_bus_connected").set(0.0);
+                    tracing::warn!(
+                        store = self.store.kind(),
+                        "invalidation bus down; cache bypassed"
+                    );
+                }
+            }
+        }
+        cache.disconnected();
+        metrics::gauge!("cloakroom_bus_connected").set(0.0);
+        tracing::error!("invalidation feed ended; session cache bypassed until restart");
+        Ok(())
+    }
+
+    /// Drops cached sessions of `user` on this node (other nodes hear of it through the bus).
+    fn invalidate(&self, user: &UserId) {
+        if let Some(c) = &self.cache {
+            c.invalidate_user(user);
         }
     }
 
@@ -105,23 +163,38 @@ impl SessionManager {
     /// expired token or a disabled user. A malformed token is refused without a store round trip.
     /// Records use at most once per `touch_interval`. Store failures are errors, never `None` and
     /// never a session: the caller fails closed.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<Authenticated>, StoreError> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<Option<Arc<Authenticated>>, StoreError> {
         match Token::parse(SecretKind::Session, token) {
             Ok(token) => self.authenticate_token(&token).await,
             Err(_) => Ok(None),
         }
     }
 
-    /// [`SessionManager::authenticate`] for a token already parsed.
+    /// [`SessionManager::authenticate`] for a token already parsed. A cache hit answers without
+    /// the store unless last-seen is due to be written.
     pub async fn authenticate_token(
         &self,
         token: &Token,
-    ) -> Result<Option<Authenticated>, StoreError> {
+    ) -> Result<Option<Arc<Authenticated>>, StoreError> {
+        let hash = token.hash();
         let now = Timestamp::now();
-        let Some(mut auth) = self.store.session_by_token(&token.hash(), now).await? else {
+        let policy = self.config.expiry;
+        if let Some(cache) = &self.cache {
+            if let Some(auth) = cache.get(&hash, now)
+                && !policy.needs_touch(auth.session.last_seen_at, now)
+            {
+                metrics::counter!("cloakroom_cache_hits_total").increment(1);
+                return Ok(Some(auth));
+            }
+            metrics::counter!("cloakroom_cache_misses_total").increment(1);
+        }
+        let ticket = self.cache.as_ref().map(|c| c.begin_miss());
+        let Some(mut auth) = self.store.session_by_token(&hash, now).await? else {
             return Ok(None);
         };
-        let policy = self.config.expiry;
         if policy.needs_touch(auth.session.last_seen_at, now) {
             let idle = policy.idle_deadline(now, auth.session.expires_at);
             if !self.store.touch(&auth.session.id, now, idle).await? {
@@ -130,6 +203,10 @@ impl SessionManager {
             }
             auth.session.last_seen_at = now;
             auth.session.idle_expires_at = idle;
+        }
+        let auth = Arc::new(auth);
+        if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {
+            cache.insert(ticket, hash, Arc::clone(&auth), now);
         }
         Ok(Some(auth))
     }
@@ -150,15 +227,11 @@ impl SessionManager {
                     // Same password, new parameters: sessions stay. Compare-and-set on the old
                     // hash, so a password change racing with this login is never undone.
                     let new = self.hasher.hash(password).await?;
-                    self.store
-                        .replace_password_hash(&record.user.id, old, &new)
-                        .await?;
+                    self.store.replace_password_hash(&record.user.id, old, &new).await?;
                 }
                 Ok(LoginOutcome::Success(record))
             }
-            (record, _) => Ok(LoginOutcome::Invalid {
-                user: record.map(|r| r.user),
-            }),
+            (record, _) => Ok(LoginOutcome::Invalid { user: record.map(|r| r.user) }),
         }
     }
 
@@ -187,10 +260,11 @@ impl SessionManager {
             user_agent: client.user_agent.map(|ua| truncate(ua, 512)),
             data: data.unwrap_or_else(|| Value::Object(Default::default())),
         };
-        let evicted = self
-            .store
-            .create_session(&new, self.config.max_sessions_per_user, now)
-            .await?;
+        let evicted =
+            self.store.create_session(&new, self.config.max_sessions_per_user, now).await?;
+        if !evicted.is_empty() {
+            self.invalidate(&user.id);
+        }
         let session = crate::session::Session {
             id: new.id,
             user_id: new.user_id,
@@ -203,14 +277,7 @@ impl SessionManager {
             ip: new.ip,
             user_agent: new.user_agent,
         };
-        Ok(Issued {
-            token,
-            auth: Authenticated {
-                session,
-                user: user.clone(),
-            },
-            evicted,
-        })
+        Ok(Issued { token, auth: Authenticated { session, user: user.clone() }, evicted })
     }
 
     /// Gives the live session that `current` authenticates a new token (the old one stops working
@@ -223,20 +290,13 @@ impl SessionManager {
         new_csrf: bool,
     ) -> Result<Option<(Token, Authenticated)>, Error> {
         let token = Token::generate(SecretKind::Session)?;
-        let csrf = if new_csrf {
-            CsrfToken::generate()?
-        } else {
-            auth.session.csrf.clone()
-        };
+        let csrf = if new_csrf { CsrfToken::generate()? } else { auth.session.csrf.clone() };
         let now = Timestamp::now();
         let id = &auth.session.id;
-        if !self
-            .store
-            .rotate(id, &current.hash(), &token.hash(), &csrf, now)
-            .await?
-        {
+        if !self.store.rotate(id, &current.hash(), &token.hash(), &csrf, now).await? {
             return Ok(None);
         }
+        self.invalidate(&auth.user.id);
         let mut auth = auth.clone();
         auth.session.csrf = csrf;
         auth.session.token_issued_at = now;
@@ -251,7 +311,11 @@ impl SessionManager {
 
     /// Revokes one session; its owner when it existed.
     pub async fn revoke(&self, id: &SessionId) -> Result<Option<UserId>, StoreError> {
-        self.store.revoke_session(id).await
+        let owner = self.store.revoke_session(id).await?;
+        if let Some(o) = &owner {
+            self.invalidate(o);
+        }
+        Ok(owner)
     }
 
     /// Revokes all of a user's sessions but `keep`.
@@ -260,7 +324,9 @@ impl SessionManager {
         user: &UserId,
         keep: Option<&SessionId>,
     ) -> Result<Vec<SessionId>, StoreError> {
-        self.store.revoke_user_sessions(user, keep).await
+        let revoked = self.store.revoke_user_sessions(user, keep).await?;
+        self.invalidate(user);
+        Ok(revoked)
     }
 
     // ------------------------------------------------------------ users
@@ -298,11 +364,10 @@ impl SessionManager {
     ) -> Result<(User, Vec<SessionId>), Error> {
         password.check_policy()?;
         let hash = self.hasher.hash(password).await?;
-        let change = UserChange {
-            password_hash: Some(hash),
-            ..UserChange::default()
-        };
-        Ok(self.store.update_user(user, &change, keep).await?)
+        let change = UserChange { password_hash: Some(hash), ..UserChange::default() };
+        let changed = self.store.update_user(user, &change, keep).await?;
+        self.invalidate(user);
+        Ok(changed)
     }
 
     /// Changes roles and/or the disabled flag. Disabling revokes every session of the user.
@@ -312,12 +377,11 @@ impl SessionManager {
         roles: Option<Vec<Role>>,
         disabled: Option<bool>,
     ) -> Result<(User, Vec<SessionId>), Error> {
-        let change = UserChange {
-            password_hash: None,
-            roles: roles.map(normalize_roles),
-            disabled,
-        };
-        Ok(self.store.update_user(user, &change, None).await?)
+        let change =
+            UserChange { password_hash: None, roles: roles.map(normalize_roles), disabled };
+        let changed = self.store.update_user(user, &change, None).await?;
+        self.invalidate(user);
+        Ok(changed)
     }
 
     /// A user by name.

@@ -147,17 +147,9 @@ pub struct Cost {
 
 impl Cost {
     /// ASVS / OWASP: m = 19 MiB, t = 2, p = 1.
-    pub const ASVS: Cost = Cost {
-        m_kib: 19 * 1024,
-        t: 2,
-        p: 1,
-    };
+    pub const ASVS: Cost = Cost { m_kib: 19 * 1024, t: 2, p: 1 };
     /// For tests only: far too cheap for real passwords.
-    pub const INSECURE_TEST: Cost = Cost {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    };
+    pub const INSECURE_TEST: Cost = Cost { m_kib: 64, t: 1, p: 1 };
 }
 
 /// Hashes and verifies passwords on the blocking pool, at most `concurrency` at a time, so that a
@@ -232,16 +224,12 @@ impl PasswordHasher {
             let Ok(phc) = Phc::new(target.as_str()) else {
                 return Ok(Verified::No);
             };
-            let matches = inner
-                .argon2()?
-                .verify_password(password.expose().as_bytes(), &phc)
-                .is_ok();
+            let matches =
+                inner.argon2()?.verify_password(password.expose().as_bytes(), &phc).is_ok();
             if !(matches && real) {
                 return Ok(Verified::No);
             }
-            Ok(Verified::Yes {
-                rehash: !inner.is_current(&phc),
-            })
+            Ok(Verified::Yes { rehash: !inner.is_current(&phc) })
         })
         .await
     }
@@ -262,15 +250,8 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Task)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| HashError::Task)?
+        let _permit = self.inner.permits.acquire().await.map_err(|_| HashError::Task)?;
+        tokio::task::spawn_blocking(work).await.map_err(|_| HashError::Task)?
     }
 }
 
@@ -312,14 +293,8 @@ mod tests {
         assert!(pw("correct horse battery").check_policy().is_ok());
         assert!(pw("пароль-надёжный").check_policy().is_ok());
         assert!(pw(&"x".repeat(128)).check_policy().is_ok());
-        assert_eq!(
-            pw(&"x".repeat(129)).check_policy(),
-            Err(PolicyError::TooLong)
-        );
-        assert_eq!(
-            pw("tab\there-long").check_policy(),
-            Err(PolicyError::ControlCharacter)
-        );
+        assert_eq!(pw(&"x".repeat(129)).check_policy(), Err(PolicyError::TooLong));
+        assert_eq!(pw("tab\there-long").check_policy(), Err(PolicyError::ControlCharacter));
     }
 
     #[test]
@@ -336,17 +311,10 @@ mod tests {
         assert!(hash.as_str().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(!format!("{hash:?}").contains(&hash.as_str()[30..]));
         assert_eq!(
-            h.verify(&pw("correct horse battery"), Some(&hash))
-                .await
-                .unwrap(),
+            h.verify(&pw("correct horse battery"), Some(&hash)).await.unwrap(),
             Verified::Yes { rehash: false }
         );
-        assert_eq!(
-            h.verify(&pw("correct horse batter"), Some(&hash))
-                .await
-                .unwrap(),
-            Verified::No
-        );
+        assert_eq!(h.verify(&pw("correct horse batter"), Some(&hash)).await.unwrap(), Verified::No);
         // Two hashes of one password differ (unique salts).
         assert_ne!(h.hash(&pw("correct horse battery")).await.unwrap(), hash);
     }
@@ -354,36 +322,18 @@ mod tests {
     #[tokio::test]
     async fn unknown_user_never_verifies() {
         let h = PasswordHasher::new(Cost::INSECURE_TEST, 1, None);
-        assert_eq!(
-            h.verify(&pw("anything at all"), None).await.unwrap(),
-            Verified::No
-        );
+        assert_eq!(h.verify(&pw("anything at all"), None).await.unwrap(), Verified::No);
         let garbage = PasswordHash::from_stored("not a phc string".into());
-        assert_eq!(
-            h.verify(&pw("anything at all"), Some(&garbage))
-                .await
-                .unwrap(),
-            Verified::No
-        );
+        assert_eq!(h.verify(&pw("anything at all"), Some(&garbage)).await.unwrap(), Verified::No);
     }
 
     #[tokio::test]
     async fn changed_parameters_ask_for_a_rehash() {
-        let old = PasswordHasher::new(
-            Cost {
-                m_kib: 32,
-                t: 1,
-                p: 1,
-            },
-            1,
-            None,
-        );
+        let old = PasswordHasher::new(Cost { m_kib: 32, t: 1, p: 1 }, 1, None);
         let hash = old.hash(&pw("correct horse battery")).await.unwrap();
         let new = PasswordHasher::new(Cost::INSECURE_TEST, 1, None);
         assert_eq!(
-            new.verify(&pw("correct horse battery"), Some(&hash))
-                .await
-                .unwrap(),
+            new.verify(&pw("correct horse battery"), Some(&hash)).await.unwrap(),
             Verified::Yes { rehash: true }
         );
     }
@@ -395,17 +345,11 @@ mod tests {
         let hash = peppered.hash(&pw("correct horse battery")).await.unwrap();
         let plain = PasswordHasher::new(Cost::INSECURE_TEST, 1, None);
         assert_eq!(
-            plain
-                .verify(&pw("correct horse battery"), Some(&hash))
-                .await
-                .unwrap(),
+            plain.verify(&pw("correct horse battery"), Some(&hash)).await.unwrap(),
             Verified::No
         );
         assert!(matches!(
-            peppered
-                .verify(&pw("correct horse battery"), Some(&hash))
-                .await
-                .unwrap(),
+            peppered.verify(&pw("correct horse battery"), Some(&hash)).await.unwrap(),
             Verified::Yes { .. }
         ));
     }

@@ -31,6 +31,22 @@ pub struct ApiKey {
     pub created_at: Timestamp,
 }
 
+/// What a store's invalidation feed reports to node-local caches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusEvent {
+    /// Cached sessions of `user` (of every user with `None`) may be stale: drop them.
+    Invalidate {
+        /// The user whose sessions changed; `None` for everyone.
+        user: Option<UserId>,
+        /// When the change was made, for the propagation-lag metric.
+        at: Timestamp,
+    },
+    /// The feed is live from here on, but events before may have been missed: flush, then serve.
+    Connected,
+    /// The feed is down or lagging: serve nothing from caches until `Connected`.
+    Disconnected,
+}
+
 /// Result type of store methods.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -42,6 +58,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the backend answers. Used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Starts this node's invalidation feed: every change that can make a cached session stale
+    /// (a revocation, a user update, a rotation, a cap eviction), made by any node or process
+    /// sharing the store, becomes a [`BusEvent::Invalidate`] for the user concerned. The first
+    /// event is `Connected` once the feed is live. Whenever the store cannot vouch that no event
+    /// was missed (connection lost, gap, lag), the feed sends `Disconnected`, then `Connected`
+    /// when it is whole again. The receiver closes only when the store is gone.
+    async fn subscribe(&self) -> StoreResult<tokio::sync::mpsc::Receiver<BusEvent>>;
 
     // ---------------------------------------------------------------- users
 
@@ -166,7 +190,8 @@ pub trait Store: Send + Sync + 'static {
         if_version: Option<u64>,
     ) -> StoreResult<DataWrite>;
 
-    /// Deletes sessions that expired (idle or absolute) before `now`; returns how many.
+    /// Deletes sessions that expired (idle or absolute) before `now`, and bus records old enough
+    /// that no live subscriber still needs them; returns how many sessions.
     async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64>;
 
     // ---------------------------------------------------------------- API keys

@@ -20,7 +20,7 @@ use crate::audit::{AuditEvent, AuditFilter, AuditKind};
 use crate::id::{SessionId, UserId};
 use crate::password::PasswordHash;
 use crate::session::{DataWrite, NewSession};
-use crate::store::Store;
+use crate::store::{BusEvent, Store};
 use crate::time::Timestamp;
 use crate::token::{CsrfToken, SecretKind, Token, TokenHash};
 use crate::user::{NewUser, Role, User, UserChange, Username};
@@ -38,10 +38,7 @@ pub async fn user(store: &dyn Store, name: &str, roles: &[&str]) -> User {
     let new = NewUser {
         id: UserId::generate().expect("rng"),
         username: Username::parse(name).expect("valid name"),
-        roles: roles
-            .iter()
-            .map(|r| Role::parse(r).expect("valid role"))
-            .collect(),
+        roles: roles.iter().map(|r| Role::parse(r).expect("valid role")).collect(),
         password_hash: Some(PasswordHash::from_stored(
             "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
         )),
@@ -71,10 +68,7 @@ pub fn new_session(user: &User, at: Timestamp) -> (Token, NewSession) {
 /// Creates a session for `user` at `at` (no cap) and returns its token and id.
 pub async fn session(store: &dyn Store, user: &User, at: Timestamp) -> (Token, SessionId) {
     let (token, s) = new_session(user, at);
-    store
-        .create_session(&s, 0, at)
-        .await
-        .expect("create session");
+    store.create_session(&s, 0, at).await.expect("create session");
     (token, s.id)
 }
 
@@ -88,18 +82,8 @@ fn random_hash() -> TokenHash {
 pub async fn create_and_find(store: &dyn Store) {
     let alice = user(store, "alice", &["admin", "staff"]).await;
     let (token, new) = new_session(&alice, t0());
-    assert!(
-        store
-            .create_session(&new, 0, t0())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let found = store
-        .session_by_token(&token.hash(), t0())
-        .await
-        .unwrap()
-        .expect("found by token");
+    assert!(store.create_session(&new, 0, t0()).await.unwrap().is_empty());
+    let found = store.session_by_token(&token.hash(), t0()).await.unwrap().expect("found by token");
     assert_eq!(found.session.id, new.id);
     assert_eq!(found.session.csrf, new.csrf);
     assert_eq!(found.session.created_at, t0());
@@ -108,11 +92,7 @@ pub async fn create_and_find(store: &dyn Store) {
     assert_eq!(found.session.expires_at, new.expires_at);
     assert_eq!(found.session.ip.as_deref(), Some("192.0.2.1"));
     assert_eq!(found.user, alice);
-    let by_id = store
-        .session_by_id(&new.id, t0())
-        .await
-        .unwrap()
-        .expect("found by id");
+    let by_id = store.session_by_id(&new.id, t0()).await.unwrap().expect("found by id");
     assert_eq!(by_id.session.id, new.id);
 }
 
@@ -120,36 +100,15 @@ pub async fn create_and_find(store: &dyn Store) {
 pub async fn unknown_tokens_are_never_adopted(store: &dyn Store) {
     let alice = user(store, "alice", &[]).await;
     let unknown = random_hash();
-    assert!(
-        store
-            .session_by_token(&unknown, t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .session_by_token(&unknown, t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .list_sessions(Some(&alice.id), t0())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.session_by_token(&unknown, t0()).await.unwrap().is_none());
+    assert!(store.session_by_token(&unknown, t0()).await.unwrap().is_none());
+    assert!(store.list_sessions(Some(&alice.id), t0()).await.unwrap().is_empty());
     assert!(store.list_sessions(None, t0()).await.unwrap().is_empty());
     // Touching or writing data for an unknown id creates nothing either.
     let ghost = SessionId::generate().unwrap();
     assert!(!store.touch(&ghost, t0(), t0().plus(MIN)).await.unwrap());
     assert_eq!(
-        store
-            .put_session_data(&ghost, &json!({"a": 1}), None)
-            .await
-            .unwrap(),
+        store.put_session_data(&ghost, &json!({"a": 1}), None).await.unwrap(),
         DataWrite::Gone
     );
     assert!(store.session_by_id(&ghost, t0()).await.unwrap().is_none());
@@ -161,20 +120,8 @@ pub async fn idle_expiry_and_touch(store: &dyn Store) {
     let alice = user(store, "alice", &[]).await;
     let (token, id) = session(store, &alice, t0()).await;
     let almost = t0().plus(30 * MIN - Duration::from_millis(1));
-    assert!(
-        store
-            .session_by_token(&token.hash(), almost)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        store
-            .session_by_token(&token.hash(), t0().plus(30 * MIN))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.session_by_token(&token.hash(), almost).await.unwrap().is_some());
+    assert!(store.session_by_token(&token.hash(), t0().plus(30 * MIN)).await.unwrap().is_none());
 
     // Touch at +20 min: the idle deadline moves to +50 min.
     let at = t0().plus(20 * MIN);
@@ -195,11 +142,7 @@ pub async fn idle_expiry_and_touch(store: &dyn Store) {
         assert!(store.touch(&id, next, next.plus(30 * MIN)).await.unwrap());
         last = next;
     }
-    let found = store
-        .session_by_token(&token.hash(), late)
-        .await
-        .unwrap()
-        .expect("live");
+    let found = store.session_by_token(&token.hash(), late).await.unwrap().expect("live");
     assert_eq!(found.session.idle_expires_at, t0().plus(12 * HOUR));
 }
 
@@ -214,38 +157,15 @@ pub async fn absolute_expiry(store: &dyn Store) {
         assert!(store.touch(&id, now, now.plus(30 * MIN)).await.unwrap());
     }
     let end = t0().plus(12 * HOUR);
-    assert!(
-        store
-            .session_by_token(&token.hash(), end)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.session_by_token(&token.hash(), end).await.unwrap().is_none());
     assert!(!store.touch(&id, end, end.plus(30 * MIN)).await.unwrap());
     assert!(store.session_by_id(&id, end).await.unwrap().is_none());
     // Expired after idleness, and a late touch does not revive it.
     let (token2, id2) = session(store, &alice, t0()).await;
     let after_idle = t0().plus(31 * MIN);
-    assert!(
-        !store
-            .touch(&id2, after_idle, after_idle.plus(30 * MIN))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .session_by_token(&token2.hash(), t0().plus(MIN))
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        store
-            .session_by_token(&token2.hash(), after_idle)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!store.touch(&id2, after_idle, after_idle.plus(30 * MIN)).await.unwrap());
+    assert!(store.session_by_token(&token2.hash(), t0().plus(MIN)).await.unwrap().is_some());
+    assert!(store.session_by_token(&token2.hash(), after_idle).await.unwrap().is_none());
 }
 
 /// Revoking one session ends it at once, reports its owner once, and leaves others alone.
@@ -253,25 +173,10 @@ pub async fn revoke_one(store: &dyn Store) {
     let alice = user(store, "alice", &[]).await;
     let (t1, s1) = session(store, &alice, t0()).await;
     let (t2, _s2) = session(store, &alice, t0()).await;
-    assert_eq!(
-        store.revoke_session(&s1).await.unwrap(),
-        Some(alice.id.clone())
-    );
+    assert_eq!(store.revoke_session(&s1).await.unwrap(), Some(alice.id.clone()));
     assert_eq!(store.revoke_session(&s1).await.unwrap(), None);
-    assert!(
-        store
-            .session_by_token(&t1.hash(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .session_by_token(&t2.hash(), t0())
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store.session_by_token(&t1.hash(), t0()).await.unwrap().is_none());
+    assert!(store.session_by_token(&t2.hash(), t0()).await.unwrap().is_some());
     assert!(!store.touch(&s1, t0(), t0().plus(MIN)).await.unwrap());
 }
 
@@ -283,52 +188,16 @@ pub async fn revoke_others_and_all(store: &dyn Store) {
     let (tb, other) = session(store, &alice, t0()).await;
     let (tc, _) = session(store, &alice, t0()).await;
     let (tbob, _) = session(store, &bob, t0()).await;
-    let mut revoked = store
-        .revoke_user_sessions(&alice.id, Some(&keep))
-        .await
-        .unwrap();
+    let mut revoked = store.revoke_user_sessions(&alice.id, Some(&keep)).await.unwrap();
     revoked.sort();
     assert_eq!(revoked.len(), 2);
     assert!(revoked.contains(&other));
-    assert!(
-        store
-            .session_by_token(&ta.hash(), t0())
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        store
-            .session_by_token(&tb.hash(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .session_by_token(&tc.hash(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(
-        store.revoke_user_sessions(&alice.id, None).await.unwrap(),
-        vec![keep]
-    );
-    assert!(
-        store
-            .session_by_token(&ta.hash(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .session_by_token(&tbob.hash(), t0())
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store.session_by_token(&ta.hash(), t0()).await.unwrap().is_some());
+    assert!(store.session_by_token(&tb.hash(), t0()).await.unwrap().is_none());
+    assert!(store.session_by_token(&tc.hash(), t0()).await.unwrap().is_none());
+    assert_eq!(store.revoke_user_sessions(&alice.id, None).await.unwrap(), vec![keep]);
+    assert!(store.session_by_token(&ta.hash(), t0()).await.unwrap().is_none());
+    assert!(store.session_by_token(&tbob.hash(), t0()).await.unwrap().is_some());
 }
 
 /// Lists hold a user's live sessions only, newest first.
@@ -350,10 +219,7 @@ pub async fn list_by_user(store: &dyn Store) {
     assert_eq!(ids, vec![new.clone(), mid.clone(), old.clone()]);
     let all = store.list_sessions(None, now).await.unwrap();
     assert_eq!(all.len(), 4);
-    assert!(
-        all.iter()
-            .any(|a| a.session.id == bobs && a.user.username.as_str() == "bob")
-    );
+    assert!(all.iter().any(|a| a.session.id == bobs && a.user.username.as_str() == "bob"));
     // The oldest idles out first.
     let later = t0().plus(30 * MIN + Duration::from_secs(30));
     let ids: Vec<_> = store
@@ -380,25 +246,9 @@ pub async fn cap_per_user(store: &dyn Store) {
     }
     let at = t0().plus(10 * MIN);
     let (t4, s4) = new_session(&alice, at);
-    assert_eq!(
-        store.create_session(&s4, 3, at).await.unwrap(),
-        vec![made[0].clone()]
-    );
-    assert!(
-        store
-            .session_by_token(&t4.hash(), at)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert_eq!(
-        store
-            .list_sessions(Some(&alice.id), at)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(store.create_session(&s4, 3, at).await.unwrap(), vec![made[0].clone()]);
+    assert!(store.session_by_token(&t4.hash(), at).await.unwrap().is_some());
+    assert_eq!(store.list_sessions(Some(&alice.id), at).await.unwrap().len(), 3);
     // Lowering the cap to 1 leaves only the new one.
     let (_, s5) = new_session(&alice, at.plus(MIN));
     let mut evicted = store.create_session(&s5, 1, at.plus(MIN)).await.unwrap();
@@ -417,85 +267,35 @@ pub async fn user_changes(store: &dyn Store) {
     let (t2, _) = session(store, &alice, t0()).await;
 
     let roles = vec![Role::parse("admin").unwrap()];
-    let change = UserChange {
-        roles: Some(roles.clone()),
-        ..Default::default()
-    };
+    let change = UserChange { roles: Some(roles.clone()), ..Default::default() };
     let (updated, revoked) = store.update_user(&alice.id, &change, None).await.unwrap();
     assert!(revoked.is_empty(), "a role change alone revokes nothing");
     assert_eq!(updated.roles, roles);
-    assert_eq!(
-        store
-            .session_by_token(&t1.hash(), t0())
-            .await
-            .unwrap()
-            .unwrap()
-            .user
-            .roles,
-        roles
-    );
+    assert_eq!(store.session_by_token(&t1.hash(), t0()).await.unwrap().unwrap().user.roles, roles);
 
     let pw = PasswordHash::from_stored("$argon2id$v=19$m=64,t=1,p=1$bmV3c2FsdA$bmV3".into());
-    let change = UserChange {
-        password_hash: Some(pw.clone()),
-        ..Default::default()
-    };
-    let (_, revoked) = store
-        .update_user(&alice.id, &change, Some(&s1))
-        .await
-        .unwrap();
+    let change = UserChange { password_hash: Some(pw.clone()), ..Default::default() };
+    let (_, revoked) = store.update_user(&alice.id, &change, Some(&s1)).await.unwrap();
     assert_eq!(revoked.len(), 1);
-    assert!(
-        store
-            .session_by_token(&t1.hash(), t0())
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        store
-            .session_by_token(&t2.hash(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.session_by_token(&t1.hash(), t0()).await.unwrap().is_some());
+    assert!(store.session_by_token(&t2.hash(), t0()).await.unwrap().is_none());
     let record = store.user_by_name(&alice.username).await.unwrap().unwrap();
     assert_eq!(record.password_hash, Some(pw.clone()));
 
-    let change = UserChange {
-        disabled: Some(true),
-        ..Default::default()
-    };
+    let change = UserChange { disabled: Some(true), ..Default::default() };
     let (updated, revoked) = store.update_user(&alice.id, &change, None).await.unwrap();
     assert!(updated.disabled);
     assert_eq!(revoked, vec![s1.clone()]);
-    assert!(
-        store
-            .session_by_token(&t1.hash(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.session_by_token(&t1.hash(), t0()).await.unwrap().is_none());
 
     // Re-enabling does not bring the sessions back.
-    let change = UserChange {
-        disabled: Some(false),
-        ..Default::default()
-    };
+    let change = UserChange { disabled: Some(false), ..Default::default() };
     store.update_user(&alice.id, &change, None).await.unwrap();
-    assert!(
-        store
-            .session_by_token(&t1.hash(), t0())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.session_by_token(&t1.hash(), t0()).await.unwrap().is_none());
 
     let ghost = UserId::generate().unwrap();
     assert!(matches!(
-        store
-            .update_user(&ghost, &UserChange::default(), None)
-            .await,
+        store.update_user(&ghost, &UserChange::default(), None).await,
         Err(crate::StoreError::NotFound { .. })
     ));
 }
@@ -511,25 +311,11 @@ pub async fn users_are_unique_and_listed(store: &dyn Store) {
         password_hash: None,
         created_at: t0(),
     };
-    assert!(matches!(
-        store.create_user(&dup).await,
-        Err(crate::StoreError::Conflict { .. })
-    ));
-    let names: Vec<_> = store
-        .list_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.username.to_string())
-        .collect();
+    assert!(matches!(store.create_user(&dup).await, Err(crate::StoreError::Conflict { .. })));
+    let names: Vec<_> =
+        store.list_users().await.unwrap().into_iter().map(|u| u.username.to_string()).collect();
     assert_eq!(names, ["alice", "carol"]);
-    assert!(
-        store
-            .user_by_name(&Username::parse("nobody").unwrap())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.user_by_name(&Username::parse("nobody").unwrap()).await.unwrap().is_none());
     let record = store.user_by_name(&alice.username).await.unwrap().unwrap();
     assert!(record.user.has_password);
 }
@@ -538,42 +324,15 @@ pub async fn users_are_unique_and_listed(store: &dyn Store) {
 pub async fn replace_password_hash_is_compare_and_set(store: &dyn Store) {
     let alice = user(store, "alice", &[]).await;
     let (token, _) = session(store, &alice, t0()).await;
-    let old = store
-        .user_by_name(&alice.username)
-        .await
-        .unwrap()
-        .unwrap()
-        .password_hash
-        .unwrap();
+    let old = store.user_by_name(&alice.username).await.unwrap().unwrap().password_hash.unwrap();
     let new = PasswordHash::from_stored("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$bmV3".into());
-    assert!(
-        store
-            .replace_password_hash(&alice.id, &old, &new)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .replace_password_hash(&alice.id, &old, &new)
-            .await
-            .unwrap()
-    );
+    assert!(store.replace_password_hash(&alice.id, &old, &new).await.unwrap());
+    assert!(!store.replace_password_hash(&alice.id, &old, &new).await.unwrap());
     assert_eq!(
-        store
-            .user_by_name(&alice.username)
-            .await
-            .unwrap()
-            .unwrap()
-            .password_hash,
+        store.user_by_name(&alice.username).await.unwrap().unwrap().password_hash,
         Some(new)
     );
-    assert!(
-        store
-            .session_by_token(&token.hash(), t0())
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(store.session_by_token(&token.hash(), t0()).await.unwrap().is_some());
 }
 
 /// Rotation: the new token works, the old one stops at once; it is a compare-and-set on the
@@ -584,24 +343,9 @@ pub async fn rotate(store: &dyn Store) {
     let new = Token::generate(SecretKind::Session).unwrap();
     let csrf = CsrfToken::generate().unwrap();
     let later = t0().plus(MIN);
-    assert!(
-        store
-            .rotate(&id, &old.hash(), &new.hash(), &csrf, later)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .session_by_token(&old.hash(), later)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let found = store
-        .session_by_token(&new.hash(), later)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(store.rotate(&id, &old.hash(), &new.hash(), &csrf, later).await.unwrap());
+    assert!(store.session_by_token(&old.hash(), later).await.unwrap().is_none());
+    let found = store.session_by_token(&new.hash(), later).await.unwrap().unwrap();
     assert_eq!(found.session.id, id);
     assert_eq!(found.session.csrf, csrf);
     assert_eq!(found.session.token_issued_at, later);
@@ -609,42 +353,14 @@ pub async fn rotate(store: &dyn Store) {
 
     // A second rotation from the old token loses and changes nothing.
     let loser = Token::generate(SecretKind::Session).unwrap();
-    assert!(
-        !store
-            .rotate(&id, &old.hash(), &loser.hash(), &csrf, later)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .session_by_token(&loser.hash(), later)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .session_by_token(&new.hash(), later)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(!store.rotate(&id, &old.hash(), &loser.hash(), &csrf, later).await.unwrap());
+    assert!(store.session_by_token(&loser.hash(), later).await.unwrap().is_none());
+    assert!(store.session_by_token(&new.hash(), later).await.unwrap().is_some());
 
     store.revoke_session(&id).await.unwrap();
     let newer = Token::generate(SecretKind::Session).unwrap();
-    assert!(
-        !store
-            .rotate(&id, &new.hash(), &newer.hash(), &csrf, later)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .session_by_token(&newer.hash(), later)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!store.rotate(&id, &new.hash(), &newer.hash(), &csrf, later).await.unwrap());
+    assert!(store.session_by_token(&newer.hash(), later).await.unwrap().is_none());
 }
 
 /// A change of roles stamps `privileges_changed_at`; other changes and a same-roles update do
@@ -655,20 +371,15 @@ pub async fn privilege_changes_are_stamped(store: &dyn Store) {
     let alice = user(store, "alice", &["staff"]).await;
     assert_eq!(alice.privileges_changed_at, Timestamp::from_millis(0));
     let (token, id) = session(store, &alice, base).await;
-    let same = UserChange {
-        roles: Some(alice.roles.clone()),
-        ..Default::default()
-    };
+    let same = UserChange { roles: Some(alice.roles.clone()), ..Default::default() };
     let (u, _) = store.update_user(&alice.id, &same, None).await.unwrap();
     assert_eq!(
         u.privileges_changed_at,
         Timestamp::from_millis(0),
         "same roles: no privilege change"
     );
-    let change = UserChange {
-        roles: Some(vec![Role::parse("admin").unwrap()]),
-        ..Default::default()
-    };
+    let change =
+        UserChange { roles: Some(vec![Role::parse("admin").unwrap()]), ..Default::default() };
     let (u, _) = store.update_user(&alice.id, &change, None).await.unwrap();
     assert!(u.privileges_changed_at > base);
     let found = store.session_by_id(&id, base).await.unwrap().unwrap();
@@ -677,16 +388,9 @@ pub async fn privilege_changes_are_stamped(store: &dyn Store) {
     let new = Token::generate(SecretKind::Session).unwrap();
     let after = u.privileges_changed_at.plus(Duration::from_millis(1));
     assert!(
-        store
-            .rotate(&id, &token.hash(), &new.hash(), &found.session.csrf, after)
-            .await
-            .unwrap()
+        store.rotate(&id, &token.hash(), &new.hash(), &found.session.csrf, after).await.unwrap()
     );
-    let found = store
-        .session_by_token(&new.hash(), after)
-        .await
-        .unwrap()
-        .unwrap();
+    let found = store.session_by_token(&new.hash(), after).await.unwrap().unwrap();
     assert!(found.user.privileges_changed_at < found.session.token_issued_at);
 }
 
@@ -697,36 +401,21 @@ pub async fn session_data_compare_and_set(store: &dyn Store) {
     let data = store.session_data(&id).await.unwrap().unwrap();
     assert_eq!((data.value, data.version), (json!({}), 1));
     assert_eq!(
-        store
-            .put_session_data(&id, &json!({"cart": [1]}), Some(1))
-            .await
-            .unwrap(),
+        store.put_session_data(&id, &json!({"cart": [1]}), Some(1)).await.unwrap(),
         DataWrite::Stored(2)
     );
     assert_eq!(
-        store
-            .put_session_data(&id, &json!({"cart": [2]}), Some(1))
-            .await
-            .unwrap(),
+        store.put_session_data(&id, &json!({"cart": [2]}), Some(1)).await.unwrap(),
         DataWrite::VersionMismatch(2)
     );
     assert_eq!(
-        store
-            .put_session_data(&id, &json!({"cart": [3]}), None)
-            .await
-            .unwrap(),
+        store.put_session_data(&id, &json!({"cart": [3]}), None).await.unwrap(),
         DataWrite::Stored(3)
     );
     let data = store.session_data(&id).await.unwrap().unwrap();
     assert_eq!((data.value, data.version), (json!({"cart": [3]}), 3));
     store.revoke_session(&id).await.unwrap();
-    assert_eq!(
-        store
-            .put_session_data(&id, &json!({"x": 1}), None)
-            .await
-            .unwrap(),
-        DataWrite::Gone
-    );
+    assert_eq!(store.put_session_data(&id, &json!({"x": 1}), None).await.unwrap(), DataWrite::Gone);
     assert!(store.session_data(&id).await.unwrap().is_none());
 }
 
@@ -738,10 +427,7 @@ pub async fn concurrent_data_writers_never_overwrite(store: Arc<dyn Store>) {
     for i in 0..8 {
         let (store, id) = (Arc::clone(&store), id.clone());
         tasks.push(tokio::spawn(async move {
-            store
-                .put_session_data(&id, &json!({ "writer": i }), Some(1))
-                .await
-                .unwrap()
+            store.put_session_data(&id, &json!({ "writer": i }), Some(1)).await.unwrap()
         }));
     }
     let mut wins = 0;
@@ -784,35 +470,12 @@ pub async fn revoked_sessions_are_never_resurrected(store: Arc<dyn Store>) {
             t.await.unwrap();
         }
         assert_eq!(revoker.await.unwrap(), Some(alice.id.clone()));
-        assert!(
-            store
-                .session_by_token(&token.hash(), t0().plus(MIN))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .session_by_id(&id, t0().plus(MIN))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(store.session_by_token(&token.hash(), t0().plus(MIN)).await.unwrap().is_none());
+        assert!(store.session_by_id(&id, t0().plus(MIN)).await.unwrap().is_none());
         assert!(store.session_data(&id).await.unwrap().is_none());
-        assert!(
-            !store
-                .touch(&id, t0().plus(MIN), t0().plus(HOUR))
-                .await
-                .unwrap()
-        );
+        assert!(!store.touch(&id, t0().plus(MIN), t0().plus(HOUR)).await.unwrap());
     }
-    assert!(
-        store
-            .list_sessions(Some(&alice.id), t0().plus(MIN))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.list_sessions(Some(&alice.id), t0().plus(MIN)).await.unwrap().is_empty());
 }
 
 /// The sweep deletes expired sessions and only those.
@@ -830,32 +493,15 @@ pub async fn delete_expired(store: &dyn Store) {
 /// API keys: found by hash only, names unique, revocation final.
 pub async fn api_keys(store: &dyn Store) {
     let key = Token::generate(SecretKind::ApiKey).unwrap();
-    let created = store
-        .create_api_key("billing", &key.hash(), t0())
-        .await
-        .unwrap();
+    let created = store.create_api_key("billing", &key.hash(), t0()).await.unwrap();
     assert_eq!(created.name, "billing");
     let other = Token::generate(SecretKind::ApiKey).unwrap();
     assert!(matches!(
         store.create_api_key("billing", &other.hash(), t0()).await,
         Err(crate::StoreError::Conflict { .. })
     ));
-    assert_eq!(
-        store
-            .api_key_by_hash(&key.hash())
-            .await
-            .unwrap()
-            .unwrap()
-            .name,
-        "billing"
-    );
-    assert!(
-        store
-            .api_key_by_hash(&other.hash())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(store.api_key_by_hash(&key.hash()).await.unwrap().unwrap().name, "billing");
+    assert!(store.api_key_by_hash(&other.hash()).await.unwrap().is_none());
     assert_eq!(store.list_api_keys().await.unwrap().len(), 1);
     assert!(store.revoke_api_key("billing").await.unwrap());
     assert!(!store.revoke_api_key("billing").await.unwrap());
@@ -886,36 +532,77 @@ pub async fn audit_events(store: &dyn Store) {
         }
         store.append_audit(&e).await.unwrap();
     }
-    let events = store
-        .list_audit(&AuditFilter {
-            username: Some(alice.clone()),
-            limit: 0,
-        })
-        .await
-        .unwrap();
+    let events =
+        store.list_audit(&AuditFilter { username: Some(alice.clone()), limit: 0 }).await.unwrap();
     let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
-        [
-            AuditKind::SessionRevoked,
-            AuditKind::LoginSucceeded,
-            AuditKind::LoginFailed
-        ]
+        [AuditKind::SessionRevoked, AuditKind::LoginSucceeded, AuditKind::LoginFailed]
     );
     assert_eq!(events[0].detail.as_deref(), Some("logout"));
     assert_eq!(events[0].session_id.as_ref(), Some(&sid));
     assert_eq!(events[0].ip.as_deref(), Some("192.0.2.7"));
     assert_eq!(events[0].at, t0().plus(Duration::from_secs(3)));
-    assert_eq!(
-        store
-            .list_audit(&AuditFilter {
-                username: None,
-                limit: 2
-            })
-            .await
-            .unwrap()
-            .len(),
-        2
+    assert_eq!(store.list_audit(&AuditFilter { username: None, limit: 2 }).await.unwrap().len(), 2);
+}
+
+/// Waits up to 2 s for the next `Invalidate` on `feed` and returns its user.
+async fn next_invalidation(feed: &mut tokio::sync::mpsc::Receiver<BusEvent>) -> Option<UserId> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(deadline, feed.recv()).await {
+            Ok(Some(BusEvent::Invalidate { user, .. })) => return user,
+            Ok(Some(BusEvent::Connected)) => continue,
+            Ok(Some(BusEvent::Disconnected)) => panic!("the feed disconnected"),
+            Ok(None) => panic!("the feed closed"),
+            Err(_) => panic!("no invalidation within 2 s"),
+        }
+    }
+}
+
+/// Every change that can make a cached session stale reaches subscribers as an invalidation of
+/// its user: revoking one, revoking all, a user change, a rotation, a cap eviction. Touches and
+/// data writes do not.
+pub async fn invalidations_reach_subscribers(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let bob = user(store, "bob", &[]).await;
+    let mut feed = store.subscribe().await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(2), feed.recv()).await {
+        Ok(Some(BusEvent::Connected)) => {}
+        other => panic!("the feed must start with Connected, got {other:?}"),
+    }
+    let (t1, s1) = session(store, &alice, t0()).await;
+    let (_, s2) = session(store, &bob, t0()).await;
+    // Creating, touching and writing data stale nothing.
+    assert!(store.touch(&s1, t0().plus(MIN), t0().plus(31 * MIN)).await.unwrap());
+    store.put_session_data(&s1, &json!({"a": 1}), None).await.unwrap();
+
+    store.revoke_session(&s2).await.unwrap();
+    assert_eq!(next_invalidation(&mut feed).await, Some(bob.id.clone()), "revoking one session");
+
+    let new = Token::generate(SecretKind::Session).unwrap();
+    let csrf = CsrfToken::generate().unwrap();
+    assert!(store.rotate(&s1, &t1.hash(), &new.hash(), &csrf, t0()).await.unwrap());
+    assert_eq!(next_invalidation(&mut feed).await, Some(alice.id.clone()), "rotation");
+
+    let change =
+        UserChange { roles: Some(vec![Role::parse("admin").unwrap()]), ..Default::default() };
+    store.update_user(&alice.id, &change, None).await.unwrap();
+    assert_eq!(next_invalidation(&mut feed).await, Some(alice.id.clone()), "role change");
+
+    session(store, &alice, t0()).await;
+    let (_, capped) = new_session(&alice, t0().plus(MIN));
+    assert_eq!(store.create_session(&capped, 1, t0().plus(MIN)).await.unwrap().len(), 2);
+    assert_eq!(next_invalidation(&mut feed).await, Some(alice.id.clone()), "cap eviction");
+
+    store.revoke_user_sessions(&alice.id, None).await.unwrap();
+    assert_eq!(next_invalidation(&mut feed).await, Some(alice.id.clone()), "revoking all");
+
+    // Nothing else is pending: the touch and the data write above sent nothing.
+    let quiet = tokio::time::timeout(Duration::from_millis(600), feed.recv()).await;
+    assert!(
+        !matches!(quiet, Ok(Some(BusEvent::Invalidate { .. }))),
+        "unexpected invalidation: {quiet:?}"
     );
 }
 
@@ -928,7 +615,7 @@ macro_rules! store_conformance_tests {
             create_and_find, unknown_tokens_are_never_adopted, idle_expiry_and_touch,
             absolute_expiry, revoke_one, revoke_others_and_all, list_by_user, cap_per_user,
             user_changes, users_are_unique_and_listed, replace_password_hash_is_compare_and_set,
-            rotate, privilege_changes_are_stamped, session_data_compare_and_set, delete_expired, api_keys, audit_events);
+            rotate, privilege_changes_are_stamped, invalidations_reach_subscribers, session_data_compare_and_set, delete_expired, api_keys, audit_events);
         $crate::store_conformance_tests!(@shared $factory;
             concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected);
     };

@@ -16,10 +16,7 @@ pub struct Timestamp(i64);
 impl Timestamp {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         Self(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 
@@ -82,9 +79,6 @@ mod tests {
     fn arithmetic_saturates() {
         let t = Timestamp::from_millis(i64::MAX - 1);
         assert_eq!(t.plus(Duration::from_secs(10)).as_millis(), i64::MAX);
-        assert_eq!(
-            Timestamp::from_millis(5).since(Timestamp::from_millis(10)),
-            Duration::ZERO
-        );
+        assert_eq!(Timestamp::from_millis(5).since(Timestamp::from_millis(10)), Duration::ZERO);
     }
 }

@@ -204,10 +204,7 @@ mod tests {
 
     #[test]
     fn usernames_are_normalized_and_validated() {
-        assert_eq!(
-            Username::parse(" Alice@Example.com ").unwrap().as_str(),
-            "alice@example.com"
-        );
+        assert_eq!(Username::parse(" Alice@Example.com ").unwrap().as_str(), "alice@example.com");
         assert_eq!(Username::parse(""), Err(NameError::Length));
         assert_eq!(Username::parse(&"a".repeat(65)), Err(NameError::Length));
         assert!(Username::parse("bob smith").is_err());
@@ -225,9 +222,6 @@ mod tests {
             Role::parse("a").unwrap(),
             Role::parse("b").unwrap(),
         ]);
-        assert_eq!(
-            roles.iter().map(Role::as_str).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(roles.iter().map(Role::as_str).collect::<Vec<_>>(), ["a", "b"]);
     }
 }

@@ -31,9 +31,7 @@ struct Fixture {
 
 async fn fixture(extra_sessions: usize, cost: Cost) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("bench.db").to_str().unwrap())
-        .await
-        .unwrap();
+    let store = SqliteStore::open(dir.path().join("bench.db").to_str().unwrap()).await.unwrap();
     let config = RawConfig::default().validate().unwrap();
     let state = cloakroom_server::serve::state(Arc::new(store.clone()), config, cost);
     let manager = state.manager.clone();
@@ -47,10 +45,8 @@ async fn fixture(extra_sessions: usize, cost: Cost) -> Fixture {
         .unwrap();
     // Filler sessions of other users, in one transaction.
     if extra_sessions > 0 {
-        let other = manager
-            .create_user(Username::parse("filler").unwrap(), None, vec![])
-            .await
-            .unwrap();
+        let other =
+            manager.create_user(Username::parse("filler").unwrap(), None, vec![]).await.unwrap();
         let mut tx = store.pool().begin().await.unwrap();
         for _ in 0..extra_sessions {
             let (_, s) = filler_session(&other);
@@ -58,17 +54,9 @@ async fn fixture(extra_sessions: usize, cost: Cost) -> Fixture {
         }
         tx.commit().await.unwrap();
     }
-    let issued = manager
-        .create(&user, Default::default(), None)
-        .await
-        .unwrap();
+    let issued = manager.create(&user, Default::default(), None).await.unwrap();
     let app = cloakroom_server::app(state);
-    Fixture {
-        manager,
-        app,
-        token: issued.token.expose(),
-        _dir: dir,
-    }
+    Fixture { manager, app, token: issued.token.expose(), _dir: dir }
 }
 
 fn filler_session(
@@ -114,19 +102,12 @@ async fn sqlx_insert(
 }
 
 fn checks(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("check");
     for extra in [0usize, 20_000] {
         let f = rt.block_on(fixture(extra, Cost::INSECURE_TEST));
-        let label = if extra == 0 {
-            "1 session"
-        } else {
-            "20k sessions"
-        };
+        let label = if extra == 0 { "1 session" } else { "20k sessions" };
         group.bench_function(format!("manager/{label}"), |b| {
             b.to_async(&rt).iter(|| async {
                 assert!(f.manager.authenticate(&f.token).await.unwrap().is_some())
@@ -157,11 +138,8 @@ fn checks(c: &mut Criterion) {
 }
 
 fn login(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let f = rt.block_on(fixture(0, Cost::ASVS));
     let body = serde_json::json!({"username": "alice", "password": PASSWORD}).to_string();
     let mut group = c.benchmark_group("login");

@@ -20,26 +20,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/logout", post(auth::logout))
         .route("/v1/password", post(auth::change_password))
         .route("/v1/session", get(session::get))
-        .route(
-            "/v1/session/data",
-            get(session::get_data).put(session::put_data),
-        )
+        .route("/v1/session/data", get(session::get_data).put(session::put_data))
         .route("/v1/sessions", get(sessions::list))
         .route("/v1/sessions/revoke-others", post(sessions::revoke_others))
         .route("/v1/sessions/{id}", delete(sessions::revoke))
         .route("/v1/auth/check", get(check::check))
-        .route(
-            "/v1/admin/users/{username}",
-            put(admin::put_user).get(admin::get_user),
-        )
-        .route(
-            "/v1/admin/users/{username}/sessions",
-            delete(admin::revoke_user_sessions),
-        )
-        .route(
-            "/v1/admin/sessions",
-            post(admin::create_session).get(admin::list_sessions),
-        )
+        .route("/v1/admin/users/{username}", put(admin::put_user).get(admin::get_user))
+        .route("/v1/admin/users/{username}/sessions", delete(admin::revoke_user_sessions))
+        .route("/v1/admin/sessions", post(admin::create_session).get(admin::list_sessions))
         .route("/v1/admin/sessions/validate", post(admin::validate))
         .route("/v1/admin/sessions/{id}", delete(admin::revoke_session))
         .route("/healthz", get(health::healthz))

@@ -156,11 +156,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     let config = match load_config(&cli) {
@@ -171,10 +167,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&config, matches!(cli.command, Command::Serve));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cloakroom: cannot start the runtime: {e}");
@@ -208,9 +201,7 @@ fn init_logging(config: &Config, serving: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if serving { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -231,10 +222,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Apikey(cmd) => apikey(&manager, &out, cmd).await,
         Command::Audit { user, limit } => {
             let username = user.as_deref().map(parse_username).transpose()?;
-            let events = manager
-                .store()
-                .list_audit(&AuditFilter { username, limit })
-                .await?;
+            let events = manager.store().list_audit(&AuditFilter { username, limit }).await?;
             out.audit(&events);
             Ok(())
         }
@@ -258,10 +246,7 @@ fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
 
 async fn existing(manager: &SessionManager, name: &str) -> anyhow::Result<User> {
     let username = parse_username(name)?;
-    manager
-        .user(&username)
-        .await?
-        .with_context(|| format!("no user named {username}"))
+    manager.user(&username).await?.with_context(|| format!("no user named {username}"))
 }
 
 async fn audit(manager: &SessionManager, event: AuditEvent) {
@@ -274,10 +259,7 @@ async fn audit(manager: &SessionManager, event: AuditEvent) {
 fn read_password(input: &PasswordInput) -> anyhow::Result<Password> {
     let text = if input.password_stdin {
         let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
         line.strip_suffix('\n')
             .map(|l| l.strip_suffix('\r').unwrap_or(l))
             .unwrap_or(&line)
@@ -301,19 +283,10 @@ fn read_password(input: &PasswordInput) -> anyhow::Result<Password> {
 
 async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::Result<()> {
     match cmd {
-        UserCmd::Add {
-            name,
-            roles,
-            password,
-            no_password,
-        } => {
+        UserCmd::Add { name, roles, password, no_password } => {
             let username = parse_username(&name)?;
             let roles = parse_roles(&roles)?;
-            let password = if no_password {
-                None
-            } else {
-                Some(read_password(&password)?)
-            };
+            let password = if no_password { None } else { Some(read_password(&password)?) };
             let user = manager
                 .create_user(username, password.as_ref(), roles)
                 .await
@@ -344,20 +317,11 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
         UserCmd::Role { name, add, remove } => {
             let user = existing(manager, &name).await?;
             let (add, remove) = (parse_roles(&add)?, parse_roles(&remove)?);
-            let mut roles: Vec<Role> = user
-                .roles
-                .iter()
-                .filter(|r| !remove.contains(r))
-                .cloned()
-                .collect();
+            let mut roles: Vec<Role> =
+                user.roles.iter().filter(|r| !remove.contains(r)).cloned().collect();
             roles.extend(add);
             let (updated, _) = manager.update_user(&user.id, Some(roles), None).await?;
-            let list = updated
-                .roles
-                .iter()
-                .map(Role::as_str)
-                .collect::<Vec<_>>()
-                .join(",");
+            let list = updated.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
             audit(
                 manager,
                 AuditEvent::new(AuditKind::RolesChanged, "cli")
@@ -378,11 +342,7 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
             )
             .await;
             out.message(
-                &format!(
-                    "{} disabled; {} session(s) revoked",
-                    user.username,
-                    revoked.len()
-                ),
+                &format!("{} disabled; {} session(s) revoked", user.username, revoked.len()),
                 json!({ "user": user, "revoked": revoked.len() }),
             );
         }
@@ -439,9 +399,7 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
             audit(manager, e).await;
             out.message(&format!("revoked {id}"), json!({ "revoked": 1 }));
         }
-        SessionCmd::Revoke {
-            user: Some(name), ..
-        } => {
+        SessionCmd::Revoke { user: Some(name), .. } => {
             let user = existing(manager, &name).await?;
             let revoked = manager.revoke_user(&user.id, None).await?;
             audit(
@@ -471,10 +429,7 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
                     .await;
                 }
             }
-            out.message(
-                &format!("revoked {total} session(s)"),
-                json!({ "revoked": total }),
-            );
+            out.message(&format!("revoked {total} session(s)"), json!({ "revoked": total }));
         }
         SessionCmd::Revoke { .. } => bail!("name a session id, --user NAME or --all"),
     }
@@ -487,9 +442,7 @@ async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyho
         ApikeyCmd::Create { name } => {
             if name.is_empty()
                 || name.len() > 64
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             {
                 bail!("an API key name is 1 to 64 characters from A-Z a-z 0-9 - _ .");
             }
@@ -527,9 +480,7 @@ async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyho
             } else {
                 table(
                     &["NAME", "CREATED"],
-                    keys.iter()
-                        .map(|k| vec![k.name.clone(), k.created_at.to_string()])
-                        .collect(),
+                    keys.iter().map(|k| vec![k.name.clone(), k.created_at.to_string()]).collect(),
                 );
             }
         }
@@ -542,10 +493,7 @@ async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyho
                 AuditEvent::new(AuditKind::ApiKeyRevoked, "cli").detail(format!("apikey:{name}")),
             )
             .await;
-            out.message(
-                &format!("revoked API key {name}"),
-                json!({ "revoked": name }),
-            );
+            out.message(&format!("revoked API key {name}"), json!({ "revoked": name }));
         }
     }
     Ok(())
@@ -574,30 +522,15 @@ impl Output {
             .map(|u| {
                 vec![
                     u.username.to_string(),
-                    u.roles
-                        .iter()
-                        .map(Role::as_str)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    if u.disabled {
-                        "disabled".into()
-                    } else {
-                        "active".into()
-                    },
-                    if u.has_password {
-                        "yes".into()
-                    } else {
-                        "no".into()
-                    },
+                    u.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(","),
+                    if u.disabled { "disabled".into() } else { "active".into() },
+                    if u.has_password { "yes".into() } else { "no".into() },
                     u.id.to_string(),
                     u.created_at.to_string(),
                 ]
             })
             .collect();
-        table(
-            &["USERNAME", "ROLES", "STATUS", "PASSWORD", "ID", "CREATED"],
-            rows,
-        );
+        table(&["USERNAME", "ROLES", "STATUS", "PASSWORD", "ID", "CREATED"], rows);
     }
 
     fn sessions(&self, sessions: &[cloakroom_core::Authenticated]) {
@@ -616,19 +549,11 @@ impl Output {
                     s.ip.clone().unwrap_or_default(),
                     s.created_at.to_string(),
                     s.last_seen_at.to_string(),
-                    s.user_agent
-                        .clone()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(40)
-                        .collect(),
+                    s.user_agent.clone().unwrap_or_default().chars().take(40).collect(),
                 ]
             })
             .collect();
-        table(
-            &["ID", "USER", "IP", "CREATED", "LAST SEEN", "USER AGENT"],
-            rows,
-        );
+        table(&["ID", "USER", "IP", "CREATED", "LAST SEEN", "USER AGENT"], rows);
     }
 
     fn audit(&self, events: &[AuditEvent]) {
@@ -642,24 +567,15 @@ impl Output {
                 vec![
                     e.at.to_string(),
                     e.kind.to_string(),
-                    e.username
-                        .as_ref()
-                        .map(Username::to_string)
-                        .unwrap_or_default(),
+                    e.username.as_ref().map(Username::to_string).unwrap_or_default(),
                     e.actor.clone(),
-                    e.session_id
-                        .as_ref()
-                        .map(SessionId::to_string)
-                        .unwrap_or_default(),
+                    e.session_id.as_ref().map(SessionId::to_string).unwrap_or_default(),
                     e.ip.clone().unwrap_or_default(),
                     e.detail.clone().unwrap_or_default(),
                 ]
             })
             .collect();
-        table(
-            &["AT", "EVENT", "USER", "ACTOR", "SESSION", "IP", "DETAIL"],
-            rows,
-        );
+        table(&["AT", "EVENT", "USER", "ACTOR", "SESSION", "IP", "DETAIL"], rows);
     }
 }
 

@@ -25,12 +25,7 @@ pub struct RawConfig {
     #[arg(long, env = "CLOAKROOM_PUBLIC_ORIGIN", global = true)]
     pub public_origin: Option<String>,
     /// Further origins allowed to make state-changing requests (comma-separated)
-    #[arg(
-        long,
-        env = "CLOAKROOM_ALLOWED_ORIGINS",
-        global = true,
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "CLOAKROOM_ALLOWED_ORIGINS", global = true, value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
     /// Session cookie name; must start with __Host- [default: __Host-cloakroom]
     #[arg(long, env = "CLOAKROOM_COOKIE_NAME", global = true)]
@@ -48,12 +43,7 @@ pub struct RawConfig {
     #[arg(long, env = "CLOAKROOM_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
     /// Proxies whose X-Forwarded-For is believed (comma-separated IP addresses)
-    #[arg(
-        long,
-        env = "CLOAKROOM_TRUSTED_PROXIES",
-        global = true,
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "CLOAKROOM_TRUSTED_PROXIES", global = true, value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
     /// Most password hashes computed at once [default: number of CPUs]
     #[arg(long, env = "CLOAKROOM_LOGIN_CONCURRENCY", global = true)]
@@ -105,10 +95,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
+    ConfigError::Invalid { key, message: message.into() }
 }
 
 /// Log output format.
@@ -172,26 +159,20 @@ impl RawConfig {
 
     /// Reads a TOML file. Numbers may be given as numbers or strings.
     pub fn from_file(path: &std::path::Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
         // Let numbers be numbers in the file while every raw field stays text.
         for (_, value) in table.iter_mut() {
             if let toml::Value::Integer(i) = value {
                 *value = toml::Value::String(i.to_string());
             }
         }
-        table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::File {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })
+        table.try_into().map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     /// Refuses `CLOAKROOM_*` variables that name no setting.
@@ -210,16 +191,9 @@ impl RawConfig {
 
     /// Validates into a [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let listen: SocketAddr = self
-            .listen
-            .as_deref()
-            .unwrap_or("127.0.0.1:7878")
-            .parse()
-            .map_err(|_| {
-                invalid(
-                    "listen",
-                    "expected an address like 127.0.0.1:7878 or [::]:7878",
-                )
+        let listen: SocketAddr =
+            self.listen.as_deref().unwrap_or("127.0.0.1:7878").parse().map_err(|_| {
+                invalid("listen", "expected an address like 127.0.0.1:7878 or [::]:7878")
             })?;
 
         let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
@@ -256,9 +230,7 @@ impl RawConfig {
             }
         }
 
-        let cookie_name = self
-            .cookie_name
-            .unwrap_or_else(|| "__Host-cloakroom".into());
+        let cookie_name = self.cookie_name.unwrap_or_else(|| "__Host-cloakroom".into());
         if !cookie_name.starts_with("__Host-") {
             return Err(invalid(
                 "cookie_name",
@@ -266,14 +238,9 @@ impl RawConfig {
             ));
         }
         if cookie_name.len() > 64
-            || !cookie_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
-            return Err(invalid(
-                "cookie_name",
-                "at most 64 characters from A-Z a-z 0-9 - _ .",
-            ));
+            return Err(invalid("cookie_name", "at most 64 characters from A-Z a-z 0-9 - _ ."));
         }
 
         let idle_timeout = duration("idle_timeout", self.idle_timeout.as_deref(), "30m")?;
@@ -300,10 +267,7 @@ impl RawConfig {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                return Err(invalid(
-                    "log_format",
-                    format!("`{other}`: expected text or json"),
-                ));
+                return Err(invalid("log_format", format!("`{other}`: expected text or json")));
             }
         };
         let trusted_proxies = self
@@ -322,10 +286,7 @@ impl RawConfig {
             Some(v) => match v.trim().parse::<usize>() {
                 Ok(n) if (1..=256).contains(&n) => n,
                 _ => {
-                    return Err(invalid(
-                        "login_concurrency",
-                        "expected a number from 1 to 256",
-                    ));
+                    return Err(invalid("login_concurrency", "expected a number from 1 to 256"));
                 }
             },
         };
@@ -359,12 +320,8 @@ impl Config {
     pub fn bound_to(&mut self, addr: SocketAddr) {
         self.listen = addr;
         if self.origin_from_listen {
-            let derived = [
-                format!("http://{addr}"),
-                format!("http://localhost:{}", addr.port()),
-            ];
-            self.allowed_origins
-                .splice(0..2.min(self.allowed_origins.len()), derived);
+            let derived = [format!("http://{addr}"), format!("http://localhost:{}", addr.port())];
+            self.allowed_origins.splice(0..2.min(self.allowed_origins.len()), derived);
             self.public_origin = self.allowed_origins[0].clone();
         }
     }
@@ -391,17 +348,12 @@ pub fn parse_origin(text: &str) -> Result<String, String> {
     let scheme = scheme.to_ascii_lowercase();
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!(
-            "`{text}` must be scheme://host[:port] with no path"
-        ));
+        return Err(format!("`{text}` must be scheme://host[:port] with no path"));
     }
     let host = rest.to_ascii_lowercase();
     let bare_host = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
-        None => host
-            .rsplit_once(':')
-            .map_or(host.as_str(), |(h, _)| h)
-            .to_owned(),
+        None => host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).to_owned(),
     };
     let loopback =
         bare_host == "localhost" || bare_host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
@@ -430,44 +382,17 @@ mod tests {
         assert_eq!(c.cookie_name, "__Host-cloakroom");
         assert_eq!(c.idle_timeout, Duration::from_secs(1800));
         assert_eq!(c.absolute_timeout, Duration::from_secs(12 * 3600));
-        assert_eq!(
-            c.allowed_origins,
-            ["http://127.0.0.1:7878", "http://localhost:7878"]
-        );
+        assert_eq!(c.allowed_origins, ["http://127.0.0.1:7878", "http://localhost:7878"]);
         assert_eq!(c.max_sessions_per_user, 0);
     }
 
     #[test]
     fn invalid_values_name_their_key() {
         let cases: &[(RawConfig, &str)] = &[
-            (
-                RawConfig {
-                    idle_timeout: Some("soon".into()),
-                    ..Default::default()
-                },
-                "idle_timeout",
-            ),
-            (
-                RawConfig {
-                    listen: Some("nowhere".into()),
-                    ..Default::default()
-                },
-                "listen",
-            ),
-            (
-                RawConfig {
-                    log_format: Some("xml".into()),
-                    ..Default::default()
-                },
-                "log_format",
-            ),
-            (
-                RawConfig {
-                    cookie_name: Some("sid".into()),
-                    ..Default::default()
-                },
-                "cookie_name",
-            ),
+            (RawConfig { idle_timeout: Some("soon".into()), ..Default::default() }, "idle_timeout"),
+            (RawConfig { listen: Some("nowhere".into()), ..Default::default() }, "listen"),
+            (RawConfig { log_format: Some("xml".into()), ..Default::default() }, "log_format"),
+            (RawConfig { cookie_name: Some("sid".into()), ..Default::default() }, "cookie_name"),
             (
                 RawConfig {
                     public_origin: Some("http://app.example.com".into()),
@@ -476,19 +401,10 @@ mod tests {
                 "public_origin",
             ),
             (
-                RawConfig {
-                    max_sessions_per_user: Some("-1".into()),
-                    ..Default::default()
-                },
+                RawConfig { max_sessions_per_user: Some("-1".into()), ..Default::default() },
                 "max_sessions_per_user",
             ),
-            (
-                RawConfig {
-                    store: Some("mysql://x".into()),
-                    ..Default::default()
-                },
-                "store",
-            ),
+            (RawConfig { store: Some("mysql://x".into()), ..Default::default() }, "store"),
             (
                 RawConfig {
                     idle_timeout: Some("2h".into()),
@@ -498,10 +414,7 @@ mod tests {
                 "absolute_timeout",
             ),
             (
-                RawConfig {
-                    listen: Some("0.0.0.0:7878".into()),
-                    ..Default::default()
-                },
+                RawConfig { listen: Some("0.0.0.0:7878".into()), ..Default::default() },
                 "public_origin",
             ),
         ];
@@ -513,10 +426,7 @@ mod tests {
 
     #[test]
     fn precedence_is_flag_then_env_then_file() {
-        let flags_env = RawConfig {
-            idle_timeout: Some("10m".into()),
-            ..Default::default()
-        };
+        let flags_env = RawConfig { idle_timeout: Some("10m".into()), ..Default::default() };
         let file = RawConfig {
             idle_timeout: Some("20m".into()),
             log_format: Some("json".into()),
@@ -541,10 +451,7 @@ mod tests {
 
     #[test]
     fn unknown_env_is_refused() {
-        let ok = [
-            ("CLOAKROOM_LISTEN".to_owned(), String::new()),
-            ("PATH".into(), String::new()),
-        ];
+        let ok = [("CLOAKROOM_LISTEN".to_owned(), String::new()), ("PATH".into(), String::new())];
         assert!(RawConfig::check_env(ok.into_iter()).is_ok());
         let bad = [("CLOAKROOM_IDLE_TIMOUT".to_owned(), String::new())];
         assert!(
@@ -557,18 +464,12 @@ mod tests {
 
     #[test]
     fn a_derived_origin_follows_the_bound_port() {
-        let mut c = RawConfig {
-            listen: Some("127.0.0.1:0".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
+        let mut c = RawConfig { listen: Some("127.0.0.1:0".into()), ..Default::default() }
+            .validate()
+            .unwrap();
         c.bound_to("127.0.0.1:41234".parse().unwrap());
         assert_eq!(c.public_origin, "http://127.0.0.1:41234");
-        assert_eq!(
-            c.allowed_origins,
-            ["http://127.0.0.1:41234", "http://localhost:41234"]
-        );
+        assert_eq!(c.allowed_origins, ["http://127.0.0.1:41234", "http://localhost:41234"]);
         let given = RawConfig {
             listen: Some("127.0.0.1:0".into()),
             public_origin: Some("https://app.example.com".into()),
@@ -581,14 +482,8 @@ mod tests {
 
     #[test]
     fn origins_are_normalized() {
-        assert_eq!(
-            parse_origin("HTTPS://App.Example.com/").unwrap(),
-            "https://app.example.com"
-        );
-        assert_eq!(
-            parse_origin("http://[::1]:8080").unwrap(),
-            "http://[::1]:8080"
-        );
+        assert_eq!(parse_origin("HTTPS://App.Example.com/").unwrap(), "https://app.example.com");
+        assert_eq!(parse_origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
         assert!(parse_origin("https://app.example.com/path").is_err());
         assert!(parse_origin("ftp://x").is_err());
     }

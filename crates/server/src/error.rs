@@ -20,12 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        Self { status, code, message: message.into(), retry_after: None }
     }
 
     /// 400 `invalid_request`.
@@ -34,27 +29,15 @@ impl ApiError {
     }
     /// 401 `unauthenticated`.
     pub fn unauthenticated() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "a valid session is required",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid session is required")
     }
     /// 401 `invalid_credentials`: one message for unknown user and wrong password alike.
     pub fn invalid_credentials() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "invalid username or password",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "invalid username or password")
     }
     /// 403 `csrf_failed`.
     pub fn csrf_failed() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "csrf_failed",
-            "missing or invalid CSRF token",
-        )
+        Self::new(StatusCode::FORBIDDEN, "csrf_failed", "missing or invalid CSRF token")
     }
     /// 403 `origin_mismatch`.
     pub fn origin_mismatch() -> Self {
@@ -116,11 +99,7 @@ impl ApiError {
     }
     /// 500 `internal`: only for faults of the server itself (no randomness, hashing failed).
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
     /// The status.

@@ -67,10 +67,7 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Checks `Origin` / `Sec-Fetch-Site` for a state-changing request.
 pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin
-            .to_str()
-            .map_err(|_| ApiError::origin_mismatch())?
-            .to_ascii_lowercase();
+        let origin = origin.to_str().map_err(|_| ApiError::origin_mismatch())?.to_ascii_lowercase();
         return if config.allowed_origins.contains(&origin) {
             Ok(())
         } else {
@@ -88,14 +85,9 @@ pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError
 pub struct FormCsrfToken(pub String);
 
 fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        })
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded")
+    })
 }
 
 /// Most bytes of a form body read for its CSRF field.
@@ -112,12 +104,7 @@ pub async fn form_csrf_field(req: Request, next: Next) -> Response {
         };
         let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
             .ok()
-            .and_then(|pairs| {
-                pairs
-                    .into_iter()
-                    .find(|(k, _)| k == "csrf_token")
-                    .map(|(_, v)| v)
-            });
+            .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token").map(|(_, v)| v));
         let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
         if let Some(t) = token {
             req.extensions_mut().insert(FormCsrfToken(t));
@@ -129,17 +116,14 @@ pub async fn form_csrf_field(req: Request, next: Next) -> Response {
 
 /// Whether the method may change state.
 pub fn is_unsafe(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
 /// A caller with a live session.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The session and its user.
-    pub auth: Authenticated,
+    /// The session and its user (shared with the node-local cache).
+    pub auth: Arc<Authenticated>,
     /// How the token came.
     pub via: Via,
     /// The token the caller presented (or the one it was just rotated to).
@@ -195,12 +179,7 @@ impl Caller {
                 .headers
                 .get("x-csrf-token")
                 .and_then(|v| v.to_str().ok())
-                .or_else(|| {
-                    parts
-                        .extensions
-                        .get::<FormCsrfToken>()
-                        .map(|t| t.0.as_str())
-                });
+                .or_else(|| parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()));
             if !presented.is_some_and(|p| auth.session.csrf.verify(p)) {
                 return Err(ApiError::csrf_failed());
             }
@@ -238,7 +217,7 @@ impl Caller {
                     .detail("privileges changed"),
             )
             .await;
-        self.auth = auth;
+        self.auth = Arc::new(auth);
         self.token = token;
         Ok(())
     }
@@ -248,9 +227,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Caller::optional(parts, state)
-            .await?
-            .ok_or_else(ApiError::unauthenticated)
+        Caller::optional(parts, state).await?.ok_or_else(ApiError::unauthenticated)
     }
 }
 
@@ -272,21 +249,15 @@ impl FromRequestParts<AppState> for Service {
                 Token::parse(SecretKind::ApiKey, token).map_err(|_| ApiError::unauthenticated())?;
             let found = state.manager.store().api_key_by_hash(&key.hash()).await?;
             return match found {
-                Some(k) => Ok(Service {
-                    actor: format!("apikey:{}", k.name),
-                }),
+                Some(k) => Ok(Service { actor: format!("apikey:{}", k.name) }),
                 None => Err(ApiError::unauthenticated()),
             };
         }
         let caller = Caller::from_request_parts(parts, state).await?;
         if !caller.auth.user.has_role(Role::ADMIN) {
-            return Err(ApiError::forbidden(
-                "the service API needs an API key or the admin role",
-            ));
+            return Err(ApiError::forbidden("the service API needs an API key or the admin role"));
         }
-        Ok(Service {
-            actor: format!("user:{}", caller.auth.user.username),
-        })
+        Ok(Service { actor: format!("user:{}", caller.auth.user.username) })
     }
 }
 
@@ -303,10 +274,7 @@ pub struct Client {
 impl Client {
     /// As recorded with a session.
     pub fn info(&self) -> ClientInfo {
-        ClientInfo {
-            ip: self.ip.map(|ip| ip.to_string()),
-            user_agent: self.user_agent.clone(),
-        }
+        ClientInfo { ip: self.ip.map(|ip| ip.to_string()), user_agent: self.user_agent.clone() }
     }
 
     /// The IP as text, for audit events.
@@ -322,10 +290,7 @@ impl FromRequestParts<AppState> for Client {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let ip = match peer {
             Some(p) if state.config.trusted_proxies.contains(&p) => {
                 forwarded_for(&parts.headers, &state.config.trusted_proxies).or(Some(p))
@@ -376,10 +341,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        Json::<T>::from_request(req, state)
-            .await
-            .map(|Json(v)| ApiJson(v))
-            .map_err(json_rejection)
+        Json::<T>::from_request(req, state).await.map(|Json(v)| ApiJson(v)).map_err(json_rejection)
     }
 }
 
@@ -392,21 +354,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if is_form(req.headers()) {
-            axum::Form::<T>::from_request(req, state)
-                .await
-                .map(|f| JsonOrForm(f.0))
-                .map_err(|e| match e {
+            axum::Form::<T>::from_request(req, state).await.map(|f| JsonOrForm(f.0)).map_err(|e| {
+                match e {
                     FormRejection::BytesRejection(b)
                         if b.status() == StatusCode::PAYLOAD_TOO_LARGE =>
                     {
                         ApiError::payload_too_large("request body too large")
                     }
                     other => ApiError::invalid(format!("invalid form body: {}", other.body_text())),
-                })
+                }
+            })
         } else {
-            ApiJson::<T>::from_request(req, state)
-                .await
-                .map(|j| JsonOrForm(j.0))
+            ApiJson::<T>::from_request(req, state).await.map(|j| JsonOrForm(j.0))
         }
     }
 }
@@ -453,43 +412,22 @@ mod tests {
     #[test]
     fn finds_the_named_cookie_among_many() {
         let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; __Host-cloakroom=crs_x; b=2"),
-        );
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; __Host-cloakroom=crs_x; b=2"));
         assert_eq!(find_cookie(&h, "__Host-cloakroom"), Some("crs_x"));
         assert_eq!(find_cookie(&h, "c"), None);
         let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_bytes(b"\xff\xfe=1").unwrap(),
-        );
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("__Host-cloakroom=\"crs_y\""),
-        );
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"\xff\xfe=1").unwrap());
+        h.append(header::COOKIE, HeaderValue::from_static("__Host-cloakroom=\"crs_y\""));
         assert_eq!(find_cookie(&h, "__Host-cloakroom"), Some("crs_y"));
     }
 
     #[test]
     fn bearer_wins_over_cookie_and_other_schemes_are_refused() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("__Host-cloakroom=crs_c"),
-        );
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer crs_b"),
-        );
-        assert_eq!(
-            credential(&h, "__Host-cloakroom").unwrap(),
-            Some(("crs_b", Via::Bearer))
-        );
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YTpi"),
-        );
+        h.insert(header::COOKIE, HeaderValue::from_static("__Host-cloakroom=crs_c"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer crs_b"));
+        assert_eq!(credential(&h, "__Host-cloakroom").unwrap(), Some(("crs_b", Via::Bearer)));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
         assert!(credential(&h, "__Host-cloakroom").is_err());
     }
 
@@ -497,13 +435,7 @@ mod tests {
     fn forwarded_for_takes_the_rightmost_untrusted_hop() {
         let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.1"),
-        );
-        assert_eq!(
-            forwarded_for(&h, &trusted),
-            Some("203.0.113.9".parse().unwrap())
-        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.1"));
+        assert_eq!(forwarded_for(&h, &trusted), Some("203.0.113.9".parse().unwrap()));
     }
 }

@@ -40,15 +40,9 @@ fn describe() {
         "HTTP request latency by route"
     );
     metrics::describe_counter!("cloakroom_logins_total", "Password logins by outcome");
-    metrics::describe_counter!(
-        "cloakroom_auth_checks_total",
-        "Forward-auth checks by outcome"
-    );
+    metrics::describe_counter!("cloakroom_auth_checks_total", "Forward-auth checks by outcome");
     metrics::describe_counter!("cloakroom_revocations_total", "Sessions revoked, by reason");
-    metrics::describe_counter!(
-        "cloakroom_sessions_created_total",
-        "Sessions created, by how"
-    );
+    metrics::describe_counter!("cloakroom_sessions_created_total", "Sessions created, by how");
     metrics::describe_counter!(
         "cloakroom_expired_sessions_swept_total",
         "Expired sessions deleted by the sweep"
@@ -58,10 +52,7 @@ fn describe() {
 /// Middleware: counts and times requests by matched route and status.
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let response = next.run(req).await;
     let route = route.unwrap_or_else(|| "unmatched".into());
     let status = response.status().as_u16().to_string();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cloakroom_core::cache::{CacheConfig, SessionCache};
 use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::ExpiryPolicy;
@@ -19,9 +20,8 @@ use crate::throttle::{Limits, Throttle};
 /// Opens the store a URL names.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(url)
-            .await
-            .with_context(|| format!("opening the store {url}"))?;
+        let store =
+            SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
         return Ok(Arc::new(store));
     }
     anyhow::bail!("unsupported store URL: {url}")
@@ -29,11 +29,8 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.
 pub fn manager(store: Arc<dyn Store>, config: &Config, cost: Cost) -> SessionManager {
-    let hasher = PasswordHasher::new(
-        cost,
-        config.login_concurrency,
-        config.password_pepper.clone(),
-    );
+    let hasher =
+        PasswordHasher::new(cost, config.login_concurrency, config.password_pepper.clone());
     let expiry = ExpiryPolicy {
         idle: config.idle_timeout,
         absolute: config.absolute_timeout,
@@ -42,22 +39,34 @@ pub fn manager(store: Arc<dyn Store>, config: &Config, cost: Cost) -> SessionMan
     SessionManager::new(
         store,
         hasher,
-        ManagerConfig {
-            expiry,
-            max_sessions_per_user: config.max_sessions_per_user,
-        },
+        ManagerConfig { expiry, max_sessions_per_user: config.max_sessions_per_user },
     )
 }
 
-/// Builds the application state for `config` over `store`.
+/// Builds the application state for `config` over `store`, without a cache: every check reads
+/// the store. (What tests that count store reads, and the CLI, want.)
 pub fn state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
     let manager = manager(store, &config, cost);
-    AppState::new(
-        manager,
-        config,
-        Throttle::new(Limits::default()),
-        crate::metrics::handle(),
-    )
+    AppState::new(manager, config, Throttle::new(Limits::default()), crate::metrics::handle())
+}
+
+/// Builds the application state with the node-local session cache, and spawns the task that
+/// feeds the store's invalidation bus into it. The cache serves nothing until the bus is up.
+pub fn cached_state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
+    let cache = Arc::new(SessionCache::new(CacheConfig::default()));
+    let manager = manager(store, &config, cost).with_cache(cache);
+    let bus = manager.clone();
+    tokio::spawn(async move {
+        // Retried: a store that is down at start-up leaves the cache bypassed, not the node dead.
+        loop {
+            match bus.run_bus().await {
+                Ok(()) => tracing::warn!("invalidation feed ended; resubscribing"),
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to invalidations; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    AppState::new(manager, config, Throttle::new(Limits::default()), crate::metrics::handle())
 }
 
 /// Runs the server.
@@ -69,19 +78,16 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr()?;
     config.bound_to(bound);
-    let state = state(Arc::clone(&store), config, Cost::ASVS);
+    let state = cached_state(Arc::clone(&store), config, Cost::ASVS);
     tokio::spawn(sweep(store));
     tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
     println!("cloakroom listening on http://{bound}");
     let app = crate::app::app(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .context("serving HTTP")?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving HTTP")?;
     tracing::info!("cloakroom stopped");
     Ok(())
 }

@@ -42,12 +42,7 @@ impl AppState {
         throttle: Throttle,
         metrics: PrometheusHandle,
     ) -> Self {
-        Self(Arc::new(Inner {
-            manager,
-            config,
-            throttle,
-            metrics,
-        }))
+        Self(Arc::new(Inner { manager, config, throttle, metrics }))
     }
 
     /// Records an audit event in the store and in the log. A store failure is logged, never
@@ -70,10 +65,8 @@ impl AppState {
 
     /// `Set-Cookie` for a new session token.
     pub fn session_cookie(&self, token: &str) -> HeaderValue {
-        let v = format!(
-            "{}={token}; HttpOnly; Secure; SameSite=Lax; Path=/",
-            self.config.cookie_name
-        );
+        let v =
+            format!("{}={token}; HttpOnly; Secure; SameSite=Lax; Path=/", self.config.cookie_name);
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 

@@ -40,22 +40,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            account: Limit {
-                max: 100,
-                window: Duration::from_secs(3600),
-            },
-            account_burst: Limit {
-                max: 20,
-                window: Duration::from_secs(60),
-            },
-            account_ip: Limit {
-                max: 10,
-                window: Duration::from_secs(15 * 60),
-            },
-            ip: Limit {
-                max: 50,
-                window: Duration::from_secs(15 * 60),
-            },
+            account: Limit { max: 100, window: Duration::from_secs(3600) },
+            account_burst: Limit { max: 20, window: Duration::from_secs(60) },
+            account_ip: Limit { max: 10, window: Duration::from_secs(15 * 60) },
+            ip: Limit { max: 50, window: Duration::from_secs(15 * 60) },
             known_for: Duration::from_secs(30 * 24 * 3600),
         }
     }
@@ -89,25 +77,16 @@ struct State {
 impl Throttle {
     /// A throttle with `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            state: Mutex::new(State::default()),
-        }
+        Self { limits, state: Mutex::new(State::default()) }
     }
 
     fn keys(&self, account: &str, ip: Option<IpAddr>, known: bool) -> Vec<(Key, Limit)> {
-        let mut keys = vec![(
-            Key::AccountBurst(account.to_owned()),
-            self.limits.account_burst,
-        )];
+        let mut keys = vec![(Key::AccountBurst(account.to_owned()), self.limits.account_burst)];
         if !known {
             keys.push((Key::Account(account.to_owned()), self.limits.account));
         }
         if let Some(ip) = ip {
-            keys.push((
-                Key::AccountIp(account.to_owned(), ip),
-                self.limits.account_ip,
-            ));
+            keys.push((Key::AccountIp(account.to_owned(), ip), self.limits.account_ip));
             keys.push((Key::Ip(ip), self.limits.ip));
         }
         keys
@@ -135,10 +114,7 @@ impl Throttle {
         let mut wait = Duration::ZERO;
         for (key, limit) in self.keys(account, ip, known) {
             if let Some(q) = state.failures.get_mut(&key) {
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= limit.window)
-                {
+                while q.front().is_some_and(|t| now.duration_since(*t) >= limit.window) {
                     q.pop_front();
                 }
                 if q.len() >= limit.max {
@@ -177,18 +153,12 @@ impl Throttle {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        state
-            .failures
-            .remove(&Key::AccountBurst(account.to_owned()));
+        state.failures.remove(&Key::AccountBurst(account.to_owned()));
         if let Some(ip) = ip {
-            state
-                .failures
-                .remove(&Key::AccountIp(account.to_owned(), ip));
+            state.failures.remove(&Key::AccountIp(account.to_owned(), ip));
             if state.known.len() >= MAX_ENTRIES {
                 let known_for = self.limits.known_for;
-                state
-                    .known
-                    .retain(|_, at| now.duration_since(*at) < known_for);
+                state.known.retain(|_, at| now.duration_since(*at) < known_for);
                 if state.known.len() >= MAX_ENTRIES {
                     state.known.clear();
                 }
@@ -199,19 +169,12 @@ impl Throttle {
 }
 
 fn prune(state: &mut State, now: Instant, limits: &Limits) {
-    let longest = [
-        limits.account,
-        limits.account_burst,
-        limits.account_ip,
-        limits.ip,
-    ]
-    .iter()
-    .map(|l| l.window)
-    .max()
-    .unwrap_or_default();
-    state
-        .failures
-        .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < longest));
+    let longest = [limits.account, limits.account_burst, limits.account_ip, limits.ip]
+        .iter()
+        .map(|l| l.window)
+        .max()
+        .unwrap_or_default();
+    state.failures.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < longest));
     if state.failures.len() >= MAX_ENTRIES {
         // Still full of live counters: an attack on a scale where forgetting some is the lesser harm.
         let drop = state.failures.len() / 2;
@@ -233,18 +196,9 @@ mod tests {
     #[test]
     fn account_limit_is_100_failures_and_reports_retry_after() {
         let t = Throttle::new(Limits {
-            account_burst: Limit {
-                max: 1000,
-                window: Duration::from_secs(60),
-            },
-            account_ip: Limit {
-                max: 1000,
-                window: Duration::from_secs(60),
-            },
-            ip: Limit {
-                max: 1000,
-                window: Duration::from_secs(60),
-            },
+            account_burst: Limit { max: 1000, window: Duration::from_secs(60) },
+            account_ip: Limit { max: 1000, window: Duration::from_secs(60) },
+            ip: Limit { max: 1000, window: Duration::from_secs(60) },
             ..Limits::default()
         });
         for i in 0..100u32 {
@@ -254,33 +208,21 @@ mod tests {
         }
         let wait = t.check("alice", ip("10.9.9.9")).unwrap_err();
         assert!(wait > Duration::from_secs(3500) && wait <= Duration::from_secs(3600));
-        assert!(
-            t.check("bob", ip("10.9.9.9")).is_ok(),
-            "other accounts are unaffected"
-        );
+        assert!(t.check("bob", ip("10.9.9.9")).is_ok(), "other accounts are unaffected");
     }
 
     #[test]
     fn a_known_ip_is_not_locked_out_by_an_attack_elsewhere() {
         let t = Throttle::new(Limits {
-            account_burst: Limit {
-                max: 1000,
-                window: Duration::from_secs(60),
-            },
+            account_burst: Limit { max: 1000, window: Duration::from_secs(60) },
             ..Limits::default()
         });
         t.success("alice", ip("192.0.2.10"));
         for i in 0..120u32 {
             t.failure("alice", ip(&format!("198.51.{}.{}", i / 100, i % 100)));
         }
-        assert!(
-            t.check("alice", ip("203.0.113.5")).is_err(),
-            "unknown IPs are throttled"
-        );
-        assert!(
-            t.check("alice", ip("192.0.2.10")).is_ok(),
-            "the owner's known IP is not"
-        );
+        assert!(t.check("alice", ip("203.0.113.5")).is_err(), "unknown IPs are throttled");
+        assert!(t.check("alice", ip("192.0.2.10")).is_ok(), "the owner's known IP is not");
     }
 
     #[test]

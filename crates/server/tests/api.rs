@@ -38,16 +38,8 @@ async fn login_sets_the_exact_cookie_and_keeps_the_token_out_of_the_body() {
     assert_eq!(v["session"]["user"]["roles"], json!(["staff"]));
     assert!(v["session"]["id"].as_str().unwrap().starts_with("ses_"));
     assert!(v["csrf_token"].as_str().unwrap().len() >= 43);
-    for key in [
-        "created_at",
-        "last_seen_at",
-        "idle_expires_at",
-        "expires_at",
-    ] {
-        assert!(
-            v["session"][key].as_str().unwrap().ends_with('Z'),
-            "{key} is RFC 3339 UTC"
-        );
+    for key in ["created_at", "last_seen_at", "idle_expires_at", "expires_at"] {
+        assert!(v["session"][key].as_str().unwrap().ends_with('Z'), "{key} is RFC 3339 UTC");
     }
 }
 
@@ -79,20 +71,12 @@ async fn login_accepts_forms_and_refuses_bad_bodies() {
     ];
     for c in cases {
         let r = h.send(c).await;
-        assert_eq!(
-            r.status,
-            StatusCode::BAD_REQUEST,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.code(), "invalid_request");
     }
     let huge = json!({"username": "alice", "password": "x".repeat(70_000)});
     let r = h.send(json_req(Method::POST, "/v1/login", huge)).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
 }
 
 #[tokio::test]
@@ -100,8 +84,7 @@ async fn unknown_user_and_wrong_password_get_the_same_answer() {
     let h = harness().await;
     h.add_user("alice", &[]).await;
     h.add_user("dave", &[]).await;
-    h.send(json_req(Method::PUT, "/v1/admin/users/dave", json!({})))
-        .await; // no-op without auth
+    h.send(json_req(Method::PUT, "/v1/admin/users/dave", json!({}))).await; // no-op without auth
     let wrong = h
         .send(json_req(
             Method::POST,
@@ -139,9 +122,7 @@ async fn every_login_issues_a_new_token_and_ends_the_previous_session() {
     let login_again = req(Method::POST, "/v1/login")
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::COOKIE, first.cookie())
-        .body(Body::from(
-            json!({"username": "alice", "password": PASSWORD}).to_string(),
-        ))
+        .body(Body::from(json!({"username": "alice", "password": PASSWORD}).to_string()))
         .unwrap();
     let r = h.send(login_again).await;
     let second = r.cookie_token().unwrap();
@@ -167,17 +148,13 @@ async fn made_up_and_garbled_tokens_are_refused() {
     let h = harness().await;
     h.add_user("alice", &[]).await;
     let b = h.login("alice").await;
-    let well_formed_unknown = cloakroom_core::Token::generate(cloakroom_core::SecretKind::Session)
-        .unwrap()
-        .expose();
+    let well_formed_unknown =
+        cloakroom_core::Token::generate(cloakroom_core::SecretKind::Session).unwrap().expose();
     let mut garbled = b.token.clone().into_bytes();
     garbled[20] = if garbled[20] == b'A' { b'B' } else { b'A' };
-    for token in [
-        well_formed_unknown,
-        String::from_utf8(garbled).unwrap(),
-        "crs_".into(),
-        "x".repeat(5000),
-    ] {
+    for token in
+        [well_formed_unknown, String::from_utf8(garbled).unwrap(), "crs_".into(), "x".repeat(5000)]
+    {
         let r = h
             .send(
                 req(Method::GET, "/v1/session")
@@ -186,10 +163,7 @@ async fn made_up_and_garbled_tokens_are_refused() {
                     .unwrap(),
             )
             .await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (StatusCode::UNAUTHORIZED, "unauthenticated")
-        );
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "unauthenticated"));
         let r = h
             .send(
                 req(Method::GET, "/v1/session")
@@ -223,10 +197,7 @@ trait Count {
 impl Count for cloakroom_store_sqlite::SqliteStore {
     async fn list_sessions_count(&self) -> usize {
         use cloakroom_core::Store as _;
-        self.list_sessions(None, cloakroom_core::Timestamp::now())
-            .await
-            .unwrap()
-            .len()
+        self.list_sessions(None, cloakroom_core::Timestamp::now()).await.unwrap().len()
     }
 }
 
@@ -254,19 +225,10 @@ async fn cookie_writes_need_the_csrf_token_and_an_allowed_origin() {
         (post(None, None, None), "csrf_failed"),
         (post(Some("wrong"), None, None), "csrf_failed"),
         (post(Some(&b.csrf[1..]), None, None), "csrf_failed"),
-        (
-            post(Some(&b.csrf), Some("https://evil.example"), None),
-            "origin_mismatch",
-        ),
+        (post(Some(&b.csrf), Some("https://evil.example"), None), "origin_mismatch"),
         (post(Some(&b.csrf), Some("null"), None), "origin_mismatch"),
-        (
-            post(Some(&b.csrf), None, Some("cross-site")),
-            "origin_mismatch",
-        ),
-        (
-            post(Some(&b.csrf), None, Some("same-site")),
-            "origin_mismatch",
-        ),
+        (post(Some(&b.csrf), None, Some("cross-site")), "origin_mismatch"),
+        (post(Some(&b.csrf), None, Some("same-site")), "origin_mismatch"),
     ];
     for (request, code) in cases {
         let r = h.send(request).await;
@@ -276,9 +238,7 @@ async fn cookie_writes_need_the_csrf_token_and_an_allowed_origin() {
     let r = h.send(b.get("/v1/sessions")).await;
     assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 2);
     // Same-origin with the token goes through.
-    let r = h
-        .send(post(Some(&b.csrf), Some(ORIGIN), Some("same-origin")))
-        .await;
+    let r = h.send(post(Some(&b.csrf), Some(ORIGIN), Some("same-origin"))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["revoked"], 1);
 }
@@ -313,16 +273,11 @@ async fn login_from_another_origin_is_refused() {
             req(Method::POST, "/v1/login")
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::ORIGIN, "https://evil.example")
-                .body(Body::from(
-                    json!({"username": "alice", "password": PASSWORD}).to_string(),
-                ))
+                .body(Body::from(json!({"username": "alice", "password": PASSWORD}).to_string()))
                 .unwrap(),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::FORBIDDEN, "origin_mismatch")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::FORBIDDEN, "origin_mismatch"));
 }
 
 #[tokio::test]
@@ -338,11 +293,7 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
                 .unwrap(),
         )
         .await;
-    assert_eq!(
-        r.code(),
-        "csrf_failed",
-        "logout by cookie needs the CSRF token"
-    );
+    assert_eq!(r.code(), "csrf_failed", "logout by cookie needs the CSRF token");
     let r = h.send(b.send(Method::POST, "/v1/logout", None)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(r.header("clear-site-data"), Some("\"cookies\""));
@@ -351,15 +302,10 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
         r.set_cookies(),
         ["__Host-cloakroom=; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=0"]
     );
-    assert_eq!(
-        h.send(b.get("/v1/session")).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(h.send(b.get("/v1/session")).await.status, StatusCode::UNAUTHORIZED);
     // Logging out again is harmless.
     assert_eq!(
-        h.send(b.send(Method::POST, "/v1/logout", None))
-            .await
-            .status,
+        h.send(b.send(Method::POST, "/v1/logout", None)).await.status,
         StatusCode::NO_CONTENT
     );
 }
@@ -390,30 +336,18 @@ async fn session_data_has_etags_and_refuses_lost_updates() {
         (StatusCode::PRECONDITION_FAILED, "precondition_failed")
     );
     assert_eq!(
-        h.send(put(json!({"cart": [2]}), Some("\"garbage\"")))
-            .await
-            .status,
+        h.send(put(json!({"cart": [2]}), Some("\"garbage\""))).await.status,
         StatusCode::PRECONDITION_FAILED
     );
     let r = h.send(b.get("/v1/session/data")).await;
     assert_eq!(r.json(), json!({"cart": [1]}));
     assert_eq!(r.header("etag"), Some(new_etag.as_str()));
 
+    assert_eq!(h.send(put(json!([1, 2]), None)).await.code(), "invalid_request");
+    let r = h.send(put(json!({"blob": "x".repeat(17 * 1024)}), None)).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
     assert_eq!(
-        h.send(put(json!([1, 2]), None)).await.code(),
-        "invalid_request"
-    );
-    let r = h
-        .send(put(json!({"blob": "x".repeat(17 * 1024)}), None))
-        .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-    );
-    assert_eq!(
-        h.send(put(json!({"ok": "x".repeat(15 * 1024)}), None))
-            .await
-            .status,
+        h.send(put(json!({"ok": "x".repeat(15 * 1024)}), None)).await.status,
         StatusCode::NO_CONTENT
     );
 }
@@ -435,37 +369,18 @@ async fn users_list_and_revoke_their_own_sessions_only() {
     assert_eq!(list[0]["current"], false);
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
-    let r = h
-        .send(a1.send(
-            Method::DELETE,
-            &format!("/v1/sessions/{}", bob.session_id),
-            None,
-        ))
-        .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "not_found")
-    );
+    let r =
+        h.send(a1.send(Method::DELETE, &format!("/v1/sessions/{}", bob.session_id), None)).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "not_found"));
     assert_eq!(h.send(bob.get("/v1/session")).await.status, StatusCode::OK);
     assert_eq!(
-        h.send(a1.send(Method::DELETE, "/v1/sessions/not-an-id", None))
-            .await
-            .status,
+        h.send(a1.send(Method::DELETE, "/v1/sessions/not-an-id", None)).await.status,
         StatusCode::NOT_FOUND
     );
 
-    let r = h
-        .send(a1.send(
-            Method::DELETE,
-            &format!("/v1/sessions/{}", a2.session_id),
-            None,
-        ))
-        .await;
+    let r = h.send(a1.send(Method::DELETE, &format!("/v1/sessions/{}", a2.session_id), None)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        h.send(a2.get("/v1/session")).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(h.send(a2.get("/v1/session")).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.send(a1.get("/v1/session")).await.status, StatusCode::OK);
 }
 
@@ -483,16 +398,11 @@ async fn password_change_needs_the_current_one_revokes_others_and_rotates() {
         )
     };
     assert_eq!(
-        h.send(change("wrong password!", "a brand new passphrase"))
-            .await
-            .code(),
+        h.send(change("wrong password!", "a brand new passphrase")).await.code(),
         "invalid_credentials"
     );
     let r = h.send(change(PASSWORD, "short")).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
     assert_eq!(
         h.send(change(PASSWORD, "password123")).await.code(),
         "invalid_request",
@@ -509,14 +419,8 @@ async fn password_change_needs_the_current_one_revokes_others_and_rotates() {
     let new_token = r.cookie_token().expect("rotated cookie");
     assert_ne!(new_token, b.token);
     let new_csrf = r.json()["csrf_token"].as_str().unwrap().to_owned();
-    assert_ne!(
-        new_csrf, b.csrf,
-        "a new CSRF token with the new session token"
-    );
-    assert!(
-        r.json().get("token").is_none(),
-        "cookie callers never get the token in a body"
-    );
+    assert_ne!(new_csrf, b.csrf, "a new CSRF token with the new session token");
+    assert!(r.json().get("token").is_none(), "cookie callers never get the token in a body");
     assert_eq!(
         h.send(b.get("/v1/session")).await.status,
         StatusCode::UNAUTHORIZED,
@@ -527,17 +431,9 @@ async fn password_change_needs_the_current_one_revokes_others_and_rotates() {
         StatusCode::UNAUTHORIZED,
         "other session revoked"
     );
-    let rotated = Browser {
-        token: new_token,
-        csrf: new_csrf,
-        session_id: b.session_id.clone(),
-    };
+    let rotated = Browser { token: new_token, csrf: new_csrf, session_id: b.session_id.clone() };
     let r = h.send(rotated.get("/v1/session")).await;
-    assert_eq!(
-        r.json()["session"]["id"],
-        b.session_id.as_str(),
-        "same session, new token"
-    );
+    assert_eq!(r.json()["session"]["id"], b.session_id.as_str(), "same session, new token");
     // The new password logs in; the old one does not.
     let r = h
         .send(json_req(
@@ -564,37 +460,16 @@ async fn auth_check_answers_for_forward_auth() {
     let b = h.login("alice").await;
     let r = h.send(b.get("/v1/auth/check")).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(
-        r.body.is_empty(),
-        "an empty 200 keeps proxy connections alive"
-    );
+    assert!(r.body.is_empty(), "an empty 200 keeps proxy connections alive");
     assert_eq!(r.header("x-cloakroom-username"), Some("alice"));
     assert_eq!(r.header("x-cloakroom-roles"), Some("billing,staff"));
-    assert_eq!(
-        r.header("x-cloakroom-session-id"),
-        Some(b.session_id.as_str())
-    );
+    assert_eq!(r.header("x-cloakroom-session-id"), Some(b.session_id.as_str()));
     assert!(r.header("x-cloakroom-user-id").unwrap().starts_with("usr_"));
-    assert_eq!(
-        h.send(b.get("/v1/auth/check?role=staff")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(h.send(b.get("/v1/auth/check?role=staff")).await.status, StatusCode::OK);
     let r = h.send(b.get("/v1/auth/check?role=admin")).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::FORBIDDEN, "forbidden")
-    );
-    let r = h
-        .send(
-            req(Method::GET, "/v1/auth/check")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::UNAUTHORIZED, "unauthenticated")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+    let r = h.send(req(Method::GET, "/v1/auth/check").body(Body::empty()).unwrap()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "unauthenticated"));
     let r = h
         .send(
             req(Method::HEAD, "/v1/auth/check")
@@ -603,11 +478,7 @@ async fn auth_check_answers_for_forward_auth() {
                 .unwrap(),
         )
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "HEAD works too (proxy_method HEAD)"
-    );
+    assert_eq!(r.status, StatusCode::OK, "HEAD works too (proxy_method HEAD)");
 }
 
 #[tokio::test]
@@ -634,9 +505,7 @@ async fn the_store_failing_is_a_503_never_a_pass() {
         .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        h.send(req(Method::GET, "/healthz").body(Body::empty()).unwrap())
-            .await
-            .status,
+        h.send(req(Method::GET, "/healthz").body(Body::empty()).unwrap()).await.status,
         StatusCode::OK
     );
 }
@@ -647,34 +516,20 @@ async fn login_failures_are_throttled_with_retry_after() {
     h.add_user("alice", &[]).await;
     let attempt = |pw: &str| {
         from_ip(
-            json_req(
-                Method::POST,
-                "/v1/login",
-                json!({"username": "alice", "password": pw}),
-            ),
+            json_req(Method::POST, "/v1/login", json!({"username": "alice", "password": pw})),
             "198.51.100.7",
         )
     };
     for _ in 0..10 {
-        assert_eq!(
-            h.send(attempt("wrong password!")).await.status,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(h.send(attempt("wrong password!")).await.status, StatusCode::UNAUTHORIZED);
     }
     let r = h.send(attempt(PASSWORD)).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(retry > 0 && retry <= 15 * 60);
     // Another client address is not blocked by this one's failures.
     let other = from_ip(
-        json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "alice", "password": PASSWORD}),
-        ),
+        json_req(Method::POST, "/v1/login", json!({"username": "alice", "password": PASSWORD})),
         "203.0.113.9",
     );
     assert_eq!(h.send(other).await.status, StatusCode::OK);
@@ -682,27 +537,16 @@ async fn login_failures_are_throttled_with_retry_after() {
 
 #[tokio::test]
 async fn sessions_per_user_are_capped_oldest_first() {
-    let h = harness_with(RawConfig {
-        max_sessions_per_user: Some("2".into()),
-        ..Default::default()
-    })
-    .await;
+    let h =
+        harness_with(RawConfig { max_sessions_per_user: Some("2".into()), ..Default::default() })
+            .await;
     h.add_user("alice", &[]).await;
     let first = h.login("alice").await;
     let second = h.login("alice").await;
     let third = h.login("alice").await;
-    assert_eq!(
-        h.send(first.get("/v1/session")).await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        h.send(second.get("/v1/session")).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        h.send(third.get("/v1/session")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(h.send(first.get("/v1/session")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.send(second.get("/v1/session")).await.status, StatusCode::OK);
+    assert_eq!(h.send(third.get("/v1/session")).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -720,13 +564,10 @@ async fn service_api_with_an_api_key() {
         }
     };
     // No or a wrong key.
-    let r = h
-        .send(json_req(Method::PUT, "/v1/admin/users/carol", json!({})))
-        .await;
+    let r = h.send(json_req(Method::PUT, "/v1/admin/users/carol", json!({}))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let fake = cloakroom_core::Token::generate(cloakroom_core::SecretKind::ApiKey)
-        .unwrap()
-        .expose();
+    let fake =
+        cloakroom_core::Token::generate(cloakroom_core::SecretKind::ApiKey).unwrap().expose();
     let r = h
         .send(
             req(Method::GET, "/v1/admin/users/carol")
@@ -744,16 +585,8 @@ async fn service_api_with_an_api_key() {
             Some(json!({"password": PASSWORD, "roles": ["staff"]})),
         ))
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    assert!(
-        !String::from_utf8_lossy(&r.body).contains("argon2"),
-        "no secret in user JSON"
-    );
+    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!String::from_utf8_lossy(&r.body).contains("argon2"), "no secret in user JSON");
     assert_eq!(
         h.send(svc(
             Method::PUT,
@@ -764,31 +597,18 @@ async fn service_api_with_an_api_key() {
         .status,
         StatusCode::OK
     );
-    let r = h
-        .send(svc(Method::GET, "/v1/admin/users/carol", None))
-        .await;
+    let r = h.send(svc(Method::GET, "/v1/admin/users/carol", None)).await;
     assert_eq!(r.json()["user"]["roles"], json!(["admin", "staff"]));
     assert_eq!(
-        h.send(svc(Method::GET, "/v1/admin/users/nobody", None))
-            .await
-            .status,
+        h.send(svc(Method::GET, "/v1/admin/users/nobody", None)).await.status,
         StatusCode::NOT_FOUND
     );
     let r = h
-        .send(svc(
-            Method::PUT,
-            "/v1/admin/users/carol",
-            Some(json!({"roles": ["bad,role"]})),
-        ))
+        .send(svc(Method::PUT, "/v1/admin/users/carol", Some(json!({"roles": ["bad,role"]}))))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = h
-        .send(svc(
-            Method::PUT,
-            "/v1/admin/users/carol",
-            Some(json!({"password": "short"})),
-        ))
-        .await;
+    let r =
+        h.send(svc(Method::PUT, "/v1/admin/users/carol", Some(json!({"password": "short"})))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // A session created for an app that checks credentials itself.
@@ -798,71 +618,40 @@ async fn service_api_with_an_api_key() {
     let sid = r.json()["session"]["id"].as_str().unwrap().to_owned();
     assert_eq!(r.json()["session"]["ip"], "192.0.2.5");
     let r = h
-        .send(svc(
-            Method::POST,
-            "/v1/admin/sessions/validate",
-            Some(json!({"token": token})),
-        ))
+        .send(svc(Method::POST, "/v1/admin/sessions/validate", Some(json!({"token": token}))))
         .await;
     assert_eq!(
         (r.status, r.json()["session"]["id"].as_str()),
         (StatusCode::OK, Some(sid.as_str()))
     );
     let r = h
-        .send(svc(
-            Method::POST,
-            "/v1/admin/sessions/validate",
-            Some(json!({"token": "crs_nope"})),
-        ))
+        .send(svc(Method::POST, "/v1/admin/sessions/validate", Some(json!({"token": "crs_nope"}))))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = h
-        .send(svc(Method::GET, "/v1/admin/sessions?username=carol", None))
-        .await;
+    let r = h.send(svc(Method::GET, "/v1/admin/sessions?username=carol", None)).await;
     assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(
-        h.send(svc(Method::GET, "/v1/admin/sessions", None))
-            .await
-            .status,
+        h.send(svc(Method::GET, "/v1/admin/sessions", None)).await.status,
         StatusCode::BAD_REQUEST
     );
 
     // Role change is seen by the next check; a password change revokes sessions.
     let browser = h.login("carol").await;
     assert_eq!(
-        h.send(browser.get("/v1/auth/check?role=billing"))
-            .await
-            .status,
+        h.send(browser.get("/v1/auth/check?role=billing")).await.status,
         StatusCode::FORBIDDEN
     );
-    h.send(svc(
-        Method::PUT,
-        "/v1/admin/users/carol",
-        Some(json!({"roles": ["billing"]})),
-    ))
-    .await;
-    assert_eq!(
-        h.send(browser.get("/v1/auth/check?role=billing"))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    h.send(svc(Method::PUT, "/v1/admin/users/carol", Some(json!({"roles": ["billing"]})))).await;
+    assert_eq!(h.send(browser.get("/v1/auth/check?role=billing")).await.status, StatusCode::OK);
     h.send(svc(
         Method::PUT,
         "/v1/admin/users/carol",
         Some(json!({"password": "another long passphrase"})),
     ))
     .await;
-    assert_eq!(
-        h.send(browser.get("/v1/auth/check")).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(h.send(browser.get("/v1/auth/check")).await.status, StatusCode::UNAUTHORIZED);
     let r = h
-        .send(svc(
-            Method::POST,
-            "/v1/admin/sessions/validate",
-            Some(json!({"token": token})),
-        ))
+        .send(svc(Method::POST, "/v1/admin/sessions/validate", Some(json!({"token": token}))))
         .await;
     assert_eq!(
         r.status,
@@ -871,66 +660,26 @@ async fn service_api_with_an_api_key() {
     );
 
     // Revoke one, revoke all, disable.
-    let make = || {
-        svc(
-            Method::POST,
-            "/v1/admin/sessions",
-            Some(json!({"username": "carol"})),
-        )
-    };
-    let s1 = h.send(make()).await.json()["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let make = || svc(Method::POST, "/v1/admin/sessions", Some(json!({"username": "carol"})));
+    let s1 = h.send(make()).await.json()["session"]["id"].as_str().unwrap().to_owned();
     h.send(make()).await;
     assert_eq!(
-        h.send(svc(
-            Method::DELETE,
-            &format!("/v1/admin/sessions/{s1}"),
-            None
-        ))
-        .await
-        .status,
+        h.send(svc(Method::DELETE, &format!("/v1/admin/sessions/{s1}"), None)).await.status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        h.send(svc(
-            Method::DELETE,
-            &format!("/v1/admin/sessions/{s1}"),
-            None
-        ))
-        .await
-        .status,
+        h.send(svc(Method::DELETE, &format!("/v1/admin/sessions/{s1}"), None)).await.status,
         StatusCode::NOT_FOUND
     );
-    let r = h
-        .send(svc(Method::DELETE, "/v1/admin/users/carol/sessions", None))
-        .await;
+    let r = h.send(svc(Method::DELETE, "/v1/admin/users/carol/sessions", None)).await;
     assert_eq!(r.json()["revoked"], 1);
-    let t = h.send(make()).await.json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = h
-        .send(svc(
-            Method::PUT,
-            "/v1/admin/users/carol",
-            Some(json!({"disabled": true})),
-        ))
-        .await;
+    let t = h.send(make()).await.json()["token"].as_str().unwrap().to_owned();
+    let r =
+        h.send(svc(Method::PUT, "/v1/admin/users/carol", Some(json!({"disabled": true})))).await;
     assert_eq!(r.json()["user"]["disabled"], true);
-    let r = h
-        .send(svc(
-            Method::POST,
-            "/v1/admin/sessions/validate",
-            Some(json!({"token": t})),
-        ))
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::UNAUTHORIZED,
-        "disabling revoked the sessions"
-    );
+    let r =
+        h.send(svc(Method::POST, "/v1/admin/sessions/validate", Some(json!({"token": t})))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "disabling revoked the sessions");
     assert_eq!(
         h.send(make()).await.status,
         StatusCode::FORBIDDEN,
@@ -958,35 +707,18 @@ async fn service_api_with_an_admin_session_needs_csrf_and_the_role() {
     let admin = h.login("root").await;
     let eve = h.login("eve").await;
     let r = h
-        .send(eve.send(
-            Method::PUT,
-            "/v1/admin/users/eve",
-            Some(json!({"roles": ["admin"]})),
-        ))
+        .send(eve.send(Method::PUT, "/v1/admin/users/eve", Some(json!({"roles": ["admin"]}))))
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::FORBIDDEN, "forbidden")
-    );
-    let mut no_csrf = admin.send(
-        Method::PUT,
-        "/v1/admin/users/frank",
-        Some(json!({"password": PASSWORD})),
-    );
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+    let mut no_csrf =
+        admin.send(Method::PUT, "/v1/admin/users/frank", Some(json!({"password": PASSWORD})));
     no_csrf.headers_mut().remove("x-csrf-token");
     assert_eq!(h.send(no_csrf).await.code(), "csrf_failed");
     let r = h
-        .send(admin.send(
-            Method::PUT,
-            "/v1/admin/users/frank",
-            Some(json!({"password": PASSWORD})),
-        ))
+        .send(admin.send(Method::PUT, "/v1/admin/users/frank", Some(json!({"password": PASSWORD}))))
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(
-        h.send(admin.get("/v1/admin/users/frank")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(h.send(admin.get("/v1/admin/users/frank")).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -1022,26 +754,14 @@ async fn health_readiness_metrics_and_unknown_routes() {
     let get = |uri: &str| req(Method::GET, uri).body(Body::empty()).unwrap();
     assert_eq!(h.send(get("/healthz")).await.status, StatusCode::OK);
     let r = h.send(get("/readyz")).await;
-    assert_eq!(
-        (r.status, r.json()["store"].as_str()),
-        (StatusCode::OK, Some("sqlite"))
-    );
+    assert_eq!((r.status, r.json()["store"].as_str()), (StatusCode::OK, Some("sqlite")));
     h.send(get("/v1/auth/check")).await;
     let r = h.send(get("/metrics")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&r.body).contains("cloakroom_http_requests_total"));
     let r = h.send(get("/nope")).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "not_found")
-    );
-    let r = h
-        .send(
-            req(Method::DELETE, "/v1/login")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let r = h.send(req(Method::DELETE, "/v1/login").body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.code(), "method_not_allowed");
 }
@@ -1054,51 +774,36 @@ async fn a_role_change_gives_the_cookie_a_new_token_on_its_next_request() {
     let b = h.login("alice").await;
     let bearer = h.login("alice").await;
     let r = h.send(b.get("/v1/session")).await;
-    assert!(
-        r.set_cookies().is_empty(),
-        "no rotation without a privilege change"
-    );
+    assert!(r.set_cookies().is_empty(), "no rotation without a privilege change");
 
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let grant = req(Method::PUT, "/v1/admin/users/alice")
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(
-            json!({"roles": ["staff", "billing"]}).to_string(),
-        ))
+        .body(Body::from(json!({"roles": ["staff", "billing"]}).to_string()))
         .unwrap();
     assert_eq!(h.send(grant).await.status, StatusCode::OK);
 
     let r = h.send(b.get("/v1/auth/check?role=billing")).await;
     assert_eq!(r.status, StatusCode::OK, "the new role applies at once");
-    let new_token = r
-        .cookie_token()
-        .expect("a new token with the new privileges");
+    let new_token = r.cookie_token().expect("a new token with the new privileges");
     assert_ne!(new_token, b.token);
     assert_eq!(
         h.send(b.get("/v1/session")).await.status,
         StatusCode::UNAUTHORIZED,
         "the old token ended"
     );
-    let rotated = Browser {
-        token: new_token,
-        ..b.clone()
-    };
+    let rotated = Browser { token: new_token, ..b.clone() };
     let r = h.send(rotated.get("/v1/session")).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(
-        r.set_cookies().is_empty(),
-        "rotated once, not on every request"
-    );
+    assert!(r.set_cookies().is_empty(), "rotated once, not on every request");
     assert_eq!(
         r.json()["csrf_token"],
         b.csrf.as_str(),
         "the CSRF token stays valid for open pages"
     );
     assert_eq!(
-        h.send(rotated.send(Method::POST, "/v1/sessions/revoke-others", None))
-            .await
-            .status,
+        h.send(rotated.send(Method::POST, "/v1/sessions/revoke-others", None)).await.status,
         StatusCode::OK
     );
     // A bearer token is never swapped under a program's feet (it was revoked above, by revoke-others).
@@ -1133,11 +838,7 @@ async fn bearer_sessions_keep_their_token_across_a_role_change() {
         .id;
     h.state
         .manager
-        .update_user(
-            &id,
-            Some(vec![cloakroom_core::Role::parse("billing").unwrap()]),
-            None,
-        )
+        .update_user(&id, Some(vec![cloakroom_core::Role::parse("billing").unwrap()]), None)
         .await
         .unwrap();
     let bearer = |t: &str| {
@@ -1162,9 +863,7 @@ async fn tokens_in_urls_are_never_accepted() {
         format!("/v1/auth/check?session={}", b.token),
         format!("/v1/session?__Host-cloakroom={}", b.token),
     ] {
-        let r = h
-            .send(req(Method::GET, &uri).body(Body::empty()).unwrap())
-            .await;
+        let r = h.send(req(Method::GET, &uri).body(Body::empty()).unwrap()).await;
         assert!(
             r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::BAD_REQUEST,
             "{uri}: {}",

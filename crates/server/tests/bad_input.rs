@@ -128,12 +128,7 @@ fn percent(rng: &mut Rng) -> String {
 fn header_value(rng: &mut Rng, valid: &[String]) -> HeaderValue {
     let candidate = match rng.below(7) {
         0 => rng.pick(valid).clone().into_bytes(),
-        1 => rng
-            .bytes_upto(64)
-            .into_iter()
-            .map(|b| b.max(0x20))
-            .filter(|b| *b != 0x7f)
-            .collect(),
+        1 => rng.bytes_upto(64).into_iter().map(|b| b.max(0x20)).filter(|b| *b != 0x7f).collect(),
         2 => vec![b'x'; 9000],
         3 => format!("{}; {}", rng.pick(valid), rng.text(10)).into_bytes(),
         4 => b"\xff\xfe\xfd".to_vec(),
@@ -166,13 +161,9 @@ fn body(rng: &mut Rng) -> (Option<&'static str>, Vec<u8>) {
             rng.text(3)
         )
         .into_bytes(),
-        5 => json!({"username": "alice", "password": rng.text_upto(200)})
-            .to_string()
-            .into_bytes(),
+        5 => json!({"username": "alice", "password": rng.text_upto(200)}).to_string().into_bytes(),
         6 => vec![b'a'; 70_000],
-        _ => json!({"data": {"x": "y".repeat(rng.below(20_000))}})
-            .to_string()
-            .into_bytes(),
+        _ => json!({"data": {"x": "y".repeat(rng.below(20_000))}}).to_string().into_bytes(),
     };
     (ct, bytes)
 }
@@ -187,10 +178,7 @@ async fn thousands_of_bad_requests_never_get_a_5xx() {
         browser.cookie(),
         format!("__Host-cloakroom={}x", browser.token),
         "__Host-cloakroom=crs_AAAA".into(),
-        format!(
-            "a=b; __Host-cloakroom={}; __Host-cloakroom=junk",
-            browser.token
-        ),
+        format!("a=b; __Host-cloakroom={}; __Host-cloakroom=junk", browser.token),
         "__Host-cloakroom".into(),
         "=;=;;".into(),
     ];
@@ -204,17 +192,8 @@ async fn thousands_of_bad_requests_never_get_a_5xx() {
         "bearer crk_".into(),
     ];
     let csrfs = vec![browser.csrf.clone(), "wrong".into(), String::new()];
-    let origins = vec![
-        ORIGIN.to_owned(),
-        "https://evil.example".into(),
-        "null".into(),
-    ];
-    let matches = vec![
-        "\"1\"".to_owned(),
-        "*".into(),
-        "W/\"99\"".into(),
-        "\"".into(),
-    ];
+    let origins = vec![ORIGIN.to_owned(), "https://evil.example".into(), "null".into()];
+    let matches = vec!["\"1\"".to_owned(), "*".into(), "W/\"99\"".into(), "\"".into()];
     let methods = [
         Method::GET,
         Method::POST,
@@ -261,11 +240,7 @@ async fn thousands_of_bad_requests_never_get_a_5xx() {
         let Ok(request) = b.body(Body::from(bytes)) else {
             continue;
         };
-        let request = if i % 7 == 0 {
-            from_ip(request, "192.0.2.44")
-        } else {
-            request
-        };
+        let request = if i % 7 == 0 { from_ip(request, "192.0.2.44") } else { request };
         let r = h.send(request).await;
         sent += 1;
         assert!(
@@ -285,10 +260,7 @@ async fn thousands_of_bad_requests_never_get_a_5xx() {
     assert!(sent > 2500, "only {sent} requests could be built");
     // The mix really reached the handlers, not only the router's 404.
     for s in [200u16, 400, 401, 403, 404] {
-        assert!(
-            statuses.get(&s).copied().unwrap_or(0) > 10,
-            "too few {s}s: {statuses:?}"
-        );
+        assert!(statuses.get(&s).copied().unwrap_or(0) > 10, "too few {s}s: {statuses:?}");
     }
     // And the service still works.
     h.add_user("zed", &[]).await;

@@ -22,11 +22,7 @@ struct Server {
 
 impl Server {
     fn start(db: &Path, log: &Path) -> Server {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--store"])
             .arg(format!("sqlite:{}", db.display()))
@@ -37,10 +33,7 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = lines.next().expect("a listening line").unwrap();
-        let base = line
-            .strip_prefix("cloakroom listening on ")
-            .expect(&line)
-            .to_owned();
+        let base = line.strip_prefix("cloakroom listening on ").expect(&line).to_owned();
         Server { child, base }
     }
 
@@ -69,12 +62,7 @@ fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
@@ -96,12 +84,7 @@ struct Browser {
 
 impl Browser {
     fn new(base: &str) -> Browser {
-        Browser {
-            http: reqwest::Client::new(),
-            base: base.to_owned(),
-            token: None,
-            csrf: None,
-        }
+        Browser { http: reqwest::Client::new(), base: base.to_owned(), token: None, csrf: None }
     }
 
     async fn login(&mut self, username: &str, password: &str) -> Value {
@@ -113,25 +96,10 @@ impl Browser {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let cookie = r
-            .headers()
-            .get("set-cookie")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            cookie.ends_with("; HttpOnly; Secure; SameSite=Lax; Path=/"),
-            "{cookie}"
-        );
+        let cookie = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        assert!(cookie.ends_with("; HttpOnly; Secure; SameSite=Lax; Path=/"), "{cookie}");
         self.token = Some(
-            cookie
-                .split(';')
-                .next()
-                .unwrap()
-                .strip_prefix("__Host-cloakroom=")
-                .unwrap()
-                .to_owned(),
+            cookie.split(';').next().unwrap().strip_prefix("__Host-cloakroom=").unwrap().to_owned(),
         );
         let body: Value = r.json().await.unwrap();
         self.csrf = Some(body["csrf_token"].as_str().unwrap().to_owned());
@@ -139,9 +107,7 @@ impl Browser {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut b = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
+        let mut b = self.http.request(method.clone(), format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             b = b.header("cookie", format!("__Host-cloakroom={t}"));
         }
@@ -154,12 +120,7 @@ impl Browser {
     }
 
     async fn check(&self) -> u16 {
-        self.request(reqwest::Method::GET, "/v1/auth/check")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        self.request(reqwest::Method::GET, "/v1/auth/check").send().await.unwrap().status().as_u16()
     }
 }
 
@@ -172,22 +133,11 @@ async fn the_whole_flow_survives_kill_9_and_honours_cli_revocations() {
     // Set-up through the CLI, before any server runs.
     let (code, out, err) = cli(
         &db,
-        &[
-            "user",
-            "add",
-            "alice",
-            "--role",
-            "staff",
-            "--password-stdin",
-        ],
+        &["user", "add", "alice", "--role", "staff", "--password-stdin"],
         Some(&format!("{PASSWORD}\n")),
     );
     assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = cli(
-        &db,
-        &["user", "add", "bob", "--password-stdin"],
-        Some("password\n"),
-    );
+    let (code, _, err) = cli(&db, &["user", "add", "bob", "--password-stdin"], Some("password\n"));
     assert_eq!(code, 1, "a common password is refused");
     assert!(err.contains("too common"), "{err}");
     let (code, _, _) = cli(&db, &["user", "add"], None);
@@ -196,14 +146,10 @@ async fn the_whole_flow_survives_kill_9_and_honours_cli_revocations() {
     let server = Server::start(&db, &log);
     let mut laptop = Browser::new(&server.base);
     let mut phone = Browser::new(&server.base);
-    let laptop_session = laptop.login("alice", PASSWORD).await["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let phone_session = phone.login("alice", PASSWORD).await["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let laptop_session =
+        laptop.login("alice", PASSWORD).await["session"]["id"].as_str().unwrap().to_owned();
+    let phone_session =
+        phone.login("alice", PASSWORD).await["session"]["id"].as_str().unwrap().to_owned();
     assert_eq!(laptop.check().await, 200);
     assert_eq!(phone.check().await, 200);
 
@@ -219,10 +165,7 @@ async fn the_whole_flow_survives_kill_9_and_honours_cli_revocations() {
 
     // The laptop revokes the phone.
     let r = laptop
-        .request(
-            reqwest::Method::DELETE,
-            &format!("/v1/sessions/{phone_session}"),
-        )
+        .request(reqwest::Method::DELETE, &format!("/v1/sessions/{phone_session}"))
         .send()
         .await
         .unwrap();
@@ -234,16 +177,8 @@ async fn the_whole_flow_survives_kill_9_and_honours_cli_revocations() {
     let server = Server::start(&db, &log);
     laptop.base = server.base.clone();
     phone.base = server.base.clone();
-    assert_eq!(
-        laptop.check().await,
-        200,
-        "a session that login returned survives kill -9"
-    );
-    assert_eq!(
-        phone.check().await,
-        401,
-        "a revoked session never comes back"
-    );
+    assert_eq!(laptop.check().await, 200, "a session that login returned survives kill -9");
+    assert_eq!(phone.check().await, 401, "a revoked session never comes back");
 
     // The CLI beside the running server, on the same file.
     let (code, out, _) = cli(&db, &["session", "list", "--json"], None);
@@ -272,28 +207,16 @@ async fn the_whole_flow_survives_kill_9_and_honours_cli_revocations() {
     let (code, out, _) = cli(&db, &["audit", "--user", "alice", "--json"], None);
     assert_eq!(code, 0);
     let events: Value = serde_json::from_str(out.trim()).unwrap();
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    for k in [
-        "user_created",
-        "login_succeeded",
-        "session_revoked",
-        "user_disabled",
-    ] {
+    let kinds: Vec<&str> =
+        events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for k in ["user_created", "login_succeeded", "session_revoked", "user_disabled"] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
 
     let token = laptop.token.clone().unwrap();
     drop(server);
     let logs = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        logs.contains("login_succeeded"),
-        "authentication events are logged"
-    );
+    assert!(logs.contains("login_succeeded"), "authentication events are logged");
     assert!(
         !logs.contains(&token) && !logs.contains("crs_") && !logs.contains(PASSWORD),
         "no secret in the logs"
@@ -311,10 +234,7 @@ fn invalid_configuration_is_refused_at_start_naming_the_key() {
             c.env(k, v);
         }
         let out = c.output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (code, err) = run(&["serve", "--idle-timeout", "forever"], &[]);
     assert_eq!(code, Some(2));
@@ -358,8 +278,6 @@ async fn oversized_headers_get_a_4xx_from_the_real_server() {
     let answer = send(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").into_bytes());
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
     // And it still serves.
-    let r = reqwest::get(format!("{}/healthz", server.base))
-        .await
-        .unwrap();
+    let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
     assert_eq!(r.status(), 200);
 }

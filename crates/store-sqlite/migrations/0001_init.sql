@@ -46,3 +46,11 @@ CREATE TABLE audit_events (
     detail     TEXT
 ) STRICT;
 CREATE INDEX audit_by_username ON audit_events (username, id);
+
+-- The bus: every change that can make a node-local cache stale, written in the change's own
+-- transaction and polled by every server on this file (the CLI included as a writer).
+CREATE TABLE invalidations (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT,                 -- NULL: every user
+    at      INTEGER NOT NULL
+) STRICT;

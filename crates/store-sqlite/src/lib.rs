@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
-use cloakroom_core::store::{ApiKey, StoreResult};
+use cloakroom_core::store::{ApiKey, BusEvent, StoreResult};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
 use cloakroom_core::{
     Authenticated, CsrfToken, Role, SessionId, Store, StoreError, Timestamp, TokenHash, User,
@@ -24,6 +24,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
+use tokio::sync::mpsc;
 
 /// The SQLite store.
 #[derive(Clone, Debug)]
@@ -79,10 +80,7 @@ impl SqliteStore {
     }
 
     async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::unavailable)
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::unavailable)
     }
 }
 
@@ -90,10 +88,9 @@ fn db_err(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt {
-            what: "record",
-            source: Some(e.into()),
-        },
+        | sqlx::Error::ColumnNotFound(_) => {
+            StoreError::Corrupt { what: "record", source: Some(e.into()) }
+        }
         other => StoreError::unavailable(other),
     }
 }
@@ -112,10 +109,8 @@ fn roles_to_json(roles: &[Role]) -> String {
 }
 
 fn roles_from_json(text: &str) -> StoreResult<Vec<Role>> {
-    let names: Vec<String> = serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-        what: "user roles",
-        source: Some(e.into()),
-    })?;
+    let names: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt { what: "user roles", source: Some(e.into()) })?;
     Ok(names.into_iter().map(Role::from_stored).collect())
 }
 
@@ -169,9 +164,7 @@ fn decode_auth(row: &SqliteRow) -> StoreResult<Authenticated> {
 }
 
 fn ids(rows: Vec<SqliteRow>) -> StoreResult<Vec<SessionId>> {
-    rows.iter()
-        .map(|r| Ok(SessionId::from_stored(r.try_get(0).map_err(db_err)?)))
-        .collect()
+    rows.iter().map(|r| Ok(SessionId::from_stored(r.try_get(0).map_err(db_err)?))).collect()
 }
 
 #[async_trait]
@@ -181,11 +174,19 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
         Ok(())
+    }
+
+    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
+        let start: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM invalidations")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err)?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(poll_invalidations(self.pool.clone(), start, tx));
+        Ok(rx)
     }
 
     async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
@@ -218,26 +219,20 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = ?"
-        ))
-        .bind(username.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?"))
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
         row.as_ref().map(decode_user).transpose()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| decode_user(r).map(|u| u.user))
-            .collect()
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| decode_user(r).map(|u| u.user)).collect()
     }
 
     async fn update_user(
@@ -279,6 +274,8 @@ impl Store for SqliteStore {
         } else {
             Vec::new()
         };
+        // Roles, the disabled flag or the password changed: cached sessions of the user are stale.
+        publish(&mut tx, Some(id)).await?;
         tx.commit().await.map_err(db_err)?;
         Ok((user, revoked))
     }
@@ -352,6 +349,9 @@ impl Store for SqliteStore {
             Err(e) if is_fk_violation(&e) => return Err(StoreError::NotFound { what: "user" }),
             Err(e) => return Err(db_err(e)),
         }
+        if !evicted.is_empty() {
+            publish(&mut tx, Some(&s.user_id)).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(evicted)
     }
@@ -417,38 +417,48 @@ impl Store for SqliteStore {
         csrf: &CsrfToken,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
             "UPDATE sessions SET token_hash = ?2, csrf_token = ?3, token_issued_at = ?4
-             WHERE id = ?1 AND token_hash = ?5 AND idle_expires_at > ?4 AND expires_at > ?4",
+             WHERE id = ?1 AND token_hash = ?5 AND idle_expires_at > ?4 AND expires_at > ?4
+             RETURNING user_id",
         )
         .bind(id.as_str())
         .bind(to.as_bytes().as_slice())
         .bind(csrf.expose())
         .bind(now.as_millis())
         .bind(from.as_bytes().as_slice())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await;
-        match done {
-            Ok(d) => Ok(d.rows_affected() == 1),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict {
-                what: "session token",
-            }),
-            Err(e) => Err(db_err(e)),
-        }
+        let owner = match row {
+            Ok(Some(r)) => UserId::from_stored(r.try_get(0).map_err(db_err)?),
+            Ok(None) => return Ok(false),
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict { what: "session token" });
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        // The old token may sit in other nodes' caches.
+        publish(&mut tx, Some(&owner)).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     async fn revoke_session(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query("DELETE FROM sessions WHERE id = ? RETURNING user_id")
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
-        row.map(|r| {
-            r.try_get::<String, _>(0)
-                .map(UserId::from_stored)
-                .map_err(db_err)
-        })
-        .transpose()
+        let owner = row
+            .map(|r| r.try_get::<String, _>(0).map(UserId::from_stored).map_err(db_err))
+            .transpose()?;
+        if let Some(owner) = &owner {
+            publish(&mut tx, Some(owner)).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(owner)
     }
 
     async fn revoke_user_sessions(
@@ -456,14 +466,20 @@ impl Store for SqliteStore {
         user: &UserId,
         keep: Option<&SessionId>,
     ) -> StoreResult<Vec<SessionId>> {
+        let mut tx = self.write_tx().await?;
         let rows =
             sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ? RETURNING id")
                 .bind(user.as_str())
                 .bind(keep.map(SessionId::as_str))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
-        ids(rows)
+        let revoked = ids(rows)?;
+        if !revoked.is_empty() {
+            publish(&mut tx, Some(user)).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(revoked)
     }
 
     async fn list_sessions(
@@ -494,14 +510,9 @@ impl Store for SqliteStore {
         let Some(row) = row else { return Ok(None) };
         let text: String = row.try_get(0).map_err(db_err)?;
         let version: i64 = row.try_get(1).map_err(db_err)?;
-        let value = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-            what: "session data",
-            source: Some(e.into()),
-        })?;
-        Ok(Some(SessionData {
-            value,
-            version: u64::try_from(version).unwrap_or(0),
-        }))
+        let value = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt { what: "session data", source: Some(e.into()) })?;
+        Ok(Some(SessionData { value, version: u64::try_from(version).unwrap_or(0) }))
     }
 
     async fn put_session_data(
@@ -551,6 +562,12 @@ impl Store for SqliteStore {
                 .execute(&self.pool)
                 .await
                 .map_err(db_err)?;
+        // A subscriber that falls BUS_RETENTION behind sees a gap and flushes its cache instead.
+        sqlx::query("DELETE FROM invalidations WHERE at < ?")
+            .bind(now.as_millis() - i64::try_from(BUS_RETENTION.as_millis()).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(done.rows_affected())
     }
 
@@ -568,10 +585,7 @@ impl Store for SqliteStore {
                 .execute(&self.pool)
                 .await;
         match done {
-            Ok(_) => Ok(ApiKey {
-                name: name.to_owned(),
-                created_at: now,
-            }),
+            Ok(_) => Ok(ApiKey { name: name.to_owned(), created_at: now }),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "API key" }),
             Err(e) => Err(db_err(e)),
         }
@@ -651,12 +665,10 @@ impl Store for SqliteStore {
                 let kind: String = r.try_get(1).map_err(db_err)?;
                 Ok(AuditEvent {
                     at: Timestamp::from_millis(r.try_get(0).map_err(db_err)?),
-                    kind: kind
-                        .parse::<AuditKind>()
-                        .map_err(|()| StoreError::Corrupt {
-                            what: "audit event kind",
-                            source: None,
-                        })?,
+                    kind: kind.parse::<AuditKind>().map_err(|()| StoreError::Corrupt {
+                        what: "audit event kind",
+                        source: None,
+                    })?,
                     actor: r.try_get(2).map_err(db_err)?,
                     user_id: r
                         .try_get::<Option<String>, _>(3)
@@ -675,5 +687,88 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+/// How often subscribers read the invalidation log: a change made by another process (the CLI,
+/// another server on the same file) reaches this node's cache within about this long.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long invalidation records are kept.
+const BUS_RETENTION: Duration = Duration::from_secs(600);
+
+/// Appends to the invalidation log, in the transaction of the change itself.
+async fn publish(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    user: Option<&UserId>,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO invalidations (user_id, at) VALUES (?, ?)")
+        .bind(user.map(UserId::as_str))
+        .bind(Timestamp::now().as_millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// The SQLite bus: polls the invalidation log and forwards new records. A failed poll is
+/// `Disconnected`; the next successful one is `Connected` again (the log is durable, so nothing
+/// was lost, but a flush is cheap and keeps the rule simple). A gap in sequence numbers (records
+/// pruned before this node read them) is treated the same way.
+async fn poll_invalidations(pool: SqlitePool, mut last: i64, tx: mpsc::Sender<BusEvent>) {
+    let mut healthy = true;
+    if tx.send(BusEvent::Connected).await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let rows = sqlx::query(
+            "SELECT seq, user_id, at FROM invalidations WHERE seq > ? ORDER BY seq LIMIT 1000",
+        )
+        .bind(last)
+        .fetch_all(&pool)
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                if healthy {
+                    tracing::warn!(error = %e, "invalidation log unreadable: bypassing the session cache");
+                    healthy = false;
+                    if tx.send(BusEvent::Disconnected).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let first = rows.first().and_then(|r| r.try_get::<i64, _>(0).ok());
+        let gap = last > 0 && first.is_some_and(|first| first > last + 1);
+        if !healthy || gap {
+            healthy = true;
+            if tx.send(BusEvent::Connected).await.is_err() {
+                return;
+            }
+        }
+        for row in rows {
+            let (Ok(seq), Ok(user), Ok(at)) = (
+                row.try_get::<i64, _>(0),
+                row.try_get::<Option<String>, _>(1),
+                row.try_get::<i64, _>(2),
+            ) else {
+                continue;
+            };
+            last = seq;
+            let event = BusEvent::Invalidate {
+                user: user.map(UserId::from_stored),
+                at: Timestamp::from_millis(at),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
     }
 }

@@ -10,10 +10,7 @@ use sqlx::{Row, SqlitePool};
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
 
 pub(crate) async fn run(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(StoreError::unavailable)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::unavailable)?;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
@@ -39,10 +36,7 @@ pub(crate) async fn run(pool: &SqlitePool) -> Result<(), StoreError> {
         });
     }
     for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        sqlx::raw_sql(sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::unavailable)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(StoreError::unavailable)?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
             .bind(version)
             .bind(cloakroom_core::Timestamp::now().as_millis())

@@ -6,9 +6,7 @@ use cloakroom_store_sqlite::SqliteStore;
 async fn fresh() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("conformance.db");
-    let store = SqliteStore::open(path.to_str().expect("utf-8 path"))
-        .await
-        .expect("open store");
+    let store = SqliteStore::open(path.to_str().expect("utf-8 path")).await.expect("open store");
     (store, dir)
 }
 

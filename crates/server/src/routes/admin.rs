@@ -26,11 +26,7 @@ async fn existing_user(state: &AppState, name: &str) -> Result<User, ApiError> {
     let Ok(name) = Username::parse(name) else {
         return Err(ApiError::not_found("user not found"));
     };
-    state
-        .manager
-        .user(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user not found"))
+    state.manager.user(&name).await?.ok_or_else(|| ApiError::not_found("user not found"))
 }
 
 /// `PUT /v1/admin/users/{username}` body.
@@ -64,19 +60,14 @@ pub async fn put_user(
         .transpose()?;
     let password = req.password.map(Password::new);
     if let Some(p) = &password {
-        p.check_policy()
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        p.check_policy().map_err(|e| ApiError::invalid(e.to_string()))?;
     }
     let actor = service.actor.as_str();
     let (user, created) = match state.manager.user(&name).await? {
         None => {
             let user = state
                 .manager
-                .create_user(
-                    name.clone(),
-                    password.as_ref(),
-                    roles.clone().unwrap_or_default(),
-                )
+                .create_user(name.clone(), password.as_ref(), roles.clone().unwrap_or_default())
                 .await?;
             state
                 .audit(
@@ -112,11 +103,7 @@ pub async fn put_user(
             (user, false)
         }
     };
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(no_store((status, Json(json!({ "user": user })))))
 }
 
@@ -128,17 +115,9 @@ async fn apply_flags(
     roles: Option<Vec<Role>>,
     disabled: Option<bool>,
 ) -> Result<User, ApiError> {
-    let (user, revoked) = state
-        .manager
-        .update_user(&before.id, roles, disabled)
-        .await?;
+    let (user, revoked) = state.manager.update_user(&before.id, roles, disabled).await?;
     if user.roles != before.roles {
-        let list = user
-            .roles
-            .iter()
-            .map(Role::as_str)
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = user.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
         state
             .audit(
                 AuditEvent::new(AuditKind::RolesChanged, actor)
@@ -148,11 +127,7 @@ async fn apply_flags(
             .await;
     }
     if user.disabled != before.disabled {
-        let kind = if user.disabled {
-            AuditKind::UserDisabled
-        } else {
-            AuditKind::UserEnabled
-        };
+        let kind = if user.disabled { AuditKind::UserDisabled } else { AuditKind::UserEnabled };
         let mut e = AuditEvent::new(kind, actor).user(Some(&user.id), &user.username);
         if user.disabled {
             e = e.detail(format!("{} session(s) revoked", revoked.len()));
@@ -200,9 +175,7 @@ pub async fn create_session(
             return Err(ApiError::invalid("data must be a JSON object"));
         }
         if d.to_string().len() > DATA_LIMIT {
-            return Err(ApiError::payload_too_large(
-                "session data is limited to 16 KiB",
-            ));
+            return Err(ApiError::payload_too_large("session data is limited to 16 KiB"));
         }
     }
     if let Some(ip) = &req.ip
@@ -210,10 +183,7 @@ pub async fn create_session(
     {
         return Err(ApiError::invalid("ip must be an IP address"));
     }
-    let client = cloakroom_core::manager::ClientInfo {
-        ip: req.ip,
-        user_agent: req.user_agent,
-    };
+    let client = cloakroom_core::manager::ClientInfo { ip: req.ip, user_agent: req.user_agent };
     let issued = state.manager.create(&user, client, req.data).await?;
     metrics::counter!("cloakroom_sessions_created_total", "how" => "service").increment(1);
     state
@@ -250,11 +220,8 @@ pub async fn validate(
     _service: Service,
     ApiJson(req): ApiJson<Validate>,
 ) -> ApiResult<Response> {
-    let auth = state
-        .manager
-        .authenticate(&req.token)
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
+    let auth =
+        state.manager.authenticate(&req.token).await?.ok_or_else(ApiError::unauthenticated)?;
     Ok(no_store(Json(json!({ "session": auth.view(None) }))))
 }
 
@@ -272,11 +239,7 @@ pub async fn list_sessions(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let user = existing_user(&state, &q.username).await?;
-    let all = state
-        .manager
-        .store()
-        .list_sessions(Some(&user.id), Timestamp::now())
-        .await?;
+    let all = state.manager.store().list_sessions(Some(&user.id), Timestamp::now()).await?;
     let views: Vec<_> = all.iter().map(|a| a.view(None)).collect();
     Ok(no_store(Json(json!({ "sessions": views }))))
 }
@@ -289,11 +252,7 @@ pub async fn revoke_session(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::not_found("session not found"))?;
-    let found = state
-        .manager
-        .store()
-        .session_by_id(&id, Timestamp::now())
-        .await?;
+    let found = state.manager.store().session_by_id(&id, Timestamp::now()).await?;
     if state.manager.revoke(&id).await?.is_none() {
         return Err(ApiError::not_found("session not found"));
     }
@@ -304,9 +263,7 @@ pub async fn revoke_session(
     if let Some(a) = found {
         e = e.user(Some(&a.user.id), &a.user.username);
     }
-    state
-        .audit(e.detail("revoked through the service API"))
-        .await;
+    state.audit(e.detail("revoked through the service API")).await;
     Ok(no_store(StatusCode::NO_CONTENT))
 }
 

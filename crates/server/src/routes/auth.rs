@@ -95,10 +95,7 @@ pub async fn login(
         None => None,
     };
 
-    let issued = state
-        .manager
-        .create(&record.user, client.info(), None)
-        .await?;
+    let issued = state.manager.create(&record.user, client.info(), None).await?;
     metrics::counter!("cloakroom_logins_total", "outcome" => "succeeded").increment(1);
     metrics::counter!("cloakroom_sessions_created_total", "how" => "login").increment(1);
     let user = &record.user;
@@ -122,30 +119,14 @@ pub async fn login(
         .await;
     }
     if let Some(prev) = previous
-        && state
-            .manager
-            .revoke(&prev.session.id)
-            .await
-            .ok()
-            .flatten()
-            .is_some()
+        && state.manager.revoke(&prev.session.id).await.ok().flatten().is_some()
     {
         let why = "replaced by a new login";
-        revoked_audit(
-            &state,
-            AuditKind::SessionRevoked,
-            "self",
-            &prev.user,
-            &prev.session.id,
-            why,
-        )
-        .await;
+        revoked_audit(&state, AuditKind::SessionRevoked, "self", &prev.user, &prev.session.id, why)
+            .await;
     }
     let mut response = session_body(&issued.auth);
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        state.session_cookie(&issued.token.expose()),
-    );
+    response.headers_mut().append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
     Ok(response)
 }
 
@@ -216,11 +197,7 @@ pub async fn change_password(
         return Err(ApiError::rate_limited(wait));
     }
     let current = Password::new(req.current_password);
-    match state
-        .manager
-        .check_password(&user.username, &current)
-        .await?
-    {
+    match state.manager.check_password(&user.username, &current).await? {
         LoginOutcome::Success(_) => {}
         LoginOutcome::Invalid { .. } => {
             state.throttle.failure(&account, client.ip);
@@ -238,14 +215,10 @@ pub async fn change_password(
     }
     let new = Password::new(req.new_password);
     if new.expose() == current.expose() {
-        return Err(ApiError::invalid(
-            "the new password must differ from the current one",
-        ));
+        return Err(ApiError::invalid("the new password must differ from the current one"));
     }
-    let (_, revoked) = state
-        .manager
-        .set_password(&user.id, &new, Some(&caller.auth.session.id))
-        .await?;
+    let (_, revoked) =
+        state.manager.set_password(&user.id, &new, Some(&caller.auth.session.id)).await?;
     state
         .audit(
             AuditEvent::new(AuditKind::PasswordChanged, "self")
@@ -268,11 +241,7 @@ pub async fn change_password(
             )
             .await;
     }
-    let Some((token, auth)) = state
-        .manager
-        .rotate(&caller.auth, &caller.token, true)
-        .await?
-    else {
+    let Some((token, auth)) = state.manager.rotate(&caller.auth, &caller.token, true).await? else {
         return Err(ApiError::unauthenticated());
     };
     state
@@ -293,9 +262,7 @@ pub async fn change_password(
     };
     let mut response = no_store(axum::Json(body));
     if caller.via == Via::Cookie {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, state.session_cookie(&token.expose()));
+        response.headers_mut().append(header::SET_COOKIE, state.session_cookie(&token.expose()));
     }
     Ok(response.into_response())
 }

@@ -26,15 +26,12 @@ pub async fn check(
     ApiQuery(q): ApiQuery<CheckQuery>,
 ) -> Response {
     let outcome = async {
-        let caller = Caller::optional(&parts, &state)
-            .await?
-            .ok_or_else(ApiError::unauthenticated)?;
+        let caller =
+            Caller::optional(&parts, &state).await?.ok_or_else(ApiError::unauthenticated)?;
         if let Some(role) = q.role.as_deref()
             && !caller.auth.user.has_role(role)
         {
-            return Err(ApiError::forbidden(
-                "the session's user lacks the required role",
-            ));
+            return Err(ApiError::forbidden("the session's user lacks the required role"));
         }
         Ok(caller)
     }
@@ -46,12 +43,7 @@ pub async fn check(
             let mut r = StatusCode::OK.into_response();
             let h = r.headers_mut();
             // Usernames, ids and roles are restricted to header-safe ASCII at validation.
-            let roles = user
-                .roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
+            let roles = user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
             for (name, value) in [
                 ("x-cloakroom-user-id", user.id.as_str()),
                 ("x-cloakroom-username", user.username.as_str()),
@@ -62,10 +54,7 @@ pub async fn check(
                     h.insert(name, v);
                 }
             }
-            h.insert(
-                axum::http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            );
+            h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         Err(e) => {

@@ -42,18 +42,13 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::invalid("malformed If-Match"))?
-        .trim();
+    let v = v.to_str().map_err(|_| ApiError::invalid("malformed If-Match"))?.trim();
     if v == "*" {
         return Ok(None);
     }
     let v = v.strip_prefix("W/").unwrap_or(v);
-    let n = v
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .and_then(|v| v.parse::<u64>().ok());
+    let n =
+        v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).and_then(|v| v.parse::<u64>().ok());
     // A well-formed tag we never issued can never match.
     Ok(Some(n.unwrap_or(0)))
 }
@@ -69,17 +64,10 @@ pub async fn put_data(
         return Err(ApiError::invalid("session data must be a JSON object"));
     }
     if value.to_string().len() > DATA_LIMIT {
-        return Err(ApiError::payload_too_large(
-            "session data is limited to 16 KiB",
-        ));
+        return Err(ApiError::payload_too_large("session data is limited to 16 KiB"));
     }
     let expected = if_match(&headers)?;
-    match state
-        .manager
-        .store()
-        .put_session_data(&caller.auth.session.id, &value, expected)
-        .await?
-    {
+    match state.manager.store().put_session_data(&caller.auth.session.id, &value, expected).await? {
         DataWrite::Stored(version) => {
             let mut r = no_store(StatusCode::NO_CONTENT);
             r.headers_mut().insert(header::ETAG, etag(version));

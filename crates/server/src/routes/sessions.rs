@@ -15,16 +15,10 @@ use crate::state::AppState;
 
 /// `GET /v1/sessions`: the caller's live sessions, newest first, the current one marked.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    let all = state
-        .manager
-        .store()
-        .list_sessions(Some(&caller.auth.user.id), Timestamp::now())
-        .await?;
+    let all =
+        state.manager.store().list_sessions(Some(&caller.auth.user.id), Timestamp::now()).await?;
     let current = &caller.auth.session.id;
-    let views: Vec<_> = all
-        .iter()
-        .map(|a| a.view(Some(a.session.id == *current)))
-        .collect();
+    let views: Vec<_> = all.iter().map(|a| a.view(Some(a.session.id == *current))).collect();
     Ok(no_store(Json(json!({ "sessions": views }))))
 }
 
@@ -70,10 +64,7 @@ pub async fn revoke_others(
     client: Client,
 ) -> ApiResult<Response> {
     let user = &caller.auth.user;
-    let revoked = state
-        .manager
-        .revoke_user(&user.id, Some(&caller.auth.session.id))
-        .await?;
+    let revoked = state.manager.revoke_user(&user.id, Some(&caller.auth.session.id)).await?;
     metrics::counter!("cloakroom_revocations_total", "reason" => "revoke_others")
         .increment(revoked.len() as u64);
     state

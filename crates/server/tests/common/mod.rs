@@ -39,10 +39,7 @@ impl Reply {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
     pub fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_owned()
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -59,10 +56,7 @@ impl Reply {
         self.set_cookies()
             .iter()
             .filter_map(|c| {
-                c.split(';')
-                    .next()?
-                    .strip_prefix("__Host-cloakroom=")
-                    .map(str::to_owned)
+                c.split(';').next()?.strip_prefix("__Host-cloakroom=").map(str::to_owned)
             })
             .find(|t| !t.is_empty())
     }
@@ -88,12 +82,7 @@ pub async fn harness_with(raw: RawConfig) -> Harness {
     let state =
         cloakroom_server::serve::state(Arc::new(store.clone()), config, Cost::INSECURE_TEST);
     let app = cloakroom_server::app(state.clone());
-    Harness {
-        state,
-        store,
-        app,
-        _dir: dir,
-    }
+    Harness { state, store, app, _dir: dir }
 }
 
 impl Harness {
@@ -125,18 +114,8 @@ impl Harness {
         let response = self.app.clone().oneshot(req).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Reply { status, headers, body }
     }
 
     pub async fn login(&self, name: &str) -> Browser {
@@ -147,12 +126,7 @@ impl Harness {
                 serde_json::json!({"username": name, "password": PASSWORD}),
             ))
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "login failed: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::OK, "login failed: {}", String::from_utf8_lossy(&r.body));
         let body = r.json();
         Browser {
             token: r.cookie_token().expect("session cookie"),
@@ -185,10 +159,7 @@ impl Browser {
     }
     /// A request carrying the cookie (no CSRF token).
     pub fn get(&self, uri: &str) -> Request<Body> {
-        req(Method::GET, uri)
-            .header(header::COOKIE, self.cookie())
-            .body(Body::empty())
-            .unwrap()
+        req(Method::GET, uri).header(header::COOKIE, self.cookie()).body(Body::empty()).unwrap()
     }
     /// A state-changing request with cookie and CSRF header, as a same-origin page sends it.
     pub fn send(&self, method: Method, uri: &str, body: Option<Value>) -> Request<Body> {
