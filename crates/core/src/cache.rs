@@ -6,6 +6,9 @@
 //! - **Per-user epochs.** Every cached entry remembers its user's epoch when it was cached;
 //!   invalidating a user bumps the epoch, so one message drops every cached session of that user
 //!   (revoking one session invalidates its user: the other sessions reload once from the store).
+//!   Epochs live in a fixed table of `EPOCHS` counters indexed by a hash of the user id, so a hit
+//!   costs no extra pointer chase and no per-user allocation; two users sharing a counter only
+//!   cost each other an extra miss, never a stale hit.
 //! - **No stale insert.** A miss snapshots a global invalidation counter *before* reading the store,
 //!   and the result is cached only if no invalidation happened meanwhile; otherwise a read that
 //!   raced with a revocation could cache the revoked session.
@@ -17,8 +20,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::id::UserId;
@@ -27,6 +30,7 @@ use crate::time::Timestamp;
 use crate::token::TokenHash;
 
 const SHARDS: usize = 64;
+const EPOCHS: usize = 1 << 16;
 
 /// Settings of the cache.
 #[derive(Clone, Copy, Debug)]
@@ -62,16 +66,35 @@ impl Hasher for FirstBytes {
 
 type Shard = RwLock<HashMap<TokenHash, Entry, BuildHasherDefault<FirstBytes>>>;
 
-struct UserSlot {
-    epoch: AtomicU64,
-}
-
+/// The deadlines are copied next to the key, so a hit is judged without touching the (cold)
+/// session allocation.
 struct Entry {
     auth: Arc<Authenticated>,
-    slot: Arc<UserSlot>,
-    epoch: u64,
-    generation: u64,
-    fresh_until: Timestamp,
+    /// The earliest of the idle deadline, the absolute deadline and the safety TTL.
+    valid_until: Timestamp,
+    /// When last-seen is due to be written (the caller's touch interval after it).
+    last_seen_at: Timestamp,
+    generation: u32,
+    epoch: u32,
+    bucket: u16,
+}
+
+/// A cache hit: the session, and when its last-seen was written.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// The session and its user.
+    pub auth: Arc<Authenticated>,
+    /// Last-seen as cached (to decide whether a touch is due without reading `auth`).
+    pub last_seen_at: Timestamp,
+}
+
+/// The epoch counter of a user id: FNV-1a of its text (ids are random, so this spreads evenly).
+fn bucket_of(user: &UserId) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in user.as_str().bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h as usize % EPOCHS) as u16
 }
 
 /// A snapshot taken before a store read; see [`SessionCache::begin_miss`].
@@ -83,9 +106,9 @@ pub struct MissTicket {
 /// The cache.
 pub struct SessionCache {
     shards: Box<[Shard]>,
-    users: Mutex<HashMap<UserId, Arc<UserSlot>>>,
+    epochs: Box<[AtomicU32]>,
     invalidations: AtomicU64,
-    generation: AtomicU64,
+    generation: AtomicU32,
     live: AtomicBool,
     per_shard: usize,
     ttl: Duration,
@@ -110,9 +133,9 @@ impl SessionCache {
     pub fn new(config: CacheConfig) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect(),
-            users: Mutex::new(HashMap::new()),
+            epochs: (0..EPOCHS).map(|_| AtomicU32::new(0)).collect(),
             invalidations: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
+            generation: AtomicU32::new(0),
             live: AtomicBool::new(false),
             per_shard: (config.capacity / SHARDS).max(1),
             ttl: config.ttl,
@@ -125,17 +148,16 @@ impl SessionCache {
     }
 
     /// The live session cached for `hash`, if any and still valid at `now`.
-    pub fn get(&self, hash: &TokenHash, now: Timestamp) -> Option<Arc<Authenticated>> {
+    pub fn get(&self, hash: &TokenHash, now: Timestamp) -> Option<Hit> {
         if !self.is_live() {
             return None;
         }
         let shard = self.shards[shard_of(hash)].read().ok()?;
         let e = shard.get(hash)?;
-        let valid = e.generation == self.generation.load(Ordering::Acquire)
-            && e.epoch == e.slot.epoch.load(Ordering::Acquire)
-            && now < e.fresh_until
-            && e.auth.session.is_live(now);
-        valid.then(|| Arc::clone(&e.auth))
+        let valid = now < e.valid_until
+            && e.generation == self.generation.load(Ordering::Acquire)
+            && e.epoch == self.epochs[usize::from(e.bucket)].load(Ordering::Acquire);
+        valid.then(|| Hit { auth: Arc::clone(&e.auth), last_seen_at: e.last_seen_at })
     }
 
     /// Call before reading the store on a miss; pass the ticket to [`SessionCache::insert`].
@@ -155,22 +177,18 @@ impl SessionCache {
         if !self.is_live() {
             return;
         }
-        let slot = {
-            let Ok(mut users) = self.users.lock() else { return };
-            Arc::clone(
-                users
-                    .entry(auth.user.id.clone())
-                    .or_insert_with(|| Arc::new(UserSlot { epoch: AtomicU64::new(0) })),
-            )
-        };
-        let epoch = slot.epoch.load(Ordering::Acquire);
+        let bucket = bucket_of(&auth.user.id);
+        let epoch = self.epochs[usize::from(bucket)].load(Ordering::Acquire);
         let generation = self.generation.load(Ordering::Acquire);
         // Checked after the epoch was read: an invalidation between the store read and here
         // either changed the counter (refused) or happens after (bumps the epoch we stored).
         if self.invalidations.load(Ordering::Acquire) != ticket.invalidations {
             return;
         }
-        let entry = Entry { auth, slot, epoch, generation, fresh_until: now.plus(self.ttl) };
+        let s = &auth.session;
+        let valid_until = now.plus(self.ttl).min(s.idle_expires_at).min(s.expires_at);
+        let last_seen_at = s.last_seen_at;
+        let entry = Entry { auth, valid_until, last_seen_at, generation, epoch, bucket };
         let Ok(mut shard) = self.shards[shard_of(&hash)].write() else { return };
         if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
             let victim = shard.keys().next().copied();
@@ -183,12 +201,8 @@ impl SessionCache {
 
     /// Drops every cached session of `user`.
     pub fn invalidate_user(&self, user: &UserId) {
+        self.epochs[usize::from(bucket_of(user))].fetch_add(1, Ordering::AcqRel);
         self.invalidations.fetch_add(1, Ordering::AcqRel);
-        if let Ok(users) = self.users.lock()
-            && let Some(slot) = users.get(user)
-        {
-            slot.epoch.fetch_add(1, Ordering::AcqRel);
-        }
     }
 
     /// Drops everything.
@@ -199,10 +213,6 @@ impl SessionCache {
             if let Ok(mut s) = shard.write() {
                 s.clear();
             }
-        }
-        if let Ok(mut users) = self.users.lock() {
-            // Slots still referenced by (now unreachable) entries are dropped with them.
-            users.clear();
         }
     }
 

@@ -33,6 +33,24 @@ pub struct SessionManager {
     hasher: PasswordHasher,
     config: ManagerConfig,
     cache: Option<Arc<SessionCache>>,
+    counters: Counters,
+}
+
+/// Metric handles, registered once so the hot path only bumps an atomic. Created with the
+/// manager: install the metrics recorder before building one.
+#[derive(Clone)]
+struct Counters {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            hits: metrics::counter!("cloakroom_cache_hits_total"),
+            misses: metrics::counter!("cloakroom_cache_misses_total"),
+        }
+    }
 }
 
 /// A freshly created session: the token (to hand to the client once) and the session.
@@ -79,7 +97,7 @@ impl std::fmt::Debug for SessionManager {
 impl SessionManager {
     /// A manager over `store`.
     pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, config: ManagerConfig) -> Self {
-        Self { store, hasher, config, cache: None }
+        Self { store, hasher, config, cache: None, counters: Counters::new() }
     }
 
     /// Puts a node-local cache in front of the store. Run [`SessionManager::run_bus`] too, or the
@@ -183,13 +201,13 @@ impl SessionManager {
         let now = Timestamp::now();
         let policy = self.config.expiry;
         if let Some(cache) = &self.cache {
-            if let Some(auth) = cache.get(&hash, now)
-                && !policy.needs_touch(auth.session.last_seen_at, now)
+            if let Some(hit) = cache.get(&hash, now)
+                && !policy.needs_touch(hit.last_seen_at, now)
             {
-                metrics::counter!("cloakroom_cache_hits_total").increment(1);
-                return Ok(Some(auth));
+                self.counters.hits.increment(1);
+                return Ok(Some(hit.auth));
             }
-            metrics::counter!("cloakroom_cache_misses_total").increment(1);
+            self.counters.misses.increment(1);
         }
         let ticket = self.cache.as_ref().map(|c| c.begin_miss());
         let Some(mut auth) = self.store.session_by_token(&hash, now).await? else {

@@ -52,16 +52,21 @@ pub fn credential<'a>(
     Ok(find_cookie(headers, cookie_name).map(|t| (t, Via::Cookie)))
 }
 
-/// The first cookie named `name` across all `Cookie` headers. Non-UTF-8 headers are skipped.
+/// The first cookie named `name` across all `Cookie` headers. Works on bytes (a session check
+/// runs this on every request); only the value found must be UTF-8, and a value that is not is
+/// skipped like a missing one.
 pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+    let name = name.as_bytes();
+    headers.get_all(header::COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii_start();
+            let value = pair.strip_prefix(name)?.strip_prefix(b"=")?;
+            let value = value.trim_ascii_end();
+            let value =
+                value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+            std::str::from_utf8(value).ok()
+        })
+    })
 }
 
 /// Checks `Origin` / `Sec-Fetch-Site` for a state-changing request.

@@ -29,6 +29,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.
 pub fn manager(store: Arc<dyn Store>, config: &Config, cost: Cost) -> SessionManager {
+    let _ = crate::metrics::handle(); // the recorder first: the manager registers its counters
     let hasher =
         PasswordHasher::new(cost, config.login_concurrency, config.password_pepper.clone());
     let expiry = ExpiryPolicy {
