@@ -228,6 +228,23 @@ impl Caller {
     }
 }
 
+/// The outcome of authenticating the caller, without rejecting: for handlers that answer both
+/// ways themselves (the forward-auth check counts outcomes).
+#[derive(Debug)]
+pub struct CallerOutcome(pub Result<Caller, ApiError>);
+
+impl FromRequestParts<AppState> for CallerOutcome {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let outcome = Caller::optional(parts, state).await;
+        Ok(CallerOutcome(outcome.and_then(|c| c.ok_or_else(ApiError::unauthenticated))))
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

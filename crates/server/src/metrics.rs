@@ -1,12 +1,14 @@
 //! Prometheus metrics: one process-wide recorder, rendered at `/metrics`, and the request
 //! middleware that counts and times every routed request by route and status.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -25,6 +27,15 @@ pub fn handle() -> PrometheusHandle {
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Without upkeep the recorder keeps every histogram sample until a scrape: a server
+            // nobody scrapes would grow without bound. Drain them every 5 seconds.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
             handle
         })
         .clone()
@@ -49,16 +60,53 @@ fn describe() {
     );
 }
 
+/// Metric handles of one route, registered once: a request only bumps atomics.
+struct RouteMetrics {
+    duration: Histogram,
+    by_status: RwLock<HashMap<u16, Counter>>,
+}
+
+static ROUTES: OnceLock<RwLock<HashMap<String, Arc<RouteMetrics>>>> = OnceLock::new();
+
+fn route_metrics(route: &str) -> Arc<RouteMetrics> {
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(m) = routes.read().ok().and_then(|r| r.get(route).cloned()) {
+        return m;
+    }
+    let m = Arc::new(RouteMetrics {
+        duration: metrics::histogram!("cloakroom_http_request_duration_seconds", "route" => route.to_owned()),
+        by_status: RwLock::default(),
+    });
+    if let Ok(mut r) = routes.write() {
+        r.entry(route.to_owned()).or_insert_with(|| Arc::clone(&m));
+    }
+    m
+}
+
+impl RouteMetrics {
+    fn count(&self, route: &str, status: u16) {
+        if let Some(c) = self.by_status.read().ok().and_then(|m| m.get(&status).cloned()) {
+            c.increment(1);
+            return;
+        }
+        let c = metrics::counter!(
+            "cloakroom_http_requests_total", "route" => route.to_owned(), "status" => status.to_string()
+        );
+        c.increment(1);
+        if let Ok(mut m) = self.by_status.write() {
+            m.entry(status).or_insert(c);
+        }
+    }
+}
+
 /// Middleware: counts and times requests by matched route and status.
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = route.unwrap_or_else(|| "unmatched".into());
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("cloakroom_http_request_duration_seconds", "route" => route.clone())
-        .record(start.elapsed().as_secs_f64());
-    metrics::counter!("cloakroom_http_requests_total", "route" => route, "status" => status)
-        .increment(1);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let m = route_metrics(route);
+    m.duration.record(start.elapsed().as_secs_f64());
+    m.count(route, response.status().as_u16());
     response
 }

@@ -3,14 +3,12 @@
 //! role, 503 when the store cannot answer. The body is empty on success so proxies keep their
 //! upstream connections alive.
 
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, Caller};
-use crate::state::AppState;
+use crate::extract::{ApiQuery, CallerOutcome};
 
 /// Query of the check.
 #[derive(Deserialize)]
@@ -21,21 +19,15 @@ pub struct CheckQuery {
 
 /// The handler.
 pub async fn check(
-    State(state): State<AppState>,
-    parts: axum::http::request::Parts,
     ApiQuery(q): ApiQuery<CheckQuery>,
+    CallerOutcome(caller): CallerOutcome,
 ) -> Response {
-    let outcome = async {
-        let caller =
-            Caller::optional(&parts, &state).await?.ok_or_else(ApiError::unauthenticated)?;
-        if let Some(role) = q.role.as_deref()
-            && !caller.auth.user.has_role(role)
-        {
-            return Err(ApiError::forbidden("the session's user lacks the required role"));
+    let outcome = caller.and_then(|caller| match q.role.as_deref() {
+        Some(role) if !caller.auth.user.has_role(role) => {
+            Err(ApiError::forbidden("the session's user lacks the required role"))
         }
-        Ok(caller)
-    }
-    .await;
+        _ => Ok(caller),
+    });
     match outcome {
         Ok(caller) => {
             metrics::counter!("cloakroom_auth_checks_total", "outcome" => "allowed").increment(1);
