@@ -166,10 +166,20 @@ impl Caller {
     /// The caller, `None` when the request has no valid session; CSRF, origin and store failures
     /// are still errors.
     pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
+        Self::optional_for(parts, state, is_unsafe(&parts.method)).await
+    }
+
+    /// [`Caller::optional`] for a request that changes state when `writes` (the CSRF and Origin
+    /// rules apply to cookie callers).
+    pub async fn optional_for(
+        parts: &Parts,
+        state: &AppState,
+        writes: bool,
+    ) -> Result<Option<Caller>, ApiError> {
         let Some((token, via)) = credential(&parts.headers, &state.config.cookie_name)? else {
             return Ok(None);
         };
-        let cookie_write = via == Via::Cookie && is_unsafe(&parts.method);
+        let cookie_write = via == Via::Cookie && writes;
         if cookie_write {
             check_origin(&parts.headers, &state.config)?;
         }
@@ -228,20 +238,38 @@ impl Caller {
     }
 }
 
-/// The outcome of authenticating the caller, without rejecting: for handlers that answer both
-/// ways themselves (the forward-auth check counts outcomes).
+/// The caller of a forward-auth check, without rejecting (the check counts outcomes itself).
+///
+/// The proxy asks with GET, but the request it guards may be a POST: when `X-Original-Method`
+/// (nginx, by configuration) or `X-Forwarded-Method` (Traefik, Caddy) names a state-changing
+/// method, a cookie caller must pass the same Origin and CSRF checks as a direct write, with the
+/// original request's `Origin`, `Sec-Fetch-Site` and `X-CSRF-Token` headers, which proxies pass
+/// on. These headers can only make the check stricter: an unreadable value counts as unsafe.
 #[derive(Debug)]
-pub struct CallerOutcome(pub Result<Caller, ApiError>);
+pub struct ForwardedCaller(pub Result<Caller, ApiError>);
 
-impl FromRequestParts<AppState> for CallerOutcome {
+/// Whether the request that a forward-auth proxy guards changes state.
+pub fn forwarded_write(headers: &HeaderMap) -> bool {
+    ["x-original-method", "x-forwarded-method"].iter().any(|name| {
+        headers.get_all(*name).iter().any(|v| {
+            match v.to_str().ok().and_then(|m| Method::from_bytes(m.trim().as_bytes()).ok()) {
+                Some(m) => is_unsafe(&m),
+                None => true,
+            }
+        })
+    })
+}
+
+impl FromRequestParts<AppState> for ForwardedCaller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let outcome = Caller::optional(parts, state).await;
-        Ok(CallerOutcome(outcome.and_then(|c| c.ok_or_else(ApiError::unauthenticated))))
+        let writes = is_unsafe(&parts.method) || forwarded_write(&parts.headers);
+        let outcome = Caller::optional_for(parts, state, writes).await;
+        Ok(ForwardedCaller(outcome.and_then(|c| c.ok_or_else(ApiError::unauthenticated))))
     }
 }
 

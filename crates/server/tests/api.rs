@@ -871,3 +871,41 @@ async fn tokens_in_urls_are_never_accepted() {
         );
     }
 }
+
+#[tokio::test]
+async fn forward_auth_of_a_state_changing_request_keeps_csrf_and_origin_checks() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    let check = |method_header: &str, method: &str, csrf: Option<&str>, origin: Option<&str>| {
+        let mut r = req(Method::GET, "/v1/auth/check").header(header::COOKIE, b.cookie()).header(method_header, method);
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    for name in ["x-original-method", "x-forwarded-method"] {
+        assert_eq!(h.send(check(name, "GET", None, None)).await.status, StatusCode::OK, "safe methods need nothing");
+        assert_eq!(h.send(check(name, "POST", None, None)).await.code(), "csrf_failed");
+        assert_eq!(h.send(check(name, "DELETE", Some("wrong"), None)).await.code(), "csrf_failed");
+        assert_eq!(h.send(check(name, "POST", Some(&b.csrf), Some("https://evil.example"))).await.code(), "origin_mismatch");
+        assert_eq!(h.send(check(name, "not a method", Some("x"), None)).await.code(), "csrf_failed", "unreadable = unsafe");
+        let r = h.send(check(name, "PUT", Some(&b.csrf), Some(ORIGIN))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("x-cloakroom-username"), Some("alice"));
+    }
+    // Bearer callers need no CSRF token, whatever the method.
+    let r = h
+        .send(
+            req(Method::GET, "/v1/auth/check")
+                .header(header::AUTHORIZATION, format!("Bearer {}", b.token))
+                .header("x-forwarded-method", "POST")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}

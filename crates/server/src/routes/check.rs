@@ -1,14 +1,16 @@
 //! `GET /v1/auth/check`: forward-auth for nginx `auth_request`, Traefik and Caddy. An empty 200
 //! with the user in `X-Cloakroom-*` headers, 401 without a valid session, 403 without the asked
 //! role, 503 when the store cannot answer. The body is empty on success so proxies keep their
-//! upstream connections alive.
+//! upstream connections alive. When the guarded request changes state (`X-Original-Method` /
+//! `X-Forwarded-Method`), cookie callers need the CSRF token and an allowed origin, as for a
+//! direct write.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, CallerOutcome};
+use crate::extract::{ApiQuery, ForwardedCaller};
 
 /// Query of the check.
 #[derive(Deserialize)]
@@ -20,7 +22,7 @@ pub struct CheckQuery {
 /// The handler.
 pub async fn check(
     ApiQuery(q): ApiQuery<CheckQuery>,
-    CallerOutcome(caller): CallerOutcome,
+    ForwardedCaller(caller): ForwardedCaller,
 ) -> Response {
     let outcome = caller.and_then(|caller| match q.role.as_deref() {
         Some(role) if !caller.auth.user.has_role(role) => {

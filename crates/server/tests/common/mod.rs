@@ -1,6 +1,8 @@
 //! Router-test harness: the real app over a fresh SQLite file, driven with `oneshot`.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
