@@ -166,15 +166,17 @@ impl Caller {
     /// The caller, `None` when the request has no valid session; CSRF, origin and store failures
     /// are still errors.
     pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
-        Self::optional_for(parts, state, is_unsafe(&parts.method)).await
+        Self::optional_for(parts, state, is_unsafe(&parts.method), true).await
     }
 
     /// [`Caller::optional`] for a request that changes state when `writes` (the CSRF and Origin
-    /// rules apply to cookie callers).
+    /// rules apply to cookie callers). With `rotate`, a cookie whose token predates a privilege
+    /// change gets a new token in this response; only where the response reaches the browser.
     pub async fn optional_for(
         parts: &Parts,
         state: &AppState,
         writes: bool,
+        rotate: bool,
     ) -> Result<Option<Caller>, ApiError> {
         let Some((token, via)) = credential(&parts.headers, &state.config.cookie_name)? else {
             return Ok(None);
@@ -200,7 +202,7 @@ impl Caller {
             }
         }
         let mut caller = Caller { auth, via, token };
-        if via == Via::Cookie && SessionManager::needs_new_token(&caller.auth) {
+        if rotate && via == Via::Cookie && SessionManager::needs_new_token(&caller.auth) {
             caller.rotate_for_privileges(parts, state).await?;
         }
         Ok(Some(caller))
@@ -268,7 +270,9 @@ impl FromRequestParts<AppState> for ForwardedCaller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let writes = is_unsafe(&parts.method) || forwarded_write(&parts.headers);
-        let outcome = Caller::optional_for(parts, state, writes).await;
+        // A proxy does not hand the check's Set-Cookie to the browser: no rotation here (the next
+        // request to Cloakroom itself rotates), or a role change would log the user out.
+        let outcome = Caller::optional_for(parts, state, writes, false).await;
         Ok(ForwardedCaller(outcome.and_then(|c| c.ok_or_else(ApiError::unauthenticated))))
     }
 }

@@ -11,6 +11,7 @@ use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::ExpiryPolicy;
 use cloakroom_core::{SessionManager, Store, Timestamp};
+use cloakroom_store_redis::RedisStore;
 use cloakroom_store_sqlite::SqliteStore;
 
 use crate::config::Config;
@@ -24,7 +25,21 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
         return Ok(Arc::new(store));
     }
-    anyhow::bail!("unsupported store URL: {url}")
+    if url.starts_with("redis://") {
+        let store = RedisStore::connect(url)
+            .await
+            .with_context(|| format!("connecting to the store {}", redact(url)))?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("unsupported store URL: {}", redact(url))
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}<credentials>{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.

@@ -786,6 +786,8 @@ async fn a_role_change_gives_the_cookie_a_new_token_on_its_next_request() {
 
     let r = h.send(b.get("/v1/auth/check?role=billing")).await;
     assert_eq!(r.status, StatusCode::OK, "the new role applies at once");
+    let r = h.send(b.get("/v1/session")).await;
+    assert_eq!(r.status, StatusCode::OK);
     let new_token = r.cookie_token().expect("a new token with the new privileges");
     assert_ne!(new_token, b.token);
     assert_eq!(
@@ -878,7 +880,9 @@ async fn forward_auth_of_a_state_changing_request_keeps_csrf_and_origin_checks()
     h.add_user("alice", &[]).await;
     let b = h.login("alice").await;
     let check = |method_header: &str, method: &str, csrf: Option<&str>, origin: Option<&str>| {
-        let mut r = req(Method::GET, "/v1/auth/check").header(header::COOKIE, b.cookie()).header(method_header, method);
+        let mut r = req(Method::GET, "/v1/auth/check")
+            .header(header::COOKIE, b.cookie())
+            .header(method_header, method);
         if let Some(c) = csrf {
             r = r.header("x-csrf-token", c);
         }
@@ -888,11 +892,22 @@ async fn forward_auth_of_a_state_changing_request_keeps_csrf_and_origin_checks()
         r.body(Body::empty()).unwrap()
     };
     for name in ["x-original-method", "x-forwarded-method"] {
-        assert_eq!(h.send(check(name, "GET", None, None)).await.status, StatusCode::OK, "safe methods need nothing");
+        assert_eq!(
+            h.send(check(name, "GET", None, None)).await.status,
+            StatusCode::OK,
+            "safe methods need nothing"
+        );
         assert_eq!(h.send(check(name, "POST", None, None)).await.code(), "csrf_failed");
         assert_eq!(h.send(check(name, "DELETE", Some("wrong"), None)).await.code(), "csrf_failed");
-        assert_eq!(h.send(check(name, "POST", Some(&b.csrf), Some("https://evil.example"))).await.code(), "origin_mismatch");
-        assert_eq!(h.send(check(name, "not a method", Some("x"), None)).await.code(), "csrf_failed", "unreadable = unsafe");
+        assert_eq!(
+            h.send(check(name, "POST", Some(&b.csrf), Some("https://evil.example"))).await.code(),
+            "origin_mismatch"
+        );
+        assert_eq!(
+            h.send(check(name, "not a method", Some("x"), None)).await.code(),
+            "csrf_failed",
+            "unreadable = unsafe"
+        );
         let r = h.send(check(name, "PUT", Some(&b.csrf), Some(ORIGIN))).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.header("x-cloakroom-username"), Some("alice"));
@@ -908,4 +923,34 @@ async fn forward_auth_of_a_state_changing_request_keeps_csrf_and_origin_checks()
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+/// Regression: behind a proxy the check's Set-Cookie never reaches the browser, so a rotation
+/// there (after a role change) would have logged forward-auth users out.
+#[tokio::test]
+async fn the_forward_auth_check_never_rotates_the_token() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let id = h
+        .state
+        .manager
+        .user(&cloakroom_core::Username::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    h.state
+        .manager
+        .update_user(&id, Some(vec![cloakroom_core::Role::parse("billing").unwrap()]), None)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let r = h.send(b.get("/v1/auth/check?role=billing")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.set_cookies().is_empty(), "no rotation through forward-auth");
+    }
+    // Cloakroom's own endpoint rotates it.
+    assert!(h.send(b.get("/v1/session")).await.cookie_token().is_some());
 }

@@ -110,14 +110,15 @@ http {{
 
 /// An upstream that echoes the method, path and `X-Cloakroom-*` headers it received.
 async fn echo_upstream() -> SocketAddr {
-    let app = axum::Router::new().fallback(|method: Method, uri: Uri, headers: HeaderMap| async move {
-        let seen: serde_json::Map<String, Value> = headers
-            .iter()
-            .filter(|(k, _)| k.as_str().starts_with("x-cloakroom-"))
-            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<binary>"))))
-            .collect();
-        Json(json!({ "method": method.as_str(), "path": uri.path(), "headers": seen }))
-    });
+    let app =
+        axum::Router::new().fallback(|method: Method, uri: Uri, headers: HeaderMap| async move {
+            let seen: serde_json::Map<String, Value> = headers
+                .iter()
+                .filter(|(k, _)| k.as_str().starts_with("x-cloakroom-"))
+                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<binary>"))))
+                .collect();
+            Json(json!({ "method": method.as_str(), "path": uri.path(), "headers": seen }))
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -153,7 +154,8 @@ impl Browser {
         assert_eq!(r.status(), 200, "login through nginx");
         let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
         self.cookie = Some(set.split(';').next().unwrap().to_owned());
-        self.csrf = Some(r.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned());
+        self.csrf =
+            Some(r.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned());
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -179,7 +181,8 @@ async fn nginx_auth_request_guards_an_app_with_cloakroom() {
     }
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let cloakroom = Server::start_with(&db, &dir.path().join("cloakroom.log"), &["--public-origin", &public]);
+    let cloakroom =
+        Server::start_with(&db, &dir.path().join("cloakroom.log"), &["--public-origin", &public]);
     let app = echo_upstream().await;
     let conf = dir.path().join("nginx.conf");
     let upstream = cloakroom.base.strip_prefix("http://").unwrap().to_owned();
@@ -199,13 +202,18 @@ async fn nginx_auth_request_guards_an_app_with_cloakroom() {
     );
     wait_for(&format!("{public}/v1/auth/check")).await;
 
-    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let mut alice = Browser { http: no_redirect.clone(), base: public.clone(), cookie: None, csrf: None };
+    let no_redirect =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut alice =
+        Browser { http: no_redirect.clone(), base: public.clone(), cookie: None, csrf: None };
 
     // Logged out: nginx redirects to the login page and the app sees nothing.
     let r = alice.request(reqwest::Method::GET, "/app/reports?year=2026").send().await.unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(r.headers()["location"], format!("{public}/login?next=/app/reports?year=2026").as_str());
+    assert_eq!(
+        r.headers()["location"],
+        format!("{public}/login?next=/app/reports?year=2026").as_str()
+    );
 
     // Logged in: the app gets the user, and made-up identity headers are overwritten.
     alice.login("alice").await;
@@ -227,7 +235,8 @@ async fn nginx_auth_request_guards_an_app_with_cloakroom() {
     // ?role=admin: 403 for alice, 200 for an admin.
     let r = alice.request(reqwest::Method::GET, "/admin/panel").send().await.unwrap();
     assert_eq!(r.status(), 403);
-    let mut root = Browser { http: no_redirect.clone(), base: public.clone(), cookie: None, csrf: None };
+    let mut root =
+        Browser { http: no_redirect.clone(), base: public.clone(), cookie: None, csrf: None };
     root.login("root").await;
     let r = root.request(reqwest::Method::GET, "/admin/panel").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -235,7 +244,10 @@ async fn nginx_auth_request_guards_an_app_with_cloakroom() {
 
     // A state-changing request through the proxy keeps CSRF and Origin protection.
     let post = |csrf: Option<&str>, origin: &str| {
-        let mut b = alice.request(reqwest::Method::POST, "/app/transfer").header("origin", origin).body("amount=100");
+        let mut b = alice
+            .request(reqwest::Method::POST, "/app/transfer")
+            .header("origin", origin)
+            .body("amount=100");
         if let Some(c) = csrf {
             b = b.header("x-csrf-token", c);
         }
@@ -243,8 +255,16 @@ async fn nginx_auth_request_guards_an_app_with_cloakroom() {
     };
     let csrf = alice.csrf.clone().unwrap();
     assert_eq!(post(None, &public).send().await.unwrap().status(), 403, "no CSRF token");
-    assert_eq!(post(Some("forged"), &public).send().await.unwrap().status(), 403, "wrong CSRF token");
-    assert_eq!(post(Some(&csrf), "https://evil.example").send().await.unwrap().status(), 403, "foreign origin");
+    assert_eq!(
+        post(Some("forged"), &public).send().await.unwrap().status(),
+        403,
+        "wrong CSRF token"
+    );
+    assert_eq!(
+        post(Some(&csrf), "https://evil.example").send().await.unwrap().status(),
+        403,
+        "foreign origin"
+    );
     let r = post(Some(&csrf), &public).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["method"], "POST");
@@ -258,12 +278,18 @@ async fn nginx_auth_request_guards_an_app_with_cloakroom() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(alice.request(reqwest::Method::GET, "/app/reports").send().await.unwrap().status(), 302);
+    assert_eq!(
+        alice.request(reqwest::Method::GET, "/app/reports").send().await.unwrap().status(),
+        302
+    );
     let (code, _, _) = cli(&db, &["session", "revoke", "--user", "root"], None);
     assert_eq!(code, 0);
     let start = Instant::now();
     while root.request(reqwest::Method::GET, "/admin/panel").send().await.unwrap().status() != 302 {
-        assert!(start.elapsed() < Duration::from_secs(1), "the CLI revocation reaches the check within 1 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the CLI revocation reaches the check within 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

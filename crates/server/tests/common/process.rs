@@ -19,10 +19,15 @@ impl Server {
 
     /// Starts with extra `serve` flags.
     pub fn start_with(db: &Path, log: &Path, extra: &[&str]) -> Server {
+        Self::start_store(&format!("sqlite:{}", db.display()), log, extra)
+    }
+
+    /// Starts on any store URL, with extra `serve` flags.
+    pub fn start_store(store: &str, log: &Path, extra: &[&str]) -> Server {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-            .arg(format!("sqlite:{}", db.display()))
+            .arg(store)
             .args(extra)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
@@ -50,10 +55,15 @@ impl Drop for Server {
 }
 
 pub fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    cli_store(&format!("sqlite:{}", db.display()), args, stdin)
+}
+
+/// Runs a CLI command against any store URL.
+pub fn cli_store(store: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .arg("--store")
-        .arg(format!("sqlite:{}", db.display()))
+        .arg(store)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -70,4 +80,3 @@ pub fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, Strin
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
-

@@ -1,0 +1,852 @@
+//! Cloakroom's Redis / Valkey store (`redis://`), for more than one node.
+//!
+//! Layout: a user's keys share the hash tag `{uid}` (one Cluster slot), so every change that must
+//! be atomic is one Lua script over one slot:
+//! - `cr:u:{uid}` hash: the user; `cr:n:<username>`: username → uid; `cr:users`: usernames;
+//! - `cr:s:{uid}:<sid>` hash: a session, expiring (Redis TTL) at its idle deadline;
+//! - `cr:x:{uid}` sorted set: the user's sessions by creation time. Scripts that read it delete
+//!   members whose session is gone or dead, so it never keeps revoked or expired sessions beyond
+//!   the next access, and it expires with the user's newest session;
+//! - `cr:t:<token hash>` → `uid sid` and `cr:i:<sid>` → `uid`: lookups, expiring at the absolute
+//!   deadline. They are hints: a session is what its hash says, so a stale index entry finds
+//!   nothing;
+//! - `cr:kn:<name>`, `cr:k:<key hash>`, `cr:keys`: API keys; `cr:audit` (and `cr:audit:n:<username>`)
+//!   streams: audit events, capped.
+//!
+//! Liveness is always judged against the caller's `now`; TTLs only reclaim memory. Invalidations
+//! are published on `cr:bus` after each change commits, and [`Store::subscribe`] turns them into
+//! [`BusEvent`]s, with `Disconnected` whenever the subscription is lost.
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::password::PasswordHash;
+use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
+use cloakroom_core::store::{ApiKey, BusEvent, StoreResult};
+use cloakroom_core::user::{NewUser, UserChange, UserRecord};
+use cloakroom_core::{
+    Authenticated, CsrfToken, Role, SessionId, Store, StoreError, Timestamp, TokenHash, User,
+    UserId, Username,
+};
+use futures_util::StreamExt as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands as _, Script};
+use tokio::sync::mpsc;
+
+const BUS: &str = "cr:bus";
+const AUDIT_MAX: usize = 100_000;
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+struct Scripts {
+    create_session: Script,
+    touch: Script,
+    rotate: Script,
+    revoke: Script,
+    revoke_user: Script,
+    update_user: Script,
+    replace_password: Script,
+    put_data: Script,
+    sweep_user: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            create_session: Script::new(include_str!("lua/create_session.lua")),
+            touch: Script::new(include_str!("lua/touch.lua")),
+            rotate: Script::new(include_str!("lua/rotate.lua")),
+            revoke: Script::new(include_str!("lua/revoke.lua")),
+            revoke_user: Script::new(include_str!("lua/revoke_user.lua")),
+            update_user: Script::new(include_str!("lua/update_user.lua")),
+            replace_password: Script::new(include_str!("lua/replace_password.lua")),
+            put_data: Script::new(include_str!("lua/put_data.lua")),
+            sweep_user: Script::new(include_str!("lua/sweep_user.lua")),
+        }
+    }
+}
+
+fn user_key(uid: &str) -> String {
+    format!("cr:u:{{{uid}}}")
+}
+fn index_key(uid: &str) -> String {
+    format!("cr:x:{{{uid}}}")
+}
+fn session_prefix(uid: &str) -> String {
+    format!("cr:s:{{{uid}}}:")
+}
+fn session_key(uid: &str, sid: &str) -> String {
+    format!("cr:s:{{{uid}}}:{sid}")
+}
+fn token_key(hash: &str) -> String {
+    format!("cr:t:{hash}")
+}
+fn sid_key(sid: &str) -> String {
+    format!("cr:i:{sid}")
+}
+fn name_key(name: &str) -> String {
+    format!("cr:n:{name}")
+}
+
+fn err(e: redis::RedisError) -> StoreError {
+    StoreError::unavailable(e)
+}
+
+fn corrupt(what: &'static str) -> StoreError {
+    StoreError::Corrupt { what, source: None }
+}
+
+fn script_error(e: redis::RedisError, what: &'static str) -> StoreError {
+    let text = e.to_string();
+    if text.contains("NOUSER") {
+        StoreError::NotFound { what: "user" }
+    } else if text.contains("CONFLICT") {
+        StoreError::Conflict { what }
+    } else {
+        err(e)
+    }
+}
+
+type Fields = HashMap<String, String>;
+
+fn num(f: &Fields, key: &'static str) -> StoreResult<i64> {
+    f.get(key).and_then(|v| v.parse().ok()).ok_or(corrupt("record field"))
+}
+
+fn decode_user(f: &Fields) -> StoreResult<UserRecord> {
+    let roles: Vec<String> = serde_json::from_str(f.get("roles").map_or("[]", String::as_str))
+        .map_err(|_| corrupt("user roles"))?;
+    let pw = f.get("pw").filter(|p| !p.is_empty());
+    Ok(UserRecord {
+        user: User {
+            id: UserId::from_stored(f.get("id").ok_or(corrupt("user"))?.clone()),
+            username: Username::from_stored(f.get("username").ok_or(corrupt("user"))?.clone()),
+            roles: roles.into_iter().map(Role::from_stored).collect(),
+            disabled: f.get("disabled").is_some_and(|d| d == "1"),
+            has_password: pw.is_some(),
+            created_at: Timestamp::from_millis(num(f, "created")?),
+            updated_at: Timestamp::from_millis(num(f, "updated")?),
+            privileges_changed_at: Timestamp::from_millis(num(f, "priv").unwrap_or(0)),
+        },
+        password_hash: pw.cloned().map(PasswordHash::from_stored),
+    })
+}
+
+fn decode_session(f: &Fields) -> StoreResult<Session> {
+    let ts = |k| num(f, k).map(Timestamp::from_millis);
+    Ok(Session {
+        id: SessionId::from_stored(f.get("id").ok_or(corrupt("session"))?.clone()),
+        user_id: UserId::from_stored(f.get("uid").ok_or(corrupt("session"))?.clone()),
+        csrf: CsrfToken::from_stored(f.get("csrf").ok_or(corrupt("session"))?.clone()),
+        created_at: ts("created")?,
+        last_seen_at: ts("seen")?,
+        token_issued_at: ts("issued")?,
+        idle_expires_at: ts("idle")?,
+        expires_at: ts("exp")?,
+        ip: f.get("ip").cloned(),
+        user_agent: f.get("ua").cloned(),
+    })
+}
+
+fn roles_json(roles: &[Role]) -> String {
+    serde_json::to_string(&roles.iter().map(Role::as_str).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+/// Pairs `sid, token hash` from a script reply.
+fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
+    flat.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone())).collect()
+}
+
+impl RedisStore {
+    /// Connects to `redis://[user:pass@]host:port[/db]`. Commands time out after 2 seconds
+    /// (a store that does not answer is unavailable, never waited on forever); the connection is
+    /// re-established by itself.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let client = redis::Client::open(url).map_err(err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(err)?;
+        Ok(Self { client, conn, scripts: std::sync::Arc::new(Scripts::new()) })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Publishes an invalidation of `uid` (best effort: a lost publish is covered by the
+    /// subscribers' fail-safe only when their connection drops, so errors are logged loudly).
+    async fn publish(&self, uid: &str) {
+        let payload = format!("{uid} {}", Timestamp::now().as_millis());
+        if let Err(e) = self.conn().publish::<_, _, i64>(BUS, payload).await {
+            tracing::error!(error = %e, "could not publish a session invalidation");
+        }
+    }
+
+    async fn delete_hints(&self, pairs: &[(String, String)]) -> StoreResult<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(pairs.len() * 2);
+        for (sid, th) in pairs {
+            keys.push(token_key(th));
+            keys.push(sid_key(sid));
+        }
+        // One DEL per key: in a Cluster they live in different slots.
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.del(k).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await.map_err(err)
+    }
+
+    async fn uid_of_session(&self, sid: &SessionId) -> StoreResult<Option<String>> {
+        self.conn().get(sid_key(sid.as_str())).await.map_err(err)
+    }
+
+    async fn user_fields(&self, uid: &str) -> StoreResult<Fields> {
+        self.conn().hgetall(user_key(uid)).await.map_err(err)
+    }
+
+    /// The session `sid` of `uid` with its user, if live at `now` (and, with `th`, if it has
+    /// that token hash).
+    async fn load(
+        &self,
+        uid: &str,
+        sid: &str,
+        th: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<Option<Authenticated>> {
+        let (s, u): (Fields, Fields) = redis::pipe()
+            .atomic()
+            .hgetall(session_key(uid, sid))
+            .hgetall(user_key(uid))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        if s.is_empty() || u.is_empty() {
+            return Ok(None);
+        }
+        if th.is_some_and(|th| s.get("th").map(String::as_str) != Some(th)) {
+            return Ok(None);
+        }
+        let session = decode_session(&s)?;
+        let user = decode_user(&u)?.user;
+        if !session.is_live(now) || user.disabled || session.user_id != user.id {
+            return Ok(None);
+        }
+        Ok(Some(Authenticated { session, user }))
+    }
+
+    async fn sessions_of(&self, uid: &str, now: Timestamp) -> StoreResult<Vec<Authenticated>> {
+        let sids: Vec<String> = self.conn().zrange(index_key(uid), 0, -1).await.map_err(err)?;
+        let mut out = Vec::new();
+        for sid in sids {
+            if let Some(a) = self.load(uid, &sid, None, now).await? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
+        let (tx, rx) = mpsc::channel(1024);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let mut connected = false;
+            loop {
+                let pubsub = match client.get_async_pubsub().await {
+                    Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
+                    Err(_) => None,
+                };
+                if let Some(mut pubsub) = pubsub {
+                    connected = true;
+                    if tx.send(BusEvent::Connected).await.is_err() {
+                        return;
+                    }
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(payload) = msg.get_payload::<String>() else { continue };
+                        let mut parts = payload.split(' ');
+                        let user = parts
+                            .next()
+                            .filter(|u| *u != "*")
+                            .map(|u| UserId::from_stored(u.to_owned()));
+                        let at = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                        let event = BusEvent::Invalidate { user, at: Timestamp::from_millis(at) };
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    tracing::warn!("redis invalidation subscription lost");
+                }
+
+                if connected || tx.is_closed() {
+                    connected = false;
+                    if tx.send(BusEvent::Disconnected).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
+        let uid = user.id.as_str();
+        let claimed: bool = redis::cmd("SET")
+            .arg(name_key(user.username.as_str()))
+            .arg(uid)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut self.conn())
+            .await
+            .map_err(err)?
+            .is_some();
+        if !claimed {
+            return Err(StoreError::Conflict { what: "user" });
+        }
+        let created = user.created_at.as_millis().to_string();
+        let mut fields = vec![
+            ("id", uid.to_owned()),
+            ("username", user.username.as_str().to_owned()),
+            ("roles", roles_json(&user.roles)),
+            ("disabled", "0".to_owned()),
+            ("created", created.clone()),
+            ("updated", created),
+            ("priv", "0".to_owned()),
+        ];
+        if let Some(pw) = &user.password_hash {
+            fields.push(("pw", pw.as_str().to_owned()));
+        }
+        redis::pipe()
+            .atomic()
+            .hset_multiple(user_key(uid), &fields)
+            .ignore()
+            .zadd("cr:users", user.username.as_str(), 0)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(User {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            roles: user.roles.clone(),
+            disabled: false,
+            has_password: user.password_hash.is_some(),
+            created_at: user.created_at,
+            updated_at: user.created_at,
+            privileges_changed_at: Timestamp::from_millis(0),
+        })
+    }
+
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<UserRecord>> {
+        let uid: Option<String> =
+            self.conn().get(name_key(username.as_str())).await.map_err(err)?;
+        let Some(uid) = uid else { return Ok(None) };
+        let f = self.user_fields(&uid).await?;
+        if f.is_empty() {
+            return Ok(None);
+        }
+        decode_user(&f).map(Some)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let names: Vec<String> = self.conn().zrange("cr:users", 0, -1).await.map_err(err)?;
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(r) = self.user_by_name(&Username::from_stored(name)).await? {
+                out.push(r.user);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn update_user(
+        &self,
+        id: &UserId,
+        change: &UserChange,
+        keep: Option<&SessionId>,
+    ) -> StoreResult<(User, Vec<SessionId>)> {
+        let uid = id.as_str();
+        let (fields, revoked): (Vec<String>, Vec<String>) = self
+            .scripts
+            .update_user
+            .key(user_key(uid))
+            .key(index_key(uid))
+            .arg(change.password_hash.as_ref().map_or("", PasswordHash::as_str))
+            .arg(change.roles.as_deref().map(roles_json).unwrap_or_default())
+            .arg(change.disabled.map_or("", |d| if d { "1" } else { "0" }))
+            .arg(Timestamp::now().as_millis())
+            .arg(if change.revokes_sessions() { "1" } else { "0" })
+            .arg(keep.map_or("", SessionId::as_str))
+            .arg(session_prefix(uid))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| script_error(e, "user"))?;
+        let map: Fields = fields.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+        let user = decode_user(&map)?.user;
+        let revoked = pairs(revoked);
+        self.delete_hints(&revoked).await?;
+        self.publish(uid).await;
+        Ok((user, revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect()))
+    }
+
+    async fn replace_password_hash(
+        &self,
+        id: &UserId,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> StoreResult<bool> {
+        let done: i64 = self
+            .scripts
+            .replace_password
+            .key(user_key(id.as_str()))
+            .arg(old.as_str())
+            .arg(new.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(done == 1)
+    }
+
+    async fn create_session(
+        &self,
+        s: &NewSession,
+        cap: u32,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SessionId>> {
+        let uid = s.user_id.as_str();
+        let sid = s.id.as_str();
+        let th = s.token_hash.to_hex();
+        let (evicted, pruned): (Vec<String>, Vec<String>) = self
+            .scripts
+            .create_session
+            .key(user_key(uid))
+            .key(index_key(uid))
+            .key(session_key(uid, sid))
+            .arg(sid)
+            .arg(&th)
+            .arg(s.csrf.expose())
+            .arg(s.created_at.as_millis())
+            .arg(s.idle_expires_at.as_millis())
+            .arg(s.expires_at.as_millis())
+            .arg(s.ip.as_deref().unwrap_or(""))
+            .arg(s.user_agent.as_deref().unwrap_or(""))
+            .arg(s.data.to_string())
+            .arg(cap)
+            .arg(now.as_millis())
+            .arg(session_prefix(uid))
+            .arg(if s.ip.is_some() { "1" } else { "0" })
+            .arg(if s.user_agent.is_some() { "1" } else { "0" })
+            .arg(uid)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| script_error(e, "session"))?;
+        let expires = s.expires_at.as_millis();
+        redis::pipe()
+            .cmd("SET")
+            .arg(token_key(&th))
+            .arg(format!("{uid} {sid}"))
+            .arg("PXAT")
+            .arg(expires)
+            .ignore()
+            .cmd("SET")
+            .arg(sid_key(sid))
+            .arg(uid)
+            .arg("PXAT")
+            .arg(expires)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(err)?;
+        let evicted = pairs(evicted);
+        let mut stale = pairs(pruned);
+        stale.extend(evicted.iter().cloned());
+        self.delete_hints(&stale).await?;
+        if !evicted.is_empty() {
+            self.publish(uid).await;
+        }
+        Ok(evicted.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect())
+    }
+
+    async fn session_by_token(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<Option<Authenticated>> {
+        let th = hash.to_hex();
+        let hint: Option<String> = self.conn().get(token_key(&th)).await.map_err(err)?;
+        let Some((uid, sid)) = hint.as_deref().and_then(|h| h.split_once(' ')) else {
+            return Ok(None);
+        };
+        self.load(uid, sid, Some(&th), now).await
+    }
+
+    async fn session_by_id(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<Option<Authenticated>> {
+        let Some(uid) = self.uid_of_session(id).await? else { return Ok(None) };
+        self.load(&uid, id.as_str(), None, now).await
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let Some(uid) = self.uid_of_session(id).await? else { return Ok(false) };
+        let done: i64 = self
+            .scripts
+            .touch
+            .key(session_key(&uid, id.as_str()))
+            .arg(now.as_millis())
+            .arg(idle_expires_at.as_millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(done == 1)
+    }
+
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        from: &TokenHash,
+        to: &TokenHash,
+        csrf: &CsrfToken,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let Some(uid) = self.uid_of_session(id).await? else { return Ok(false) };
+        let (from, to) = (from.to_hex(), to.to_hex());
+        let expires: Option<String> = self
+            .scripts
+            .rotate
+            .key(session_key(&uid, id.as_str()))
+            .arg(&from)
+            .arg(&to)
+            .arg(csrf.expose())
+            .arg(now.as_millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        let Some(expires) = expires else { return Ok(false) };
+        redis::pipe()
+            .cmd("SET")
+            .arg(token_key(&to))
+            .arg(format!("{uid} {}", id.as_str()))
+            .arg("PXAT")
+            .arg(&expires)
+            .ignore()
+            .del(token_key(&from))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(err)?;
+        self.publish(&uid).await;
+        Ok(true)
+    }
+
+    async fn revoke_session(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
+        let Some(uid) = self.uid_of_session(id).await? else { return Ok(None) };
+        let th: Option<String> = self
+            .scripts
+            .revoke
+            .key(session_key(&uid, id.as_str()))
+            .key(index_key(&uid))
+            .arg(id.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        let Some(th) = th else {
+            let _: () = self.conn().del(sid_key(id.as_str())).await.map_err(err)?;
+            return Ok(None);
+        };
+        self.delete_hints(&[(id.as_str().to_owned(), th)]).await?;
+        self.publish(&uid).await;
+        Ok(Some(UserId::from_stored(uid)))
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> StoreResult<Vec<SessionId>> {
+        let uid = user.as_str();
+        let flat: Vec<String> = self
+            .scripts
+            .revoke_user
+            .key(index_key(uid))
+            .arg(session_prefix(uid))
+            .arg(keep.map_or("", SessionId::as_str))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        let revoked = pairs(flat);
+        self.delete_hints(&revoked).await?;
+        if !revoked.is_empty() {
+            self.publish(uid).await;
+        }
+        Ok(revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect())
+    }
+
+    async fn list_sessions(
+        &self,
+        user: Option<&UserId>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Authenticated>> {
+        let mut all = match user {
+            Some(u) => self.sessions_of(u.as_str(), now).await?,
+            None => {
+                let mut all = Vec::new();
+                for u in self.list_users().await? {
+                    all.extend(self.sessions_of(u.id.as_str(), now).await?);
+                }
+                all
+            }
+        };
+        all.sort_by(|a, b| {
+            (b.session.created_at, &b.session.id).cmp(&(a.session.created_at, &a.session.id))
+        });
+        Ok(all)
+    }
+
+    async fn session_data(&self, id: &SessionId) -> StoreResult<Option<SessionData>> {
+        let Some(uid) = self.uid_of_session(id).await? else { return Ok(None) };
+        let (data, dv): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(session_key(&uid, id.as_str()))
+            .arg("data")
+            .arg("dv")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        match (data, dv) {
+            (Some(data), Some(version)) => Ok(Some(SessionData {
+                value: serde_json::from_str(&data).map_err(|_| corrupt("session data"))?,
+                version,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn put_session_data(
+        &self,
+        id: &SessionId,
+        value: &serde_json::Value,
+        if_version: Option<u64>,
+    ) -> StoreResult<DataWrite> {
+        let Some(uid) = self.uid_of_session(id).await? else { return Ok(DataWrite::Gone) };
+        let (outcome, version): (String, u64) = self
+            .scripts
+            .put_data
+            .key(session_key(&uid, id.as_str()))
+            .arg(value.to_string())
+            .arg(if_version.map(|v| v.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(match outcome.as_str() {
+            "ok" => DataWrite::Stored(version),
+            "mismatch" => DataWrite::VersionMismatch(version),
+            _ => DataWrite::Gone,
+        })
+    }
+
+    async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        // Redis TTLs reclaim idle sessions by themselves; this also reclaims sessions dead by the
+        // caller's clock and index entries, user by user.
+        let mut deleted = 0;
+        for u in self.list_users().await? {
+            let uid = u.id.as_str();
+            let flat: Vec<String> = self
+                .scripts
+                .sweep_user
+                .key(index_key(uid))
+                .arg(session_prefix(uid))
+                .arg(now.as_millis())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(err)?;
+            let gone = pairs(flat);
+            deleted += gone.len() as u64;
+            self.delete_hints(&gone).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn create_api_key(
+        &self,
+        name: &str,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<ApiKey> {
+        let kh = hash.to_hex();
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(format!("cr:kn:{name}"))
+            .arg(format!("{kh} {}", now.as_millis()))
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        if claimed.is_none() {
+            return Err(StoreError::Conflict { what: "API key" });
+        }
+        redis::pipe()
+            .set(format!("cr:k:{kh}"), name)
+            .ignore()
+            .zadd("cr:keys", name, 0)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(ApiKey { name: name.to_owned(), created_at: now })
+    }
+
+    async fn api_key_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiKey>> {
+        let name: Option<String> =
+            self.conn().get(format!("cr:k:{}", hash.to_hex())).await.map_err(err)?;
+        let Some(name) = name else { return Ok(None) };
+        let record: Option<String> = self.conn().get(format!("cr:kn:{name}")).await.map_err(err)?;
+        let Some(record) = record else { return Ok(None) };
+        let (kh, created) = record.split_once(' ').ok_or(corrupt("API key"))?;
+        if kh != hash.to_hex() {
+            return Ok(None);
+        }
+        Ok(Some(ApiKey {
+            name,
+            created_at: Timestamp::from_millis(created.parse().map_err(|_| corrupt("API key"))?),
+        }))
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let names: Vec<String> = self.conn().zrange("cr:keys", 0, -1).await.map_err(err)?;
+        let mut out = Vec::new();
+        for name in names {
+            let record: Option<String> =
+                self.conn().get(format!("cr:kn:{name}")).await.map_err(err)?;
+            if let Some((_, created)) = record.as_deref().and_then(|r| r.split_once(' ')) {
+                out.push(ApiKey {
+                    name,
+                    created_at: Timestamp::from_millis(created.parse().unwrap_or(0)),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revoke_api_key(&self, name: &str) -> StoreResult<bool> {
+        let record: Option<String> = self.conn().get(format!("cr:kn:{name}")).await.map_err(err)?;
+        let Some(record) = record else { return Ok(false) };
+        let kh = record.split(' ').next().unwrap_or_default();
+        redis::pipe()
+            .del(format!("cr:kn:{name}"))
+            .ignore()
+            .del(format!("cr:k:{kh}"))
+            .ignore()
+            .zrem("cr:keys", name)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(true)
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        let mut fields: Vec<(&str, String)> = vec![
+            ("at", e.at.as_millis().to_string()),
+            ("kind", e.kind.as_str().to_owned()),
+            ("actor", e.actor.clone()),
+        ];
+        if let Some(v) = &e.user_id {
+            fields.push(("uid", v.as_str().to_owned()));
+        }
+        if let Some(v) = &e.username {
+            fields.push(("username", v.as_str().to_owned()));
+        }
+        if let Some(v) = &e.session_id {
+            fields.push(("sid", v.as_str().to_owned()));
+        }
+        if let Some(v) = &e.ip {
+            fields.push(("ip", v.clone()));
+        }
+        if let Some(v) = &e.detail {
+            fields.push(("detail", v.clone()));
+        }
+        let mut streams = vec!["cr:audit".to_owned()];
+        if let Some(u) = &e.username {
+            streams.push(format!("cr:audit:n:{}", u.as_str()));
+        }
+        let mut pipe = redis::pipe();
+        for stream in &streams {
+            pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(AUDIT_MAX).arg("*");
+            for (k, v) in &fields {
+                pipe.arg(*k).arg(v);
+            }
+            pipe.ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await.map_err(err)
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let stream = match &filter.username {
+            Some(u) => format!("cr:audit:n:{}", u.as_str()),
+            None => "cr:audit".to_owned(),
+        };
+        let reply: redis::streams::StreamRangeReply =
+            self.conn().xrevrange_count(&stream, "+", "-", limit).await.map_err(err)?;
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let get = |k: &str| entry.get::<String>(k);
+                let kind = get("kind")
+                    .and_then(|k| k.parse::<AuditKind>().ok())
+                    .ok_or(corrupt("audit event"))?;
+                Ok(AuditEvent {
+                    at: Timestamp::from_millis(get("at").and_then(|a| a.parse().ok()).unwrap_or(0)),
+                    kind,
+                    actor: get("actor").unwrap_or_default(),
+                    user_id: get("uid").map(UserId::from_stored),
+                    username: get("username").map(Username::from_stored),
+                    session_id: get("sid").map(SessionId::from_stored),
+                    ip: get("ip"),
+                    detail: get("detail"),
+                })
+            })
+            .collect()
+    }
+}
