@@ -173,6 +173,22 @@ pub struct NewUser {
     pub created_at: Timestamp,
 }
 
+impl NewUser {
+    /// The user as a store returns it right after creating it: enabled, never changed.
+    pub fn created(&self) -> User {
+        User {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            roles: self.roles.clone(),
+            disabled: false,
+            has_password: self.password_hash.is_some(),
+            created_at: self.created_at,
+            updated_at: self.created_at,
+            privileges_changed_at: Timestamp::from_millis(0),
+        }
+    }
+}
+
 /// A change to a user; `None` fields stay as they are.
 #[derive(Clone, Debug, Default)]
 pub struct UserChange {

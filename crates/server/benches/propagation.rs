@@ -22,8 +22,12 @@ const ROUNDS: usize = 500;
 
 async fn node(url: &str) -> SessionManager {
     let store = RedisStore::connect(url).await.unwrap();
-    let m = SessionManager::new(Arc::new(store), PasswordHasher::new(Cost::INSECURE_TEST, 1, None), ManagerConfig::default())
-        .with_cache(Arc::new(SessionCache::new(CacheConfig::default())));
+    let m = SessionManager::new(
+        Arc::new(store),
+        PasswordHasher::new(Cost::INSECURE_TEST, 1, None),
+        ManagerConfig::default(),
+    )
+    .with_cache(Arc::new(SessionCache::new(CacheConfig::default())));
     let bus = m.clone();
     tokio::spawn(async move { bus.run_bus().await });
     while !m.cache().unwrap().is_live() {
@@ -37,7 +41,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let redis = RedisServer::start().await;
         let url = redis.url();

@@ -359,16 +359,7 @@ impl Store for RedisStore {
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(err)?;
-        Ok(User {
-            id: user.id.clone(),
-            username: user.username.clone(),
-            roles: user.roles.clone(),
-            disabled: false,
-            has_password: user.password_hash.is_some(),
-            created_at: user.created_at,
-            updated_at: user.created_at,
-            privileges_changed_at: Timestamp::from_millis(0),
-        })
+        Ok(user.created())
     }
 
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<UserRecord>> {

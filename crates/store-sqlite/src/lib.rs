@@ -203,16 +203,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await;
         match result {
-            Ok(_) => Ok(User {
-                id: user.id.clone(),
-                username: user.username.clone(),
-                roles: user.roles.clone(),
-                disabled: false,
-                has_password: user.password_hash.is_some(),
-                created_at: user.created_at,
-                updated_at: user.created_at,
-                privileges_changed_at: Timestamp::from_millis(0),
-            }),
+            Ok(_) => Ok(user.created()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "user" }),
             Err(e) => Err(db_err(e)),
         }
