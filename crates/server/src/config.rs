@@ -18,7 +18,7 @@ pub struct RawConfig {
     /// Address to listen on [default: 127.0.0.1:7878]
     #[arg(long, env = "CLOAKROOM_LISTEN", global = true)]
     pub listen: Option<String>,
-    /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db) or redis://[user:pass@]host:port[/db]
+    /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db), redis://host:port[/db], redis+cluster://host:port,…
     #[arg(long, env = "CLOAKROOM_STORE", global = true)]
     pub store: Option<String>,
     /// The origin browsers use, e.g. https://app.example.com; drives the Origin check
@@ -197,11 +197,11 @@ impl RawConfig {
             })?;
 
         let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
-        if !(store.starts_with("sqlite:") || store.starts_with("redis://")) {
+        if !["sqlite:", "redis://", "redis+cluster://"].iter().any(|p| store.starts_with(p)) {
             return Err(invalid(
                 "store",
                 format!(
-                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH and redis://HOST:PORT",
+                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://HOST:PORT and redis+cluster://HOST:PORT,…",
                     scheme_of(&store)
                 ),
             ));

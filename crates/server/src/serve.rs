@@ -25,7 +25,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
         return Ok(Arc::new(store));
     }
-    if url.starts_with("redis://") {
+    if url.starts_with("redis://") || url.starts_with("redis+cluster://") {
         let store = RedisStore::connect(url)
             .await
             .with_context(|| format!("connecting to the store {}", redact(url)))?;

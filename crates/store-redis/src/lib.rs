@@ -44,9 +44,50 @@ const AUDIT_MAX: usize = 100_000;
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Where the bus subscribes: the one server, or every Cluster node to try in turn (classic
+    /// PUBLISH reaches every node of a Cluster).
+    bus_nodes: Vec<redis::Client>,
+    conn: Conn,
     scripts: std::sync::Arc<Scripts>,
+}
+
+/// A standalone connection (reconnecting by itself) or a Cluster connection (routing each command
+/// by its keys' slot).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -103,6 +144,14 @@ fn sid_key(sid: &str) -> String {
 }
 fn name_key(name: &str) -> String {
     format!("cr:n:{name}")
+}
+
+/// A store URL without its credentials, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}<credentials>{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -176,20 +225,71 @@ fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
 }
 
 impl RedisStore {
-    /// Connects to `redis://[user:pass@]host:port[/db]`. Commands time out after 2 seconds
-    /// (a store that does not answer is unavailable, never waited on forever); the connection is
-    /// re-established by itself.
+    /// Connects to `redis://[user:pass@]host:port[/db]`, or to a Redis / Valkey Cluster with
+    /// `redis+cluster://[user:pass@]host:port[,host:port…]` (any reachable nodes; the rest of the
+    /// topology is discovered). Commands time out after 2 seconds: a store that does not answer is
+    /// unavailable, never waited on forever; connections are re-established by themselves.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        let timeout = Duration::from_secs(2);
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                None => (String::new(), rest),
+            };
+            let nodes: Vec<String> = hosts
+                .trim_end_matches('/')
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("redis://{auth}{h}/"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(StoreError::unavailable(format!(
+                    "no node in the Cluster URL {}",
+                    redact(url)
+                )));
+            }
+            let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .build()
+                .map_err(err)?;
+            let conn = client.get_async_connection().await.map_err(err)?;
+            let bus_nodes = nodes
+                .iter()
+                .map(|n| redis::Client::open(n.as_str()))
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            return Ok(Self {
+                bus_nodes,
+                conn: Conn::Cluster(conn),
+                scripts: std::sync::Arc::new(Scripts::new()),
+            });
+        }
         let client = redis::Client::open(url).map_err(err)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(err)?;
-        Ok(Self { client, conn, scripts: std::sync::Arc::new(Scripts::new()) })
+        Ok(Self {
+            bus_nodes: vec![client],
+            conn: Conn::Single(conn),
+            scripts: std::sync::Arc::new(Scripts::new()),
+        })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    /// Runs commands that may touch different slots, concurrently (a Cluster refuses a pipeline
+    /// across slots). Not atomic: used only where each command stands on its own.
+    async fn each(&self, cmds: Vec<redis::Cmd>) -> StoreResult<()> {
+        let runs = cmds.into_iter().map(|cmd| {
+            let mut conn = self.conn();
+            async move { cmd.query_async::<redis::Value>(&mut conn).await }
+        });
+        futures_util::future::try_join_all(runs).await.map_err(err)?;
+        Ok(())
+    }
+
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -212,11 +312,7 @@ impl RedisStore {
             keys.push(sid_key(sid));
         }
         // One DEL per key: in a Cluster they live in different slots.
-        let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.del(k).ignore();
-        }
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(err)
+        self.each(keys.iter().map(|k| redis::cmd("DEL").arg(k).clone()).collect()).await
     }
 
     async fn uid_of_session(&self, sid: &SessionId) -> StoreResult<Option<String>> {
@@ -282,10 +378,14 @@ impl Store for RedisStore {
 
     async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
         let (tx, rx) = mpsc::channel(1024);
-        let client = self.client.clone();
+        let nodes = self.bus_nodes.clone();
         tokio::spawn(async move {
             let mut connected = false;
+            let mut next = 0usize;
             loop {
+                // Try the nodes in turn: in a Cluster any node hears every PUBLISH.
+                let client = &nodes[next % nodes.len()];
+                next += 1;
                 let pubsub = match client.get_async_pubsub().await {
                     Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
                     Err(_) => None,
@@ -350,13 +450,11 @@ impl Store for RedisStore {
         if let Some(pw) = &user.password_hash {
             fields.push(("pw", pw.as_str().to_owned()));
         }
-        redis::pipe()
-            .atomic()
-            .hset_multiple(user_key(uid), &fields)
-            .ignore()
-            .zadd("cr:users", user.username.as_str(), 0)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
+        // The user first, then the listing: a crash between them leaves a user that works but is
+        // not listed, never a listed name without a user.
+        self.conn().hset_multiple::<_, _, _, ()>(user_key(uid), &fields).await.map_err(err)?;
+        self.conn()
+            .zadd::<_, _, _, ()>("cr:users", user.username.as_str(), 0)
             .await
             .map_err(err)?;
         Ok(user.created())
@@ -466,22 +564,16 @@ impl Store for RedisStore {
             .await
             .map_err(|e| script_error(e, "session"))?;
         let expires = s.expires_at.as_millis();
-        redis::pipe()
-            .cmd("SET")
-            .arg(token_key(&th))
-            .arg(format!("{uid} {sid}"))
-            .arg("PXAT")
-            .arg(expires)
-            .ignore()
-            .cmd("SET")
-            .arg(sid_key(sid))
-            .arg(uid)
-            .arg("PXAT")
-            .arg(expires)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(err)?;
+        self.each(vec![
+            redis::cmd("SET")
+                .arg(token_key(&th))
+                .arg(format!("{uid} {sid}"))
+                .arg("PXAT")
+                .arg(expires)
+                .clone(),
+            redis::cmd("SET").arg(sid_key(sid)).arg(uid).arg("PXAT").arg(expires).clone(),
+        ])
+        .await?;
         let evicted = pairs(evicted);
         let mut stale = pairs(pruned);
         stale.extend(evicted.iter().cloned());
@@ -555,18 +647,16 @@ impl Store for RedisStore {
             .await
             .map_err(err)?;
         let Some(expires) = expires else { return Ok(false) };
-        redis::pipe()
-            .cmd("SET")
-            .arg(token_key(&to))
-            .arg(format!("{uid} {}", id.as_str()))
-            .arg("PXAT")
-            .arg(&expires)
-            .ignore()
-            .del(token_key(&from))
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(err)?;
+        self.each(vec![
+            redis::cmd("SET")
+                .arg(token_key(&to))
+                .arg(format!("{uid} {}", id.as_str()))
+                .arg("PXAT")
+                .arg(&expires)
+                .clone(),
+            redis::cmd("DEL").arg(token_key(&from)).clone(),
+        ])
+        .await?;
         self.publish(&uid).await;
         Ok(true)
     }
@@ -715,14 +805,11 @@ impl Store for RedisStore {
         if claimed.is_none() {
             return Err(StoreError::Conflict { what: "API key" });
         }
-        redis::pipe()
-            .set(format!("cr:k:{kh}"), name)
-            .ignore()
-            .zadd("cr:keys", name, 0)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(err)?;
+        self.each(vec![
+            redis::cmd("SET").arg(format!("cr:k:{kh}")).arg(name).clone(),
+            redis::cmd("ZADD").arg("cr:keys").arg(0).arg(name).clone(),
+        ])
+        .await?;
         Ok(ApiKey { name: name.to_owned(), created_at: now })
     }
 
@@ -762,16 +849,12 @@ impl Store for RedisStore {
         let record: Option<String> = self.conn().get(format!("cr:kn:{name}")).await.map_err(err)?;
         let Some(record) = record else { return Ok(false) };
         let kh = record.split(' ').next().unwrap_or_default();
-        redis::pipe()
-            .del(format!("cr:kn:{name}"))
-            .ignore()
-            .del(format!("cr:k:{kh}"))
-            .ignore()
-            .zrem("cr:keys", name)
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(err)?;
+        self.each(vec![
+            redis::cmd("DEL").arg(format!("cr:kn:{name}")).clone(),
+            redis::cmd("DEL").arg(format!("cr:k:{kh}")).clone(),
+            redis::cmd("ZREM").arg("cr:keys").arg(name).clone(),
+        ])
+        .await?;
         Ok(true)
     }
 
@@ -800,15 +883,18 @@ impl Store for RedisStore {
         if let Some(u) = &e.username {
             streams.push(format!("cr:audit:n:{}", u.as_str()));
         }
-        let mut pipe = redis::pipe();
-        for stream in &streams {
-            pipe.cmd("XADD").arg(stream).arg("MAXLEN").arg("~").arg(AUDIT_MAX).arg("*");
-            for (k, v) in &fields {
-                pipe.arg(*k).arg(v);
-            }
-            pipe.ignore();
-        }
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(err)
+        let cmds = streams
+            .iter()
+            .map(|stream| {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(stream).arg("MAXLEN").arg("~").arg(AUDIT_MAX).arg("*");
+                for (k, v) in &fields {
+                    cmd.arg(*k).arg(v);
+                }
+                cmd
+            })
+            .collect();
+        self.each(cmds).await
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
