@@ -212,7 +212,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     if let Command::Serve = cli.command {
         return crate::serve::run(config).await;
     }
-    let store = crate::serve::open_store(&config.store).await?;
+    let store = crate::serve::open_store(&config.store, config.store_ca.as_deref()).await?;
     let manager = crate::serve::manager(Arc::clone(&store), &config, Cost::ASVS);
     let out = Output { json: cli.json };
     match cli.command {

@@ -21,6 +21,9 @@ pub struct RawConfig {
     /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db), redis://host:port[/db], redis+cluster://host:port,…
     #[arg(long, env = "CLOAKROOM_STORE", global = true)]
     pub store: Option<String>,
+    /// PEM file of the CA(s) to trust for a rediss:// store (default: the system's roots)
+    #[arg(long, env = "CLOAKROOM_STORE_CA", global = true)]
+    pub store_ca: Option<String>,
     /// The origin browsers use, e.g. https://app.example.com; drives the Origin check
     #[arg(long, env = "CLOAKROOM_PUBLIC_ORIGIN", global = true)]
     pub public_origin: Option<String>,
@@ -58,6 +61,7 @@ pub struct RawConfig {
 const KEYS: &[&str] = &[
     "listen",
     "store",
+    "store_ca",
     "public_origin",
     "allowed_origins",
     "cookie_name",
@@ -114,6 +118,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Store URL.
     pub store: String,
+    /// PEM CA bundle to trust for `rediss://`, read at start-up.
+    pub store_ca: Option<Vec<u8>>,
     /// The public origin (`scheme://host[:port]`).
     pub public_origin: String,
     /// Every origin allowed on state-changing requests (the public one first).
@@ -144,6 +150,7 @@ impl RawConfig {
         RawConfig {
             listen: self.listen.or(lower.listen),
             store: self.store.or(lower.store),
+            store_ca: self.store_ca.or(lower.store_ca),
             public_origin: self.public_origin.or(lower.public_origin),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
             cookie_name: self.cookie_name.or(lower.cookie_name),
@@ -197,16 +204,30 @@ impl RawConfig {
             })?;
 
         let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
-        if !["sqlite:", "redis://", "redis+cluster://"].iter().any(|p| store.starts_with(p)) {
+        if !["sqlite:", "redis://", "rediss://", "redis+cluster://"]
+            .iter()
+            .any(|p| store.starts_with(p))
+        {
             return Err(invalid(
                 "store",
                 format!(
-                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://HOST:PORT and redis+cluster://HOST:PORT,…",
+                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://, rediss:// and redis+cluster://",
                     scheme_of(&store)
                 ),
             ));
         }
 
+        let store_ca = match &self.store_ca {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| invalid("store_ca", format!("cannot read {path}: {e}")))?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(invalid("store_ca", format!("{path} holds no PEM certificate")));
+                }
+                Some(pem)
+            }
+        };
         let origin_given = self.public_origin.is_some();
         let public_origin = match self.public_origin {
             Some(o) => parse_origin(&o).map_err(|m| invalid("public_origin", m))?,
@@ -299,6 +320,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             store,
+            store_ca,
             public_origin,
             allowed_origins,
             origin_from_listen: !origin_given,
@@ -460,6 +482,19 @@ mod tests {
                 .to_string()
                 .contains("CLOAKROOM_IDLE_TIMOUT")
         );
+    }
+
+    #[test]
+    fn store_ca_must_be_a_readable_pem_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing =
+            RawConfig { store_ca: Some("/nonexistent/ca.pem".into()), ..Default::default() };
+        assert!(missing.validate().unwrap_err().to_string().contains("`store_ca`"));
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let junk =
+            RawConfig { store_ca: Some(junk.to_str().unwrap().into()), ..Default::default() };
+        assert!(junk.validate().unwrap_err().to_string().contains("no PEM certificate"));
     }
 
     #[test]

@@ -19,14 +19,14 @@ use crate::state::AppState;
 use crate::throttle::{Limits, Throttle};
 
 /// Opens the store a URL names.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         let store =
             SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
         return Ok(Arc::new(store));
     }
-    if url.starts_with("redis://") || url.starts_with("redis+cluster://") {
-        let store = RedisStore::connect(url)
+    if ["redis://", "rediss://", "redis+cluster://"].iter().any(|p| url.starts_with(p)) {
+        let store = RedisStore::connect_with_ca(url, ca_pem)
             .await
             .with_context(|| format!("connecting to the store {}", redact(url)))?;
         return Ok(Arc::new(store));
@@ -87,7 +87,7 @@ pub fn cached_state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppSta
 
 /// Runs the server.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config.store).await?;
+    let store = open_store(&config.store, config.store_ca.as_deref()).await?;
     let listen = config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -170,3 +170,28 @@ async fn three_nodes_share_sessions_and_revocations_over_redis() {
         until(Duration::from_secs(1), async || check(&http, node, &owner, "").await == 401).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_redis_over_tls_with_a_private_ca() {
+    let redis = RedisServer::start_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, redis.ca_pem()).unwrap();
+    let ca = ca.to_str().unwrap().to_owned();
+    let store = redis.url();
+    assert!(store.starts_with("rediss://"));
+    let (code, out, err) = cli_store(
+        &store,
+        &["user", "add", "alice", "--password-stdin", "--store-ca", &ca],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = cli_store(&store, &["user", "list"], None);
+    assert_eq!(code, 1, "without the CA the certificate is refused");
+    assert!(err.contains("store"), "{err}");
+    let server = Server::start_store(&store, &dir.path().join("tls.log"), &["--store-ca", &ca]);
+    let node = Node { base: server.base.clone(), _server: server };
+    let http = reqwest::Client::new();
+    let who = login(&http, &node).await;
+    assert_eq!(check(&http, &node, &who, "").await, 200);
+}

@@ -1,4 +1,5 @@
-//! Cloakroom's Redis / Valkey store (`redis://`), for more than one node.
+//! Cloakroom's Redis / Valkey store (`redis://`, `rediss://` with TLS, `redis+cluster://`), for
+//! more than one node.
 //!
 //! Layout: a user's keys share the hash tag `{uid}` (one Cluster slot), so every change that must
 //! be atomic is one Lua script over one slot:
@@ -230,7 +231,17 @@ impl RedisStore {
     /// topology is discovered). Commands time out after 2 seconds: a store that does not answer is
     /// unavailable, never waited on forever; connections are re-established by themselves.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// [`RedisStore::connect`], also for `rediss://` (TLS): the server's certificate is checked
+    /// against the system's roots or, with `ca_pem`, against that PEM bundle only (a private CA).
+    pub async fn connect_with_ca(url: &str, ca_pem: Option<&[u8]>) -> StoreResult<Self> {
         let timeout = Duration::from_secs(2);
+        if url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; an embedding app may have set one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let (auth, hosts) = match rest.rsplit_once('@') {
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
@@ -265,7 +276,14 @@ impl RedisStore {
                 scripts: std::sync::Arc::new(Scripts::new()),
             });
         }
-        let client = redis::Client::open(url).map_err(err)?;
+        let client = match ca_pem {
+            Some(ca) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) },
+            )
+            .map_err(err)?,
+            _ => redis::Client::open(url).map_err(err)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

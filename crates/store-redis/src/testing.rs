@@ -11,6 +11,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     port: u16,
     persistent: bool,
+    tls: bool,
 }
 
 impl Drop for RedisServer {
@@ -31,12 +32,25 @@ impl RedisServer {
         Self::start_with(true).await
     }
 
+    /// Starts one that speaks only TLS, with a certificate for 127.0.0.1 signed by a fresh CA
+    /// (made with the `openssl` command); [`RedisServer::ca_pem`] is the CA to trust.
+    pub async fn start_tls() -> RedisServer {
+        Self::start_with_options(false, true).await
+    }
+
     async fn start_with(persistent: bool) -> RedisServer {
+        Self::start_with_options(persistent, false).await
+    }
+
+    async fn start_with_options(persistent: bool, tls: bool) -> RedisServer {
         for _ in 0..5 {
             let port =
                 std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut server =
-                RedisServer { child: None, dir: tempfile::tempdir().unwrap(), port, persistent };
+            let dir = tempfile::tempdir().unwrap();
+            if tls {
+                make_certificates(dir.path());
+            }
+            let mut server = RedisServer { child: None, dir, port, persistent, tls };
             if server.launch().await {
                 return server;
             }
@@ -46,7 +60,22 @@ impl RedisServer {
 
     async fn launch(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        if self.tls {
+            let (cert, key) = (self.dir.path().join("cert.pem"), self.dir.path().join("key.pem"));
+            cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &self.port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ]);
+            cmd.arg("--tls-cert-file").arg(&cert).arg("--tls-key-file").arg(&key);
+            cmd.arg("--tls-ca-cert-file").arg(self.dir.path().join("ca.pem"));
+            cmd.args(["--bind", "127.0.0.1", "--save", ""]);
+        } else {
+            cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        }
         if self.persistent {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -76,7 +105,13 @@ impl RedisServer {
 
     /// The store URL.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// The CA that signed a TLS server's certificate, PEM.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("ca.pem")).unwrap_or_default()
     }
 
     /// Kills the server (SIGKILL).
@@ -198,4 +233,55 @@ impl RedisCluster {
         let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         format!("redis+cluster://{}", nodes.join(","))
     }
+}
+
+/// A throwaway CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`cert.pem`,
+/// `key.pem`), in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is not installed: scripts/test installs it")
+            .success();
+        assert!(ok, "openssl {args:?} failed");
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "1", "-subj", "/CN=cloakroom test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "server.csr"],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
 }
