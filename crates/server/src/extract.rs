@@ -15,7 +15,6 @@ use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, Quer
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::manager::ClientInfo;
@@ -98,25 +97,25 @@ fn is_form(headers: &HeaderMap) -> bool {
 /// Most bytes of a form body read for its CSRF field.
 const FORM_LIMIT: usize = 64 * 1024;
 
-/// Middleware: for state-changing form posts, reads the body once, lifts its `csrf_token` into
-/// the request extensions, and passes the body on unchanged.
-pub async fn form_csrf_field(req: Request, next: Next) -> Response {
-    if is_unsafe(req.method()) && is_form(req.headers()) {
-        let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
-            Ok(b) => b,
-            Err(_) => return ApiError::payload_too_large("form body over 64 KiB").into_response(),
-        };
-        let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
-            .ok()
-            .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token").map(|(_, v)| v));
-        let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        if let Some(t) = token {
-            req.extensions_mut().insert(FormCsrfToken(t));
-        }
-        return next.run(req).await;
+/// For state-changing form posts, reads the body once, lifts its `csrf_token` into the request
+/// extensions, and passes the body on unchanged. An oversized form is answered at once.
+pub async fn lift_form_csrf(req: Request) -> Result<Request, Response> {
+    if !(is_unsafe(req.method()) && is_form(req.headers())) {
+        return Ok(req);
     }
-    next.run(req).await
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => return Err(ApiError::payload_too_large("form body over 64 KiB").into_response()),
+    };
+    let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token").map(|(_, v)| v));
+    let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    if let Some(t) = token {
+        req.extensions_mut().insert(FormCsrfToken(t));
+    }
+    Ok(req)
 }
 
 /// Whether the method may change state.
@@ -151,15 +150,20 @@ impl CookieSlot {
     }
 }
 
-/// Middleware: gives each request a [`CookieSlot`] and sends what was put in it.
-pub async fn set_cookie_slot(mut req: Request, next: Next) -> Response {
-    let slot = CookieSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let mut response = next.run(req).await;
-    if let Some(cookie) = slot.take() {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
+impl CookieSlot {
+    /// Gives the request a slot; [`CookieSlot::apply`] sends what was put in it.
+    pub fn attach(req: &mut Request) -> CookieSlot {
+        let slot = CookieSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        slot
     }
-    response
+
+    /// Adds the `Set-Cookie` left in the slot, if any, to the response.
+    pub fn apply(&self, response: &mut Response) {
+        if let Some(cookie) = self.take() {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
 }
 
 impl Caller {

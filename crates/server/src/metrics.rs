@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::MatchedPath;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -99,14 +97,10 @@ impl RouteMetrics {
     }
 }
 
-/// Middleware: counts and times requests by matched route and status.
-pub async fn track(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+/// Counts and times a finished request by its matched route and status.
+pub fn record(route: Option<&MatchedPath>, start: Instant, status: axum::http::StatusCode) {
+    let route = route.map_or("unmatched", MatchedPath::as_str);
     let m = route_metrics(route);
     m.duration.record(start.elapsed().as_secs_f64());
-    m.count(route, response.status().as_u16());
-    response
+    m.count(route, status.as_u16());
 }
