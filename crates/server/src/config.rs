@@ -48,6 +48,9 @@ pub struct RawConfig {
     /// Proxies whose X-Forwarded-For is believed (comma-separated IP addresses)
     #[arg(long, env = "CLOAKROOM_TRUSTED_PROXIES", global = true, value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// A client must send a request's headers within this long, e.g. 10s [default: 10s]
+    #[arg(long, env = "CLOAKROOM_HEADER_TIMEOUT", global = true)]
+    pub header_timeout: Option<String>,
     /// Most password hashes computed at once [default: number of CPUs]
     #[arg(long, env = "CLOAKROOM_LOGIN_CONCURRENCY", global = true)]
     pub login_concurrency: Option<String>,
@@ -70,6 +73,7 @@ const KEYS: &[&str] = &[
     "max_sessions_per_user",
     "log_format",
     "trusted_proxies",
+    "header_timeout",
     "login_concurrency",
     "password_pepper",
 ];
@@ -138,6 +142,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Trusted proxy addresses.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Time allowed for a request's headers (slow clients are cut off).
+    pub header_timeout: Duration,
     /// Concurrent password hashes.
     pub login_concurrency: usize,
     /// Pepper bytes, if configured.
@@ -159,6 +165,7 @@ impl RawConfig {
             max_sessions_per_user: self.max_sessions_per_user.or(lower.max_sessions_per_user),
             log_format: self.log_format.or(lower.log_format),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
             login_concurrency: self.login_concurrency.or(lower.login_concurrency),
             password_pepper: self.password_pepper.or(lower.password_pepper),
         }
@@ -302,6 +309,10 @@ impl RawConfig {
                     .map_err(|_| invalid("trusted_proxies", format!("`{s}` is not an IP address")))
             })
             .collect::<Result<_, _>>()?;
+        let header_timeout = duration("header_timeout", self.header_timeout.as_deref(), "10s")?;
+        if header_timeout.is_zero() || header_timeout > Duration::from_secs(300) {
+            return Err(invalid("header_timeout", "must be between 1s and 5m"));
+        }
         let login_concurrency = match self.login_concurrency.as_deref() {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
             Some(v) => match v.trim().parse::<usize>() {
@@ -330,6 +341,7 @@ impl RawConfig {
             max_sessions_per_user,
             log_format,
             trusted_proxies,
+            header_timeout,
             login_concurrency,
             password_pepper,
         })

@@ -1,7 +1,6 @@
 //! `cloakroom serve`: opens the store, builds the state, serves HTTP until SIGINT/SIGTERM, and
 //! sweeps expired sessions in the background.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,18 +93,68 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr()?;
     config.bound_to(bound);
+    let header_timeout = config.header_timeout;
     let state = cached_state(Arc::clone(&store), config, Cost::ASVS);
     tokio::spawn(sweep(store));
     tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
     println!("cloakroom listening on http://{bound}");
     let app = crate::app::app(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving HTTP")?;
+    serve_http(listener, app, header_timeout, shutdown()).await;
     tracing::info!("cloakroom stopped");
     Ok(())
+}
+
+/// Serves HTTP/1.1 until `stop` resolves, then lets open requests finish (up to 10 seconds).
+/// Unlike `axum::serve`, a client must send a request's headers within `header_timeout`, or its
+/// connection is closed: slow clients cannot pin connections (slowloris).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service =
+            app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))).map_request(
+                |req: hyper::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+            );
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true)
+            .serve_connection(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still open 10 s after shutdown began; stopping anyway");
+    }
 }
 
 /// Deletes expired sessions once a minute. Expiry is enforced on every check regardless; this

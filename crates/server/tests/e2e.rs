@@ -223,3 +223,30 @@ async fn oversized_headers_get_a_4xx_from_the_real_server() {
     let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_headers_too_slowly_is_cut_off() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("s.db"),
+        &dir.path().join("s.log"),
+        &["--header-timeout", "1s"],
+    );
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap(); // and never the blank line
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        n == 0 || answer.starts_with("HTTP/1.1 408"),
+        "the connection is closed, not kept: {answer:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "cut off after about the header timeout");
+    // Ordinary requests are unaffected.
+    let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
