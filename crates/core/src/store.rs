@@ -190,6 +190,13 @@ pub trait Store: Send + Sync + 'static {
         if_version: Option<u64>,
     ) -> StoreResult<DataWrite>;
 
+    /// Whether expired sessions stay in the backend until [`Store::delete_expired`] removes them
+    /// (SQL stores: the server sweeps once a minute), or the backend reclaims them by itself
+    /// (Redis TTLs: no periodic sweep needed). Expiry is enforced on every lookup either way.
+    fn needs_sweep(&self) -> bool {
+        true
+    }
+
     /// Deletes sessions that expired (idle or absolute) before `now`, and bus records old enough
     /// that no live subscriber still needs them; returns how many sessions.
     async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64>;

@@ -95,7 +95,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     config.bound_to(bound);
     let header_timeout = config.header_timeout;
     let state = cached_state(Arc::clone(&store), config, Cost::ASVS);
-    tokio::spawn(sweep(store));
+    if store.needs_sweep() {
+        tokio::spawn(sweep(store));
+    }
     tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
     println!("cloakroom listening on http://{bound}");

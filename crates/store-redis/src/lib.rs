@@ -389,6 +389,13 @@ impl Store for RedisStore {
         "redis"
     }
 
+    /// Sessions expire by TTL at their idle deadline, index entries with the user's newest
+    /// session, lookup hints at the absolute deadline: nothing for a sweep to do, and a sweep
+    /// would walk every user on every node.
+    fn needs_sweep(&self) -> bool {
+        false
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(err)?;
         Ok(())
