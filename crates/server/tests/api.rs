@@ -830,19 +830,7 @@ async fn bearer_sessions_keep_their_token_across_a_role_change() {
     h.add_user("alice", &[]).await;
     let b = h.login("alice").await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let id = h
-        .state
-        .manager
-        .user(&cloakroom_core::Username::parse("alice").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    h.state
-        .manager
-        .update_user(&id, Some(vec![cloakroom_core::Role::parse("billing").unwrap()]), None)
-        .await
-        .unwrap();
+    h.set_roles("alice", &["billing"]).await;
     let bearer = |t: &str| {
         req(Method::GET, "/v1/auth/check?role=billing")
             .header(header::AUTHORIZATION, format!("Bearer {t}"))
@@ -933,19 +921,7 @@ async fn the_forward_auth_check_never_rotates_the_token() {
     h.add_user("alice", &[]).await;
     let b = h.login("alice").await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let id = h
-        .state
-        .manager
-        .user(&cloakroom_core::Username::parse("alice").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    h.state
-        .manager
-        .update_user(&id, Some(vec![cloakroom_core::Role::parse("billing").unwrap()]), None)
-        .await
-        .unwrap();
+    h.set_roles("alice", &["billing"]).await;
     for _ in 0..3 {
         let r = h.send(b.get("/v1/auth/check?role=billing")).await;
         assert_eq!(r.status, StatusCode::OK);

@@ -101,6 +101,14 @@ impl Harness {
             .unwrap();
     }
 
+    /// Replaces a user's roles through the manager (a privilege change).
+    pub async fn set_roles(&self, name: &str, roles: &[&str]) {
+        let m = &self.state.manager;
+        let user = m.user(&cloakroom_core::Username::parse(name).unwrap()).await.unwrap().unwrap();
+        let roles = roles.iter().map(|r| Role::parse(r).unwrap()).collect();
+        m.update_user(&user.id, Some(roles), None).await.unwrap();
+    }
+
     pub async fn api_key(&self) -> String {
         let key = Token::generate(SecretKind::ApiKey).unwrap();
         self.state
