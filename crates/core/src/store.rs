@@ -220,6 +220,31 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an API key by name; whether it existed.
     async fn revoke_api_key(&self, name: &str) -> StoreResult<bool>;
 
+    // ---------------------------------------------------------------- event logs
+
+    /// Records an event at `now` in the sliding-window log `key` and returns the log: the times
+    /// of its events within `window` before `now`, oldest first, at most the newest `max`. Older
+    /// events are forgotten. Every node sharing the store shares the log (login throttling holds
+    /// across nodes). Atomic: two nodes recording at once both count.
+    async fn log_event(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: std::time::Duration,
+        max: u32,
+    ) -> StoreResult<Vec<Timestamp>>;
+
+    /// The log `key` as [`Store::log_event`] returns it, without recording anything.
+    async fn event_log(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: std::time::Duration,
+    ) -> StoreResult<Vec<Timestamp>>;
+
+    /// Forgets the log `key`.
+    async fn forget_events(&self, key: &str) -> StoreResult<()>;
+
     // ---------------------------------------------------------------- audit
 
     /// Appends an audit event.

@@ -546,6 +546,38 @@ pub async fn audit_events(store: &dyn Store) {
     assert_eq!(store.list_audit(&AuditFilter { username: None, limit: 2 }).await.unwrap().len(), 2);
 }
 
+/// Event logs: a sliding window per key, capped to the newest `max`, shared, forgettable.
+pub async fn event_logs(store: &dyn Store) {
+    let w = Duration::from_secs(60);
+    let at = |s: u64| t0().plus(Duration::from_secs(s));
+    assert!(store.event_log("login:a:alice", at(0), w).await.unwrap().is_empty());
+    for s in 0..5 {
+        store.log_event("login:a:alice", at(s), w, 3).await.unwrap();
+    }
+    assert_eq!(
+        store.event_log("login:a:alice", at(5), w).await.unwrap(),
+        vec![at(2), at(3), at(4)],
+        "newest 3"
+    );
+    assert!(
+        store.event_log("login:a:bob", at(5), w).await.unwrap().is_empty(),
+        "keys are separate"
+    );
+    // The window slides: at 63 s only events after 3 s remain.
+    assert_eq!(store.event_log("login:a:alice", at(63), w).await.unwrap(), vec![at(4)]);
+    let log = store.log_event("login:a:alice", at(63), w, 3).await.unwrap();
+    assert_eq!(log, vec![at(4), at(63)]);
+    // An event exactly one window old is out.
+    assert_eq!(store.event_log("login:a:alice", at(64), w).await.unwrap(), vec![at(63)]);
+    // Two events in the same millisecond both count.
+    store.log_event("login:i:192.0.2.1", at(1), w, 10).await.unwrap();
+    let log = store.log_event("login:i:192.0.2.1", at(1), w, 10).await.unwrap();
+    assert_eq!(log, vec![at(1), at(1)]);
+    store.forget_events("login:a:alice").await.unwrap();
+    assert!(store.event_log("login:a:alice", at(63), w).await.unwrap().is_empty());
+    assert_eq!(store.event_log("login:i:192.0.2.1", at(2), w).await.unwrap().len(), 2);
+}
+
 /// Waits up to 2 s for the next `Invalidate` on `feed` and returns its user.
 async fn next_invalidation(feed: &mut tokio::sync::mpsc::Receiver<BusEvent>) -> Option<UserId> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -615,7 +647,7 @@ macro_rules! store_conformance_tests {
             create_and_find, unknown_tokens_are_never_adopted, idle_expiry_and_touch,
             absolute_expiry, revoke_one, revoke_others_and_all, list_by_user, cap_per_user,
             user_changes, users_are_unique_and_listed, replace_password_hash_is_compare_and_set,
-            rotate, privilege_changes_are_stamped, invalidations_reach_subscribers, session_data_compare_and_set, delete_expired, api_keys, audit_events);
+            rotate, privilege_changes_are_stamped, invalidations_reach_subscribers, session_data_compare_and_set, delete_expired, api_keys, audit_events, event_logs);
         $crate::store_conformance_tests!(@shared $factory;
             concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected);
     };

@@ -61,14 +61,16 @@ pub fn manager(store: Arc<dyn Store>, config: &Config, cost: Cost) -> SessionMan
 /// Builds the application state for `config` over `store`, without a cache: every check reads
 /// the store. (What tests that count store reads, and the CLI, want.)
 pub fn state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
+    let throttle = Throttle::new(Arc::clone(&store), Limits::default());
     let manager = manager(store, &config, cost);
-    AppState::new(manager, config, Throttle::new(Limits::default()), crate::metrics::handle())
+    AppState::new(manager, config, throttle, crate::metrics::handle())
 }
 
 /// Builds the application state with the node-local session cache, and spawns the task that
 /// feeds the store's invalidation bus into it. The cache serves nothing until the bus is up.
 pub fn cached_state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
     let cache = Arc::new(SessionCache::new(CacheConfig::default()));
+    let throttle = Throttle::new(Arc::clone(&store), Limits::default());
     let manager = manager(store, &config, cost).with_cache(cache);
     let bus = manager.clone();
     tokio::spawn(async move {
@@ -81,7 +83,7 @@ pub fn cached_state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppSta
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    AppState::new(manager, config, Throttle::new(Limits::default()), crate::metrics::handle())
+    AppState::new(manager, config, throttle, crate::metrics::handle())
 }
 
 /// Runs the server.

@@ -107,6 +107,7 @@ struct Scripts {
     replace_password: Script,
     put_data: Script,
     sweep_user: Script,
+    log_event: Script,
 }
 
 impl Scripts {
@@ -121,6 +122,7 @@ impl Scripts {
             replace_password: Script::new(include_str!("lua/replace_password.lua")),
             put_data: Script::new(include_str!("lua/put_data.lua")),
             sweep_user: Script::new(include_str!("lua/sweep_user.lua")),
+            log_event: Script::new(include_str!("lua/log_event.lua")),
         }
     }
 }
@@ -811,6 +813,53 @@ impl Store for RedisStore {
             self.delete_hints(&gone).await?;
         }
         Ok(deleted)
+    }
+
+    async fn log_event(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+        max: u32,
+    ) -> StoreResult<Vec<Timestamp>> {
+        let mut unique = [0u8; 8];
+        cloakroom_core::token::random_bytes(&mut unique).map_err(StoreError::unavailable)?;
+        let member = format!("{}:{}", now.as_millis(), u64::from_le_bytes(unique));
+        let times: Vec<String> = self
+            .scripts
+            .log_event
+            .key(format!("cr:ev:{key}"))
+            .arg(now.as_millis())
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+            .arg(max)
+            .arg(member)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(times.iter().filter_map(|t| t.parse().ok()).map(Timestamp::from_millis).collect())
+    }
+
+    async fn event_log(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+    ) -> StoreResult<Vec<Timestamp>> {
+        let since = now.as_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let scored: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(format!("cr:ev:{key}"))
+            .arg(format!("({since}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(scored.into_iter().map(|(_, at)| Timestamp::from_millis(at)).collect())
+    }
+
+    async fn forget_events(&self, key: &str) -> StoreResult<()> {
+        self.conn().del::<_, ()>(format!("cr:ev:{key}")).await.map_err(err)
     }
 
     async fn create_api_key(

@@ -54,3 +54,11 @@ CREATE TABLE invalidations (
     user_id TEXT,                 -- NULL: every user
     at      INTEGER NOT NULL
 ) STRICT;
+
+-- Sliding-window event logs (login throttling), shared by every server on this file.
+CREATE TABLE event_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX event_log_by_key ON event_log (key, at);

@@ -553,6 +553,12 @@ impl Store for SqliteStore {
                 .execute(&self.pool)
                 .await
                 .map_err(db_err)?;
+        // Event logs: no window is longer than 31 days.
+        sqlx::query("DELETE FROM event_log WHERE at < ?")
+            .bind(now.as_millis() - 31 * 24 * 3600 * 1000)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         // A subscriber that falls BUS_RETENTION behind sees a gap and flushes its cache instead.
         sqlx::query("DELETE FROM invalidations WHERE at < ?")
             .bind(now.as_millis() - i64::try_from(BUS_RETENTION.as_millis()).unwrap_or(i64::MAX))
@@ -560,6 +566,67 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn log_event(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+        max: u32,
+    ) -> StoreResult<Vec<Timestamp>> {
+        let since = now.as_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO event_log (key, at) VALUES (?, ?)")
+            .bind(key)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        // Keep the newest `max` inside the window; forget the rest.
+        sqlx::query(
+            "DELETE FROM event_log WHERE key = ?1 AND (at <= ?2 OR seq NOT IN (
+                 SELECT seq FROM event_log WHERE key = ?1 ORDER BY at DESC, seq DESC LIMIT ?3))",
+        )
+        .bind(key)
+        .bind(since)
+        .bind(i64::from(max))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let rows = sqlx::query("SELECT at FROM event_log WHERE key = ? ORDER BY at, seq")
+            .bind(key)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows.iter().map(|r| Ok(Timestamp::from_millis(r.try_get(0).map_err(db_err)?))).collect()
+    }
+
+    async fn event_log(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+    ) -> StoreResult<Vec<Timestamp>> {
+        let since = now.as_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let rows =
+            sqlx::query("SELECT at FROM event_log WHERE key = ? AND at > ? ORDER BY at, seq")
+                .bind(key)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        rows.iter().map(|r| Ok(Timestamp::from_millis(r.try_get(0).map_err(db_err)?))).collect()
+    }
+
+    async fn forget_events(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM event_log WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     async fn create_api_key(

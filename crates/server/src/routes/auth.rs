@@ -42,7 +42,7 @@ pub async fn login(
     check_origin(&headers, &state.config)?;
     let account = account_key(&req.username);
     let ip = client.ip;
-    if let Err(wait) = state.throttle.check(&account, ip) {
+    if let Err(wait) = state.throttle.check(&account, ip).await? {
         metrics::counter!("cloakroom_logins_total", "outcome" => "throttled").increment(1);
         let mut e = AuditEvent::new(AuditKind::LoginThrottled, "self").ip(client.ip_text());
         if let Ok(u) = Username::parse(&req.username) {
@@ -71,7 +71,7 @@ pub async fn login(
     let record = match outcome {
         LoginOutcome::Success(record) => record,
         LoginOutcome::Invalid { user } => {
-            state.throttle.failure(&account, ip);
+            state.throttle.failure(&account, ip).await?;
             metrics::counter!("cloakroom_logins_total", "outcome" => "failed").increment(1);
             let mut e = AuditEvent::new(AuditKind::LoginFailed, "self").ip(client.ip_text());
             let detail = match &user {
@@ -87,7 +87,7 @@ pub async fn login(
             return Err(ApiError::invalid_credentials());
         }
     };
-    state.throttle.success(&account, ip);
+    state.throttle.success(&account, ip).await?;
 
     // A session the client already had ends here: a new token at every authentication.
     let previous = match find_cookie(&headers, &state.config.cookie_name) {
@@ -193,14 +193,14 @@ pub async fn change_password(
 ) -> ApiResult<Response> {
     let user = &caller.auth.user;
     let account = account_key(user.username.as_str());
-    if let Err(wait) = state.throttle.check(&account, client.ip) {
+    if let Err(wait) = state.throttle.check(&account, client.ip).await? {
         return Err(ApiError::rate_limited(wait));
     }
     let current = Password::new(req.current_password);
     match state.manager.check_password(&user.username, &current).await? {
         LoginOutcome::Success(_) => {}
         LoginOutcome::Invalid { .. } => {
-            state.throttle.failure(&account, client.ip);
+            state.throttle.failure(&account, client.ip).await?;
             state
                 .audit(
                     AuditEvent::new(AuditKind::LoginFailed, "self")
