@@ -10,7 +10,7 @@ use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::ExpiryPolicy;
 use cloakroom_core::{SessionManager, Store, Timestamp};
-use cloakroom_store_redis::RedisStore;
+use cloakroom_store_redis::{RedisStore, redact};
 use cloakroom_store_sqlite::SqliteStore;
 
 use crate::config::Config;
@@ -31,14 +31,6 @@ pub async fn open_store(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<
         return Ok(Arc::new(store));
     }
     anyhow::bail!("unsupported store URL: {}", redact(url))
-}
-
-/// A store URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}<credentials>{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
 }
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.

@@ -113,15 +113,27 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
-            create_session: Script::new(include_str!("lua/create_session.lua")),
+            create_session: Script::new(concat!(
+                include_str!("lua/common.lua"),
+                include_str!("lua/create_session.lua")
+            )),
             touch: Script::new(include_str!("lua/touch.lua")),
             rotate: Script::new(include_str!("lua/rotate.lua")),
             revoke: Script::new(include_str!("lua/revoke.lua")),
-            revoke_user: Script::new(include_str!("lua/revoke_user.lua")),
-            update_user: Script::new(include_str!("lua/update_user.lua")),
+            revoke_user: Script::new(concat!(
+                include_str!("lua/common.lua"),
+                include_str!("lua/revoke_user.lua")
+            )),
+            update_user: Script::new(concat!(
+                include_str!("lua/common.lua"),
+                include_str!("lua/update_user.lua")
+            )),
             replace_password: Script::new(include_str!("lua/replace_password.lua")),
             put_data: Script::new(include_str!("lua/put_data.lua")),
-            sweep_user: Script::new(include_str!("lua/sweep_user.lua")),
+            sweep_user: Script::new(concat!(
+                include_str!("lua/common.lua"),
+                include_str!("lua/sweep_user.lua")
+            )),
             log_event: Script::new(include_str!("lua/log_event.lua")),
         }
     }
@@ -149,8 +161,8 @@ fn name_key(name: &str) -> String {
     format!("cr:n:{name}")
 }
 
-/// A store URL without its credentials, for messages.
-fn redact(url: &str) -> String {
+/// A store URL without its credentials, for messages and logs.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}<credentials>{}", &url[..s + 3], &url[at..]),
         _ => url.to_owned(),

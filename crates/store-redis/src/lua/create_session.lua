@@ -6,31 +6,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOUSER') en
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('CONFLICT') end
 local now = tonumber(ARGV[11])
 local prefix = ARGV[12]
-local live, evicted, pruned = {}, {}, {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local f = redis.call('HMGET', prefix .. m, 'idle', 'exp', 'th')
-  if not f[1] then
-    redis.call('ZREM', KEYS[2], m)
-  elseif tonumber(f[1]) <= now or tonumber(f[2]) <= now then
-    redis.call('DEL', prefix .. m)
-    redis.call('ZREM', KEYS[2], m)
-    table.insert(pruned, m); table.insert(pruned, f[3])
-  else
-    table.insert(live, m)
-  end
-end
+local evicted, pruned = {}, {}
+local live = prune(KEYS[2], prefix, now, pruned)
 local cap = tonumber(ARGV[10])
 if cap > 0 then
-  local excess = #live - (cap - 1)
-  local i = 1
-  while excess > 0 do
-    local m = live[i]
-    local th = redis.call('HGET', prefix .. m, 'th')
-    redis.call('DEL', prefix .. m)
-    redis.call('ZREM', KEYS[2], m)
-    table.insert(evicted, m); table.insert(evicted, th)
-    i = i + 1
-    excess = excess - 1
+  for i = 1, #live - (cap - 1) do
+    drop(KEYS[2], prefix, live[i], redis.call('HGET', prefix .. live[i], 'th'), evicted)
   end
 end
 redis.call('HSET', KEYS[3], 'id', ARGV[1], 'uid', ARGV[15], 'th', ARGV[2], 'csrf', ARGV[3],

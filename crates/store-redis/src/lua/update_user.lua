@@ -8,16 +8,5 @@ end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'disabled', ARGV[3]) end
 redis.call('HSET', KEYS[1], 'updated', ARGV[4])
 local out = {}
-if ARGV[5] == '1' then
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if m ~= ARGV[6] then
-      local th = redis.call('HGET', ARGV[7] .. m, 'th')
-      redis.call('ZREM', KEYS[2], m)
-      if th then
-        redis.call('DEL', ARGV[7] .. m)
-        table.insert(out, m); table.insert(out, th)
-      end
-    end
-  end
-end
+if ARGV[5] == '1' then revoke_all_but(KEYS[2], ARGV[7], ARGV[6], out) end
 return {redis.call('HGETALL', KEYS[1]), out}

@@ -1,0 +1,40 @@
+-- Shared by the scripts that walk a user's session index; prepended to each when it is built.
+
+-- Deletes session `m` and its index entry, appending `m, th` to `out`.
+local function drop(index, prefix, m, th, out)
+  redis.call('DEL', prefix .. m)
+  redis.call('ZREM', index, m)
+  table.insert(out, m); table.insert(out, th)
+end
+
+-- Walks the index: entries whose session is gone leave it, sessions dead at `now` are deleted
+-- (appended to `pruned`). Returns the live members, oldest first.
+local function prune(index, prefix, now, pruned)
+  local live = {}
+  for _, m in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    local f = redis.call('HMGET', prefix .. m, 'idle', 'exp', 'th')
+    if not f[1] then
+      redis.call('ZREM', index, m)
+    elseif tonumber(f[1]) <= now or tonumber(f[2]) <= now then
+      drop(index, prefix, m, f[3], pruned)
+    else
+      table.insert(live, m)
+    end
+  end
+  return live
+end
+
+-- Deletes every session of the index but `keep` (or all, with ''), appending pairs to `out`.
+local function revoke_all_but(index, prefix, keep, out)
+  for _, m in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    if m ~= keep then
+      local th = redis.call('HGET', prefix .. m, 'th')
+      if th then
+        drop(index, prefix, m, th, out)
+      else
+        redis.call('ZREM', index, m)
+      end
+    end
+  end
+end
+
