@@ -13,13 +13,7 @@ use serde_json::json;
 async fn login_sets_the_exact_cookie_and_keeps_the_token_out_of_the_body() {
     let h = harness().await;
     h.add_user("alice", &["staff"]).await;
-    let r = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "Alice", "password": PASSWORD}),
-        ))
-        .await;
+    let r = h.login_attempt("Alice", PASSWORD).await;
     assert_eq!(r.status, StatusCode::OK);
     let cookies = r.set_cookies();
     assert_eq!(cookies.len(), 1);
@@ -85,27 +79,9 @@ async fn unknown_user_and_wrong_password_get_the_same_answer() {
     h.add_user("alice", &[]).await;
     h.add_user("dave", &[]).await;
     h.send(json_req(Method::PUT, "/v1/admin/users/dave", json!({}))).await; // no-op without auth
-    let wrong = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "alice", "password": "wrong password!"}),
-        ))
-        .await;
-    let unknown = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "mallory", "password": "wrong password!"}),
-        ))
-        .await;
-    let invalid_name = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "not a name", "password": "x"}),
-        ))
-        .await;
+    let wrong = h.login_attempt("alice", "wrong password!").await;
+    let unknown = h.login_attempt("mallory", "wrong password!").await;
+    let invalid_name = h.login_attempt("not a name", "x").await;
     for r in [&wrong, &unknown, &invalid_name] {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.body, wrong.body);
@@ -435,21 +411,9 @@ async fn password_change_needs_the_current_one_revokes_others_and_rotates() {
     let r = h.send(rotated.get("/v1/session")).await;
     assert_eq!(r.json()["session"]["id"], b.session_id.as_str(), "same session, new token");
     // The new password logs in; the old one does not.
-    let r = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "alice", "password": "a brand new passphrase"}),
-        ))
-        .await;
+    let r = h.login_attempt("alice", "a brand new passphrase").await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "alice", "password": PASSWORD}),
-        ))
-        .await;
+    let r = h.login_attempt("alice", PASSWORD).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -496,13 +460,7 @@ async fn the_store_failing_is_a_503_never_a_pass() {
         );
         assert!(r.header("x-cloakroom-user-id").is_none());
     }
-    let r = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "alice", "password": PASSWORD}),
-        ))
-        .await;
+    let r = h.login_attempt("alice", PASSWORD).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         h.send(req(Method::GET, "/healthz").body(Body::empty()).unwrap()).await.status,
@@ -685,13 +643,7 @@ async fn service_api_with_an_api_key() {
         StatusCode::FORBIDDEN,
         "no sessions for a disabled user"
     );
-    let r = h
-        .send(json_req(
-            Method::POST,
-            "/v1/login",
-            json!({"username": "carol", "password": "another long passphrase"}),
-        ))
-        .await;
+    let r = h.login_attempt("carol", "another long passphrase").await;
     assert_eq!(
         r.code(),
         "invalid_credentials",
@@ -725,12 +677,7 @@ async fn service_api_with_an_admin_session_needs_csrf_and_the_role() {
 async fn audit_records_authentication_events_without_secrets() {
     let h = harness().await;
     h.add_user("alice", &[]).await;
-    h.send(json_req(
-        Method::POST,
-        "/v1/login",
-        json!({"username": "alice", "password": "wrong password!"}),
-    ))
-    .await;
+    h.login_attempt("alice", "wrong password!").await;
     let b = h.login("alice").await;
     h.send(b.send(Method::POST, "/v1/logout", None)).await;
     use cloakroom_core::Store as _;

@@ -128,14 +128,14 @@ impl Harness {
         Reply { status, headers, body }
     }
 
+    /// `POST /v1/login` with JSON credentials, whatever the outcome.
+    pub async fn login_attempt(&self, username: &str, password: &str) -> Reply {
+        let body = serde_json::json!({"username": username, "password": password});
+        self.send(json_req(Method::POST, "/v1/login", body)).await
+    }
+
     pub async fn login(&self, name: &str) -> Browser {
-        let r = self
-            .send(json_req(
-                Method::POST,
-                "/v1/login",
-                serde_json::json!({"username": name, "password": PASSWORD}),
-            ))
-            .await;
+        let r = self.login_attempt(name, PASSWORD).await;
         assert_eq!(r.status, StatusCode::OK, "login failed: {}", String::from_utf8_lossy(&r.body));
         let body = r.json();
         Browser {
