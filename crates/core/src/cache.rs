@@ -261,6 +261,7 @@ mod tests {
                 expires_at: now.plus(Duration::from_secs(43200)),
                 ip: None,
                 user_agent: None,
+                audience: None,
             },
             user: User {
                 id: user.clone(),

@@ -1,4 +1,4 @@
-//! Public identifiers: `ses_…` for sessions and `usr_…` for users. Random, safe to show and log,
+//! Public identifiers: `ses_…` for sessions, `usr_…` for users, `grt_…` for grants. Random, safe to show and log,
 //! and useless for authenticating.
 
 use std::fmt;
@@ -78,6 +78,12 @@ public_id!(
     /// never change, but ids keep stores free of user text in keys.
     UserId,
     "usr_"
+);
+public_id!(
+    /// A grant's id (its `jti`), `grt_` and 22 base64url characters: what single use and
+    /// revocation refer to.
+    GrantId,
+    "grt_"
 );
 
 #[cfg(test)]

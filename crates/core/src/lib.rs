@@ -7,12 +7,16 @@
 //! - [`store`]: the [`Store`] trait every backend implements, with its contract on every method.
 //! - [`manager`]: [`SessionManager`], the one door through which the server checks and changes
 //!   sessions; the node-local cache and the invalidation bus sit behind it.
+//! - [`grant`], [`grants`]: grants as stored (signing keys, single use, revocations), and
+//!   [`grants::GrantIssuer`], which signs and redeems them.
 //! - [`audit`]: authentication and revocation events.
 //! - `testing` (feature `testing`): the conformance suite every store must pass.
 
 pub mod audit;
 pub mod cache;
 pub mod error;
+pub mod grant;
+pub mod grants;
 pub mod id;
 pub mod manager;
 pub mod password;

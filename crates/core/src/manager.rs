@@ -263,6 +263,18 @@ impl SessionManager {
         client: ClientInfo,
         data: Option<Value>,
     ) -> Result<Issued, Error> {
+        self.create_scoped(user, client, data, None).await
+    }
+
+    /// [`SessionManager::create`] for a session valid for one service only (`audience`), as
+    /// traded for a grant.
+    pub async fn create_scoped(
+        &self,
+        user: &User,
+        client: ClientInfo,
+        data: Option<Value>,
+        audience: Option<String>,
+    ) -> Result<Issued, Error> {
         let now = Timestamp::now();
         let token = Token::generate(SecretKind::Session)?;
         let expires_at = now.plus(self.config.expiry.absolute);
@@ -276,6 +288,7 @@ impl SessionManager {
             expires_at,
             ip: client.ip,
             user_agent: client.user_agent.map(|ua| truncate(ua, 512)),
+            audience,
             data: data.unwrap_or_else(|| Value::Object(Default::default())),
         };
         let evicted =
@@ -294,6 +307,7 @@ impl SessionManager {
             expires_at,
             ip: new.ip,
             user_agent: new.user_agent,
+            audience: new.audience,
         };
         Ok(Issued { token, auth: Authenticated { session, user: user.clone() }, evicted })
     }

@@ -68,6 +68,9 @@ pub struct Session {
     pub ip: Option<String>,
     /// Client user agent at login.
     pub user_agent: Option<String>,
+    /// For a session traded for a grant: the one service it is valid for. `None` for a login
+    /// session, which is valid for Cloakroom itself and every app behind it.
+    pub audience: Option<String>,
 }
 
 impl Session {
@@ -107,6 +110,8 @@ pub struct NewSession {
     pub ip: Option<String>,
     /// Client user agent.
     pub user_agent: Option<String>,
+    /// The one service it is valid for, for a session traded for a grant.
+    pub audience: Option<String>,
     /// Initial session data (a JSON object).
     pub data: serde_json::Value,
 }
@@ -150,6 +155,9 @@ pub struct SessionView<'a> {
     pub ip: Option<&'a str>,
     /// Client user agent at login.
     pub user_agent: Option<&'a str>,
+    /// The one service the session is valid for (sessions traded for a grant only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<&'a str>,
     /// In lists: whether this is the caller's own session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<bool>,
@@ -183,6 +191,7 @@ impl Authenticated {
             expires_at: s.expires_at,
             ip: s.ip.as_deref(),
             user_agent: s.user_agent.as_deref(),
+            audience: s.audience.as_deref(),
             current,
         }
     }

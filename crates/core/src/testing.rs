@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::audit::{AuditEvent, AuditFilter, AuditKind};
+use crate::grant::{GrantRevocation, GrantUse, Redemption, Revoked, SigningKeyRecord};
 use crate::id::{SessionId, UserId};
 use crate::password::PasswordHash;
 use crate::session::{DataWrite, NewSession};
@@ -60,6 +61,7 @@ pub fn new_session(user: &User, at: Timestamp) -> (Token, NewSession) {
         expires_at: at.plus(12 * HOUR),
         ip: Some("192.0.2.1".into()),
         user_agent: Some("conformance".into()),
+        audience: None,
         data: json!({}),
     };
     (token, s)
@@ -638,6 +640,110 @@ pub async fn invalidations_reach_subscribers(store: &dyn Store) {
     );
 }
 
+/// A scoped session (traded for a grant) keeps its audience; a login session has none.
+pub async fn scoped_sessions_keep_their_audience(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let (token, mut new) = new_session(&alice, t0());
+    new.audience = Some("files".into());
+    store.create_session(&new, 0, t0()).await.unwrap();
+    let found = store.session_by_token(&token.hash(), t0()).await.unwrap().unwrap();
+    assert_eq!(found.session.audience.as_deref(), Some("files"));
+    let (plain, _) = session(store, &alice, t0()).await;
+    let found = store.session_by_token(&plain.hash(), t0()).await.unwrap().unwrap();
+    assert_eq!(found.session.audience, None);
+}
+
+fn grant_use(user: &User, issued_at: Timestamp) -> GrantUse {
+    GrantUse {
+        id: crate::id::GrantId::generate().unwrap().as_str().to_owned(),
+        user: user.id.clone(),
+        issued_at,
+        expires_at: issued_at.plus(MIN),
+    }
+}
+
+/// A grant is redeemed once: the second time it is already used, also when two redemptions race.
+pub async fn grants_are_redeemed_once(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice", &[]).await;
+    let g = grant_use(&alice, t0());
+    assert_eq!(store.redeem_grant(&g, t0()).await.unwrap(), Redemption::Redeemed);
+    assert_eq!(store.redeem_grant(&g, t0()).await.unwrap(), Redemption::AlreadyUsed);
+    for _ in 0..20 {
+        let g = grant_use(&alice, t0());
+        let (a, b) = tokio::join!(
+            {
+                let (s, g) = (Arc::clone(&store), g.clone());
+                tokio::spawn(async move { s.redeem_grant(&g, t0()).await.unwrap() })
+            },
+            {
+                let (s, g) = (Arc::clone(&store), g.clone());
+                tokio::spawn(async move { s.redeem_grant(&g, t0()).await.unwrap() })
+            },
+        );
+        let mut outcomes = [a.unwrap(), b.unwrap()];
+        outcomes.sort_by_key(|o| *o as u8);
+        assert_eq!(outcomes, [Redemption::Redeemed, Redemption::AlreadyUsed]);
+    }
+    // The redemption is reported as a revocation, for offline verifiers.
+    let revs = store.grant_revocations(t0(), t0()).await.unwrap();
+    assert!(revs.iter().any(|r| r.subject == Revoked::Grant(g.id.clone())));
+}
+
+/// Revoking a user's grants refuses those issued at or before the revocation, not later ones;
+/// revoking one grant refuses that one; revocations are listed since a time until they lapse.
+pub async fn grant_revocations(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let bob = user(store, "bob", &[]).await;
+    let early = grant_use(&alice, t0());
+    let bobs = grant_use(&bob, t0());
+    store.revoke_grants(&GrantRevocation::user(&alice.id, t0().plus(MIN / 2))).await.unwrap();
+    let now = t0().plus(MIN / 2);
+    assert_eq!(store.redeem_grant(&early, now).await.unwrap(), Redemption::Revoked);
+    assert_eq!(store.redeem_grant(&bobs, now).await.unwrap(), Redemption::Redeemed);
+    let later = grant_use(&alice, t0().plus(MIN));
+    assert_eq!(store.redeem_grant(&later, t0().plus(MIN)).await.unwrap(), Redemption::Redeemed);
+
+    let one = grant_use(&bob, t0());
+    store.revoke_grants(&GrantRevocation::grant(&one.id, now, one.expires_at)).await.unwrap();
+    assert_eq!(store.redeem_grant(&one, now).await.unwrap(), Redemption::Revoked);
+
+    let listed = store.grant_revocations(t0(), now).await.unwrap();
+    assert!(listed.contains(&GrantRevocation::user(&alice.id, t0().plus(MIN / 2))));
+    assert!(listed.iter().any(|r| r.subject == Revoked::Grant(one.id.clone())));
+    assert!(store.grant_revocations(now.plus(MIN), now).await.unwrap().is_empty(), "since");
+    let lapsed = now.plus(crate::grant::MAX_GRANT_TTL).plus(MIN);
+    assert!(store.grant_revocations(t0(), lapsed).await.unwrap().is_empty(), "until");
+}
+
+/// Signing keys are stored as given and listed oldest first; a rotation retires every other key
+/// that was not retired yet, atomically with adding the new one.
+pub async fn signing_keys(store: &dyn Store) {
+    let key = |n: i64, active_from: Timestamp| SigningKeyRecord {
+        id: format!("k4.pid.test{n}"),
+        public: format!("k4.public.test{n}"),
+        sealed: format!("v4.local.sealed{n}"),
+        created_at: t0().plus(MIN * u32::try_from(n).unwrap()),
+        active_from,
+        retired_at: None,
+    };
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    let first = key(1, t0());
+    store.add_signing_key(&first, None).await.unwrap();
+    assert_eq!(store.signing_keys().await.unwrap(), vec![first.clone()]);
+    assert!(matches!(
+        store.add_signing_key(&first, None).await,
+        Err(crate::StoreError::Conflict { .. })
+    ));
+    let switch = t0().plus(2 * MIN);
+    let second = key(2, switch);
+    store.add_signing_key(&second, Some(switch)).await.unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].id, first.id);
+    assert_eq!(keys[0].retired_at, Some(switch));
+    assert_eq!(keys[1], second);
+}
+
 /// Expands to one test per conformance property for the store that `$factory` builds. The factory
 /// is an async closure returning `(store, guard)`; the guard lives until the test ends.
 #[macro_export]
@@ -647,9 +753,11 @@ macro_rules! store_conformance_tests {
             create_and_find, unknown_tokens_are_never_adopted, idle_expiry_and_touch,
             absolute_expiry, revoke_one, revoke_others_and_all, list_by_user, cap_per_user,
             user_changes, users_are_unique_and_listed, replace_password_hash_is_compare_and_set,
-            rotate, privilege_changes_are_stamped, invalidations_reach_subscribers, session_data_compare_and_set, delete_expired, api_keys, audit_events, event_logs);
+            rotate, privilege_changes_are_stamped, invalidations_reach_subscribers, session_data_compare_and_set, delete_expired, api_keys, audit_events, event_logs,
+            scoped_sessions_keep_their_audience, grant_revocations, signing_keys);
         $crate::store_conformance_tests!(@shared $factory;
-            concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected);
+            concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected,
+            grants_are_redeemed_once);
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

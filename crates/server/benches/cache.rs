@@ -67,6 +67,7 @@ fn session(now: Timestamp) -> Arc<Authenticated> {
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
                     .into(),
             ),
+            audience: None,
         },
         user: User {
             id: user,

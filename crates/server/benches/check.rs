@@ -75,6 +75,7 @@ fn filler_session(
         expires_at: now.plus(std::time::Duration::from_secs(43200)),
         ip: None,
         user_agent: None,
+        audience: None,
         data: serde_json::json!({}),
     };
     (token, s)

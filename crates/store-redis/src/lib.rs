@@ -12,7 +12,10 @@
 //!   deadline. They are hints: a session is what its hash says, so a stale index entry finds
 //!   nothing;
 //! - `cr:kn:<name>`, `cr:k:<key hash>`, `cr:keys`: API keys; `cr:audit` (and `cr:audit:n:<username>`)
-//!   streams: audit events, capped.
+//!   streams: audit events, capped;
+//! - grants: `cr:sk` hash: signing keys (sealed); `cr:g:{gid}:u` / `:r`: a grant used / revoked,
+//!   expiring with it; `cr:gr:{uid}`: grants of the user issued up to this time are revoked;
+//!   `cr:grv` sorted set: the revocation log that `/v1/revocations` serves.
 //!
 //! Liveness is always judged against the caller's `now`; TTLs only reclaim memory. Invalidations
 //! are published on `cr:bus` after each change commits, and [`Store::subscribe`] turns them into
@@ -26,6 +29,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::grant::{
+    GrantRevocation, GrantUse, KEY_PUBLISH_MARGIN, MAX_GRANT_TTL, Redemption, Revoked,
+    SigningKeyRecord,
+};
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
 use cloakroom_core::store::{ApiKey, BusEvent, StoreResult};
@@ -108,6 +115,9 @@ struct Scripts {
     put_data: Script,
     sweep_user: Script,
     log_event: Script,
+    add_signing_key: Script,
+    redeem_grant: Script,
+    revoke_user_grants: Script,
 }
 
 impl Scripts {
@@ -135,6 +145,9 @@ impl Scripts {
                 include_str!("lua/sweep_user.lua")
             )),
             log_event: Script::new(include_str!("lua/log_event.lua")),
+            add_signing_key: Script::new(include_str!("lua/add_signing_key.lua")),
+            redeem_grant: Script::new(include_str!("lua/redeem_grant.lua")),
+            revoke_user_grants: Script::new(include_str!("lua/revoke_user_grants.lua")),
         }
     }
 }
@@ -159,6 +172,19 @@ fn sid_key(sid: &str) -> String {
 }
 fn name_key(name: &str) -> String {
     format!("cr:n:{name}")
+}
+/// Grant-signing keys: id → `created|active_from|retired_at or -|public|sealed`.
+const SIGNING_KEYS: &str = "cr:sk";
+/// Grant revocations (and redemptions) by time, for `/v1/revocations`: `kind|subject|at|until`.
+const GRANT_REVOCATIONS: &str = "cr:grv";
+fn grant_used_key(gid: &str) -> String {
+    format!("cr:g:{{{gid}}}:u")
+}
+fn grant_revoked_key(gid: &str) -> String {
+    format!("cr:g:{{{gid}}}:r")
+}
+fn user_grants_revoked_key(uid: &str) -> String {
+    format!("cr:gr:{{{uid}}}")
 }
 
 /// A store URL without its credentials, for messages and logs.
@@ -226,6 +252,7 @@ fn decode_session(f: &Fields) -> StoreResult<Session> {
         expires_at: ts("exp")?,
         ip: f.get("ip").cloned(),
         user_agent: f.get("ua").cloned(),
+        audience: f.get("aud").cloned(),
     })
 }
 
@@ -318,6 +345,27 @@ impl RedisStore {
             async move { cmd.query_async::<redis::Value>(&mut conn).await }
         });
         futures_util::future::try_join_all(runs).await.map_err(err)?;
+        Ok(())
+    }
+
+    /// Appends to the revocation log and forgets entries older than any grant can live.
+    async fn log_revocation(&self, r: &GrantRevocation) -> StoreResult<()> {
+        let (kind, subject) = match &r.subject {
+            Revoked::Grant(id) => ("grant", id.as_str()),
+            Revoked::User(u) => ("user", u.as_str()),
+        };
+        let member = format!("{kind}|{subject}|{}|{}", r.at.as_millis(), r.until.as_millis());
+        let horizon = r.at.as_millis()
+            - i64::try_from((MAX_GRANT_TTL + KEY_PUBLISH_MARGIN).as_millis()).unwrap_or(i64::MAX);
+        let _: () = redis::pipe()
+            .atomic()
+            .zadd(GRANT_REVOCATIONS, member, r.at.as_millis())
+            .ignore()
+            .zrembyscore(GRANT_REVOCATIONS, "-inf", horizon)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
         Ok(())
     }
 
@@ -599,6 +647,7 @@ impl Store for RedisStore {
             .arg(if s.ip.is_some() { "1" } else { "0" })
             .arg(if s.user_agent.is_some() { "1" } else { "0" })
             .arg(uid)
+            .arg(s.audience.as_deref().unwrap_or(""))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| script_error(e, "session"))?;
@@ -942,6 +991,150 @@ impl Store for RedisStore {
         ])
         .await?;
         Ok(true)
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        retire_others_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let record = format!(
+            "{}|{}|{}|{}|{}",
+            key.created_at.as_millis(),
+            key.active_from.as_millis(),
+            key.retired_at.map_or_else(|| "-".to_owned(), |t| t.as_millis().to_string()),
+            key.public,
+            key.sealed
+        );
+        let _: i64 = self
+            .scripts
+            .add_signing_key
+            .key(SIGNING_KEYS)
+            .arg(&key.id)
+            .arg(record)
+            .arg(retire_others_at.map_or_else(String::new, |t| t.as_millis().to_string()))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| script_error(e, "signing key"))?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        let all: HashMap<String, String> = self.conn().hgetall(SIGNING_KEYS).await.map_err(err)?;
+        let mut keys = all
+            .into_iter()
+            .map(|(id, v)| {
+                let mut parts = v.splitn(5, '|');
+                let mut next = || parts.next().ok_or(corrupt("signing key"));
+                let ms = |s: &str| s.parse::<i64>().map_err(|_| corrupt("signing key"));
+                let created_at = Timestamp::from_millis(ms(next()?)?);
+                let active_from = Timestamp::from_millis(ms(next()?)?);
+                let retired_at = match next()? {
+                    "-" => None,
+                    t => Some(Timestamp::from_millis(ms(t)?)),
+                };
+                Ok(SigningKeyRecord {
+                    id,
+                    created_at,
+                    active_from,
+                    retired_at,
+                    public: next()?.to_owned(),
+                    sealed: next()?.to_owned(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
+    }
+
+    async fn redeem_grant(&self, grant: &GrantUse, now: Timestamp) -> StoreResult<Redemption> {
+        let outcome: String = self
+            .scripts
+            .redeem_grant
+            .key(grant_used_key(&grant.id))
+            .key(grant_revoked_key(&grant.id))
+            .arg(grant.expires_at.as_millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        match outcome.as_str() {
+            "used" => return Ok(Redemption::AlreadyUsed),
+            "revoked" => return Ok(Redemption::Revoked),
+            _ => {}
+        }
+        // The user-wide revocation lives in the user's slot. Checked after the use was recorded:
+        // a grant revoked here stays used up, and a revocation that lands between the two steps is
+        // ordered after this redemption.
+        let revoked_at: Option<i64> =
+            self.conn().get(user_grants_revoked_key(grant.user.as_str())).await.map_err(err)?;
+        if revoked_at.is_some_and(|at| at >= grant.issued_at.as_millis()) {
+            return Ok(Redemption::Revoked);
+        }
+        self.log_revocation(&GrantRevocation::grant(&grant.id, now, grant.expires_at)).await?;
+        Ok(Redemption::Redeemed)
+    }
+
+    async fn revoke_grants(&self, r: &GrantRevocation) -> StoreResult<()> {
+        match &r.subject {
+            Revoked::Grant(id) => {
+                let _: () = redis::cmd("SET")
+                    .arg(grant_revoked_key(id))
+                    .arg("1")
+                    .arg("PXAT")
+                    .arg(r.until.as_millis())
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(err)?;
+            }
+            Revoked::User(uid) => {
+                let _: i64 = self
+                    .scripts
+                    .revoke_user_grants
+                    .key(user_grants_revoked_key(uid.as_str()))
+                    .arg(r.at.as_millis())
+                    .arg(r.until.as_millis())
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        self.log_revocation(r).await
+    }
+
+    async fn grant_revocations(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<GrantRevocation>> {
+        let members: Vec<String> = self
+            .conn()
+            .zrangebyscore(GRANT_REVOCATIONS, since.as_millis(), "+inf")
+            .await
+            .map_err(err)?;
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            let mut parts = m.splitn(4, '|');
+            let (Some(kind), Some(subject), Some(at), Some(until)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(corrupt("grant revocation"));
+            };
+            let ms = |s: &str| {
+                s.parse::<i64>()
+                    .map(Timestamp::from_millis)
+                    .map_err(|_| corrupt("grant revocation"))
+            };
+            let subject = match kind {
+                "grant" => Revoked::Grant(subject.to_owned()),
+                "user" => Revoked::User(UserId::from_stored(subject.to_owned())),
+                _ => return Err(corrupt("grant revocation")),
+            };
+            let r = GrantRevocation { subject, at: ms(at)?, until: ms(until)? };
+            if r.until > now {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::grant::{GrantRevocation, GrantUse, Redemption, Revoked, SigningKeyRecord};
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
 use cloakroom_core::store::{ApiKey, BusEvent, StoreResult};
@@ -36,7 +37,7 @@ pub struct SqliteStore {
 const AUTH_COLUMNS: &str = "s.id, s.user_id, s.csrf_token, s.created_at, s.last_seen_at, \
     s.idle_expires_at, s.expires_at, s.ip, s.user_agent, u.username, u.roles, u.disabled, \
     u.password_hash IS NOT NULL AS has_password, u.created_at AS u_created_at, \
-    u.updated_at AS u_updated_at, s.token_issued_at, u.privileges_changed_at";
+    u.updated_at AS u_updated_at, s.token_issued_at, u.privileges_changed_at, s.audience";
 
 const USER_COLUMNS: &str =
     "id, username, password_hash, roles, disabled, created_at, updated_at, privileges_changed_at";
@@ -149,6 +150,7 @@ fn decode_auth(row: &SqliteRow) -> StoreResult<Authenticated> {
         expires_at: ts(6)?,
         ip: row.try_get(7).map_err(db_err)?,
         user_agent: row.try_get(8).map_err(db_err)?,
+        audience: row.try_get(17).map_err(db_err)?,
     };
     let user = User {
         id: user_id,
@@ -317,8 +319,9 @@ impl Store for SqliteStore {
         };
         let inserted = sqlx::query(
             "INSERT INTO sessions (id, token_hash, csrf_token, user_id, created_at, last_seen_at,
-                 token_issued_at, idle_expires_at, expires_at, ip, user_agent, data, data_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7, ?8, ?9, ?10, 1)",
+                 token_issued_at, idle_expires_at, expires_at, ip, user_agent, data, data_version,
+                 audience)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11)",
         )
         .bind(s.id.as_str())
         .bind(s.token_hash.as_bytes().as_slice())
@@ -330,6 +333,7 @@ impl Store for SqliteStore {
         .bind(s.ip.as_deref())
         .bind(s.user_agent.as_deref())
         .bind(s.data.to_string())
+        .bind(s.audience.as_deref())
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -559,6 +563,17 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
+        // Single-use records and revocations matter only until the grants they concern expire.
+        sqlx::query("DELETE FROM redeemed_grants WHERE expires_at <= ?1")
+            .bind(now.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("DELETE FROM grant_revocations WHERE until <= ?1")
+            .bind(now.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         // A subscriber that falls BUS_RETENTION behind sees a gap and flushes its cache instead.
         sqlx::query("DELETE FROM invalidations WHERE at < ?")
             .bind(now.as_millis() - i64::try_from(BUS_RETENTION.as_millis()).unwrap_or(i64::MAX))
@@ -688,6 +703,144 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn add_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        retire_others_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        if let Some(at) = retire_others_at {
+            sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+                .bind(at.as_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (id, public_key, sealed_secret, created_at, active_from,
+                 retired_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(&key.public)
+        .bind(&key.sealed)
+        .bind(key.created_at.as_millis())
+        .bind(key.active_from.as_millis())
+        .bind(key.retired_at.map(Timestamp::as_millis))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict { what: "signing key" });
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, public_key, sealed_secret, created_at, active_from, retired_at
+             FROM signing_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRecord {
+                    id: r.try_get(0).map_err(db_err)?,
+                    public: r.try_get(1).map_err(db_err)?,
+                    sealed: r.try_get(2).map_err(db_err)?,
+                    created_at: Timestamp::from_millis(r.try_get(3).map_err(db_err)?),
+                    active_from: Timestamp::from_millis(r.try_get(4).map_err(db_err)?),
+                    retired_at: r
+                        .try_get::<Option<i64>, _>(5)
+                        .map_err(db_err)?
+                        .map(Timestamp::from_millis),
+                })
+            })
+            .collect()
+    }
+
+    async fn redeem_grant(&self, grant: &GrantUse, now: Timestamp) -> StoreResult<Redemption> {
+        let mut tx = self.write_tx().await?;
+        let used: Option<i64> = sqlx::query_scalar("SELECT 1 FROM redeemed_grants WHERE id = ?")
+            .bind(&grant.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if used.is_some() {
+            return Ok(Redemption::AlreadyUsed);
+        }
+        let revoked: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM grant_revocations
+             WHERE ((kind = 'grant' AND subject = ?1) OR (kind = 'user' AND subject = ?2 AND at >= ?3))
+               AND until > ?4
+             LIMIT 1",
+        )
+        .bind(&grant.id)
+        .bind(grant.user.as_str())
+        .bind(grant.issued_at.as_millis())
+        .bind(now.as_millis())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if revoked.is_some() {
+            return Ok(Redemption::Revoked);
+        }
+        sqlx::query("INSERT INTO redeemed_grants (id, expires_at) VALUES (?, ?)")
+            .bind(&grant.id)
+            .bind(grant.expires_at.as_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        insert_revocation(&mut tx, &GrantRevocation::grant(&grant.id, now, grant.expires_at))
+            .await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Redemption::Redeemed)
+    }
+
+    async fn revoke_grants(&self, revocation: &GrantRevocation) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        insert_revocation(&mut tx, revocation).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn grant_revocations(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<GrantRevocation>> {
+        let rows = sqlx::query(
+            "SELECT kind, subject, at, until FROM grant_revocations
+             WHERE at >= ? AND until > ? ORDER BY at, seq",
+        )
+        .bind(since.as_millis())
+        .bind(now.as_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get(0).map_err(db_err)?;
+                let subject: String = r.try_get(1).map_err(db_err)?;
+                let subject = match kind.as_str() {
+                    "grant" => Revoked::Grant(subject),
+                    "user" => Revoked::User(UserId::from_stored(subject)),
+                    _ => {
+                        return Err(StoreError::Corrupt { what: "grant revocation", source: None });
+                    }
+                };
+                Ok(GrantRevocation {
+                    subject,
+                    at: Timestamp::from_millis(r.try_get(2).map_err(db_err)?),
+                    until: Timestamp::from_millis(r.try_get(3).map_err(db_err)?),
+                })
+            })
+            .collect()
+    }
+
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO audit_events (at, kind, actor, user_id, username, session_id, ip, detail)
@@ -753,6 +906,26 @@ impl Store for SqliteStore {
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long invalidation records are kept.
 const BUS_RETENTION: Duration = Duration::from_secs(600);
+
+/// Appends a grant revocation, in the caller's transaction.
+async fn insert_revocation(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    r: &GrantRevocation,
+) -> StoreResult<()> {
+    let (kind, subject) = match &r.subject {
+        Revoked::Grant(id) => ("grant", id.as_str()),
+        Revoked::User(u) => ("user", u.as_str()),
+    };
+    sqlx::query("INSERT INTO grant_revocations (kind, subject, at, until) VALUES (?, ?, ?, ?)")
+        .bind(kind)
+        .bind(subject)
+        .bind(r.at.as_millis())
+        .bind(r.until.as_millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
 
 /// Appends to the invalidation log, in the transaction of the change itself.
 async fn publish(

@@ -7,7 +7,10 @@ use cloakroom_core::StoreError;
 use sqlx::{Row, SqlitePool};
 
 /// `(version, sql)`, in order. Append only; never edit a released entry.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_grants.sql")),
+];
 
 pub(crate) async fn run(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::unavailable)?;

@@ -1,5 +1,5 @@
 -- KEYS: user, index, session. ARGV: sid, token hash, csrf, created, idle, exp, ip, ua, data, cap,
--- now, session key prefix, has ip, has ua, uid.
+-- now, session key prefix, has ip, has ua, uid, audience ('' for none).
 -- Prunes the index (members whose session is gone or dead at `now` are deleted), evicts the oldest
 -- live sessions beyond cap - 1, inserts the session. Returns {evicted pairs, pruned pairs}: sid, th.
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOUSER') end
@@ -19,6 +19,7 @@ redis.call('HSET', KEYS[3], 'id', ARGV[1], 'uid', ARGV[15], 'th', ARGV[2], 'csrf
   'data', ARGV[9], 'dv', 1)
 if ARGV[13] == '1' then redis.call('HSET', KEYS[3], 'ip', ARGV[7]) end
 if ARGV[14] == '1' then redis.call('HSET', KEYS[3], 'ua', ARGV[8]) end
+if ARGV[16] ~= '' then redis.call('HSET', KEYS[3], 'aud', ARGV[16]) end
 redis.call('PEXPIREAT', KEYS[3], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 if redis.call('PEXPIRETIME', KEYS[2]) < tonumber(ARGV[6]) then
