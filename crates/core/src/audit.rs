@@ -47,6 +47,14 @@ pub enum AuditKind {
     ApiKeyCreated,
     /// An API key was revoked.
     ApiKeyRevoked,
+    /// A grant was issued.
+    GrantIssued,
+    /// A grant was redeemed.
+    GrantRedeemed,
+    /// A grant was traded for a session scoped to its audience.
+    GrantExchanged,
+    /// The grant-signing key was rotated.
+    SigningKeyRotated,
 }
 
 impl AuditKind {
@@ -68,6 +76,10 @@ impl AuditKind {
         Self::UserEnabled,
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
+        Self::GrantIssued,
+        Self::GrantRedeemed,
+        Self::GrantExchanged,
+        Self::SigningKeyRotated,
     ];
 
     /// The snake_case name stores keep.
@@ -89,6 +101,10 @@ impl AuditKind {
             Self::UserEnabled => "user_enabled",
             Self::ApiKeyCreated => "api_key_created",
             Self::ApiKeyRevoked => "api_key_revoked",
+            Self::GrantIssued => "grant_issued",
+            Self::GrantRedeemed => "grant_redeemed",
+            Self::GrantExchanged => "grant_exchanged",
+            Self::SigningKeyRotated => "signing_key_rotated",
         }
     }
 }

@@ -202,8 +202,10 @@ impl GrantIssuer {
         Ok(record)
     }
 
-    /// The keys to publish at `now` (`GET /v1/keys`).
+    /// The keys to publish at `now` (`GET /v1/keys`), read from the store: a rotation made by
+    /// another node or the CLI shows at once.
     pub async fn published(&self, now: Timestamp) -> Result<Vec<SigningKeyRecord>, GrantFailure> {
+        self.refresh(now).await?;
         self.ensure_key(now).await?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         Ok(keys.records.iter().filter(|r| r.published_at(now)).cloned().collect())

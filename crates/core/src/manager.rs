@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::cache::SessionCache;
 use crate::error::{Error, StoreError};
+use crate::grant::GrantRevocation;
 use crate::id::{SessionId, UserId};
 use crate::password::{Password, PasswordHasher, Verified};
 use crate::session::{Authenticated, ExpiryPolicy, NewSession};
@@ -350,7 +351,9 @@ impl SessionManager {
         Ok(owner)
     }
 
-    /// Revokes all of a user's sessions but `keep`.
+    /// Revokes all of a user's sessions but `keep`, and every grant the user holds (a grant
+    /// cannot tell which session asked for it, so "log out elsewhere" ends them all: they are
+    /// short-lived, and failing closed is the safe side).
     pub async fn revoke_user(
         &self,
         user: &UserId,
@@ -358,7 +361,13 @@ impl SessionManager {
     ) -> Result<Vec<SessionId>, StoreError> {
         let revoked = self.store.revoke_user_sessions(user, keep).await?;
         self.invalidate(user);
+        self.revoke_grants_of(user).await?;
         Ok(revoked)
+    }
+
+    /// Revokes every grant `user` holds now; verifiers following `/v1/revocations` hear of it.
+    pub async fn revoke_grants_of(&self, user: &UserId) -> Result<(), StoreError> {
+        self.store.revoke_grants(&GrantRevocation::user(user, Timestamp::now())).await
     }
 
     // ------------------------------------------------------------ users
@@ -399,6 +408,7 @@ impl SessionManager {
         let change = UserChange { password_hash: Some(hash), ..UserChange::default() };
         let changed = self.store.update_user(user, &change, keep).await?;
         self.invalidate(user);
+        self.revoke_grants_of(user).await?;
         Ok(changed)
     }
 
@@ -413,6 +423,9 @@ impl SessionManager {
             UserChange { password_hash: None, roles: roles.map(normalize_roles), disabled };
         let changed = self.store.update_user(user, &change, None).await?;
         self.invalidate(user);
+        if disabled == Some(true) {
+            self.revoke_grants_of(user).await?;
+        }
         Ok(changed)
     }
 

@@ -10,7 +10,7 @@ use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
 use crate::extract::CookieSlot;
-use crate::routes::{admin, auth, check, health, session, sessions};
+use crate::routes::{admin, auth, check, grants, health, session, sessions};
 use crate::state::AppState;
 use crate::{extract, metrics};
 
@@ -34,6 +34,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/sessions", post(admin::create_session).get(admin::list_sessions))
         .route("/v1/admin/sessions/validate", post(admin::validate))
         .route("/v1/admin/sessions/{id}", delete(admin::revoke_session))
+        .route("/v1/grants", post(grants::issue))
+        .route("/v1/grants/redeem", post(grants::redeem))
+        .route("/v1/grants/exchange", post(grants::exchange))
+        .route("/v1/keys", get(grants::keys))
+        .route("/v1/revocations", get(grants::revocations))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

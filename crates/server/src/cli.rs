@@ -47,6 +47,9 @@ enum Command {
     /// Manage service API keys
     #[command(subcommand)]
     Apikey(ApikeyCmd),
+    /// Manage grant-signing keys
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Show audit events, newest first
     Audit {
         /// Only this user's events
@@ -150,6 +153,16 @@ enum ApikeyCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// New grant-signing key; the old one verifies until its grants expire
+    Rotate,
+    /// List grant-signing keys
+    List,
+    /// Print a fresh random grant_key (the key that seals signing keys) for the configuration
+    Secret,
+}
+
 /// Parses arguments and runs; the process's exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -189,9 +202,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),
     };
-    // The pepper is a secret: environment or file only, never a flag.
+    // The pepper and the grant key are secrets: environment or file only, never a flag.
     let env_pepper = RawConfig {
         password_pepper: std::env::var("CLOAKROOM_PASSWORD_PEPPER").ok(),
+        grant_key: std::env::var("CLOAKROOM_GRANT_KEY").ok(),
         ..Default::default()
     };
     Ok(cli.settings.clone().or(env_pepper).or(file).validate()?)
@@ -212,6 +226,13 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     if let Command::Serve = cli.command {
         return crate::serve::run(config).await;
     }
+    if let Command::Keys(KeysCmd::Secret) = cli.command {
+        // Needs no store: a fresh key for CLOAKROOM_GRANT_KEY.
+        use base64::Engine as _;
+        let key = cloakroom_grant::SymmetricKey::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes()));
+        return Ok(());
+    }
     let store = crate::serve::open_store(&config.store, config.store_ca.as_deref()).await?;
     let manager = crate::serve::manager(Arc::clone(&store), &config, Cost::ASVS);
     let out = Output { json: cli.json };
@@ -220,6 +241,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::User(cmd) => user(&manager, &out, cmd).await,
         Command::Session(cmd) => session(&manager, &out, cmd).await,
         Command::Apikey(cmd) => apikey(&manager, &out, cmd).await,
+        Command::Keys(cmd) => keys(&store, &config, &manager, &out, cmd).await,
         Command::Audit { user, limit } => {
             let username = user.as_deref().map(parse_username).transpose()?;
             let events = manager.store().list_audit(&AuditFilter { username, limit }).await?;
@@ -432,6 +454,79 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
             out.message(&format!("revoked {total} session(s)"), json!({ "revoked": total }));
         }
         SessionCmd::Revoke { .. } => bail!("name a session id, --user NAME or --all"),
+    }
+    Ok(())
+}
+
+async fn keys(
+    store: &Arc<dyn cloakroom_core::Store>,
+    config: &Config,
+    manager: &SessionManager,
+    out: &Output,
+    cmd: KeysCmd,
+) -> anyhow::Result<()> {
+    let grants = crate::grants::grants(store, config)?.ok_or_else(|| {
+        anyhow::anyhow!("grants are off: set grant_key (CLOAKROOM_GRANT_KEY) for this store")
+    })?;
+    let now = Timestamp::now();
+    match cmd {
+        KeysCmd::Rotate => {
+            grants.issuer.ensure_key(now).await?;
+            let key = grants.issuer.rotate(now).await?;
+            audit(
+                manager,
+                AuditEvent::new(AuditKind::SigningKeyRotated, "cli").detail(key.id.clone()),
+            )
+            .await;
+            out.message(
+                &format!(
+                    "new grant-signing key {} signs from {}; the previous keys verify until their grants expire",
+                    key.id, key.active_from
+                ),
+                json!({ "id": key.id, "paserk": key.public, "active_from": key.active_from }),
+            );
+        }
+        KeysCmd::List => {
+            grants.issuer.ensure_key(now).await?;
+            let keys = store.signing_keys().await?;
+            if out.json {
+                let keys: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        json!({ "id": k.id, "paserk": k.public, "created_at": k.created_at,
+                        "active_from": k.active_from, "retired_at": k.retired_at,
+                        "signing": k.signs_at(now), "published": k.published_at(now) })
+                    })
+                    .collect();
+                println!("{}", json!({ "keys": keys }));
+            } else {
+                let state = |k: &cloakroom_core::grant::SigningKeyRecord| {
+                    if k.signs_at(now) {
+                        "signing"
+                    } else if k.active_from > now {
+                        "next"
+                    } else if k.published_at(now) {
+                        "verifying"
+                    } else {
+                        "expired"
+                    }
+                };
+                table(
+                    &["ID", "STATE", "CREATED", "RETIRED"],
+                    keys.iter()
+                        .map(|k| {
+                            vec![
+                                k.id.clone(),
+                                state(k).to_owned(),
+                                k.created_at.to_string(),
+                                k.retired_at.map(|t| t.to_string()).unwrap_or_default(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        KeysCmd::Secret => bail!("handled before the store is opened"),
     }
     Ok(())
 }

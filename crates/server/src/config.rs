@@ -58,6 +58,11 @@ pub struct RawConfig {
     #[arg(skip)]
     #[serde(default)]
     pub password_pepper: Option<String>,
+    /// The key that seals grant-signing keys in the store: 32 random bytes as base64url
+    /// (`cloakroom keys secret` prints one). Env or file only
+    #[arg(skip)]
+    #[serde(default)]
+    pub grant_key: Option<String>,
 }
 
 /// Every key, for the unknown-variable check.
@@ -76,6 +81,7 @@ const KEYS: &[&str] = &[
     "header_timeout",
     "login_concurrency",
     "password_pepper",
+    "grant_key",
 ];
 
 /// A setting that was refused, naming the key.
@@ -104,6 +110,13 @@ pub enum ConfigError {
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, message: message.into() }
+}
+
+/// Decodes a `grant_key`: 32 bytes, base64url without padding.
+pub fn parse_grant_key(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
+    bytes.try_into().ok()
 }
 
 /// Log output format.
@@ -148,6 +161,8 @@ pub struct Config {
     pub login_concurrency: usize,
     /// Pepper bytes, if configured.
     pub password_pepper: Option<Vec<u8>>,
+    /// The 32-byte key that seals grant-signing keys, if configured.
+    pub grant_key: Option<[u8; 32]>,
 }
 
 impl RawConfig {
@@ -168,6 +183,7 @@ impl RawConfig {
             header_timeout: self.header_timeout.or(lower.header_timeout),
             login_concurrency: self.login_concurrency.or(lower.login_concurrency),
             password_pepper: self.password_pepper.or(lower.password_pepper),
+            grant_key: self.grant_key.or(lower.grant_key),
         }
     }
 
@@ -327,6 +343,12 @@ impl RawConfig {
             Some(p) if p.len() >= 16 => Some(p.into_bytes()),
             Some(_) => return Err(invalid("password_pepper", "must be at least 16 bytes")),
         };
+        let grant_key = match self.grant_key {
+            None => None,
+            Some(k) => Some(parse_grant_key(&k).ok_or_else(|| {
+                invalid("grant_key", "expected 32 bytes as base64url (43 characters)")
+            })?),
+        };
 
         Ok(Config {
             listen,
@@ -344,6 +366,7 @@ impl RawConfig {
             header_timeout,
             login_concurrency,
             password_pepper,
+            grant_key,
         })
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cloakroom_core::grants::GrantFailure;
 use cloakroom_core::{Error, StoreError};
 use serde_json::json;
 
@@ -97,6 +98,23 @@ impl ApiError {
             "the session store is unavailable",
         )
     }
+    /// 401 `invalid_grant`: not a valid grant for this audience (malformed, unknown key, bad
+    /// signature, expired, revoked).
+    pub fn invalid_grant(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", message)
+    }
+    /// 409 `grant_already_used`.
+    pub fn grant_already_used() -> Self {
+        Self::new(StatusCode::CONFLICT, "grant_already_used", "the grant was already used")
+    }
+    /// 503 `grants_not_configured`: no key to seal signing keys with (`grant_key`).
+    pub fn grants_off() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "grants_not_configured",
+            "grants need grant_key (CLOAKROOM_GRANT_KEY) on this store",
+        )
+    }
     /// 500 `internal`: only for faults of the server itself (no randomness, hashing failed).
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
@@ -135,6 +153,22 @@ impl From<Error> for ApiError {
             Error::UnknownUser => ApiError::not_found("user not found"),
             other => {
                 tracing::error!(error = %other, "internal failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<GrantFailure> for ApiError {
+    fn from(e: GrantFailure) -> Self {
+        match e {
+            GrantFailure::Store(s) => s.into(),
+            GrantFailure::Request(m) => ApiError::invalid(m),
+            GrantFailure::Invalid(g) => ApiError::invalid_grant(g.to_string()),
+            GrantFailure::Revoked => ApiError::invalid_grant("grant revoked"),
+            GrantFailure::AlreadyUsed => ApiError::grant_already_used(),
+            other => {
+                tracing::error!(error = %other, "grant failure");
                 ApiError::internal()
             }
         }

@@ -169,8 +169,12 @@ impl CookieSlot {
 impl Caller {
     /// The caller, `None` when the request has no valid session; CSRF, origin and store failures
     /// are still errors.
+    /// A session scoped to one service (traded for a grant) is no session for Cloakroom's own
+    /// endpoints: only [`ForwardedCaller`] and the service API's validation accept it, for its
+    /// audience.
     pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
-        Self::optional_for(parts, state, is_unsafe(&parts.method), true).await
+        let caller = Self::optional_for(parts, state, is_unsafe(&parts.method), true).await?;
+        Ok(caller.filter(|c| c.auth.session.audience.is_none()))
     }
 
     /// [`Caller::optional`] for a request that changes state when `writes` (the CSRF and Origin
@@ -300,22 +304,30 @@ impl FromRequestParts<AppState> for Service {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some((token, Via::Bearer)) = credential(&parts.headers, &state.config.cookie_name)?
-            && token.starts_with(SecretKind::ApiKey.prefix())
-        {
-            let key =
-                Token::parse(SecretKind::ApiKey, token).map_err(|_| ApiError::unauthenticated())?;
-            let found = state.manager.store().api_key_by_hash(&key.hash()).await?;
-            return match found {
-                Some(k) => Ok(Service { actor: format!("apikey:{}", k.name) }),
-                None => Err(ApiError::unauthenticated()),
-            };
+        if let Some(name) = api_key_name(parts, state).await? {
+            return Ok(Service { actor: format!("apikey:{name}") });
         }
         let caller = Caller::from_request_parts(parts, state).await?;
         if !caller.auth.user.has_role(Role::ADMIN) {
             return Err(ApiError::forbidden("the service API needs an API key or the admin role"));
         }
         Ok(Service { actor: format!("user:{}", caller.auth.user.username) })
+    }
+}
+
+/// The name of the API key the request presents as `Authorization: Bearer crk_…`; `None` when it
+/// presents none (a session, or nothing), 401 for a key that does not exist.
+pub async fn api_key_name(parts: &Parts, state: &AppState) -> Result<Option<String>, ApiError> {
+    let Some((token, Via::Bearer)) = credential(&parts.headers, &state.config.cookie_name)? else {
+        return Ok(None);
+    };
+    if !token.starts_with(SecretKind::ApiKey.prefix()) {
+        return Ok(None);
+    }
+    let key = Token::parse(SecretKind::ApiKey, token).map_err(|_| ApiError::unauthenticated())?;
+    match state.manager.store().api_key_by_hash(&key.hash()).await? {
+        Some(k) => Ok(Some(k.name)),
+        None => Err(ApiError::unauthenticated()),
     }
 }
 

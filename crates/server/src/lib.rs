@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod grants;
 pub mod metrics;
 pub mod routes;
 pub mod serve;

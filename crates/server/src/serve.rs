@@ -54,8 +54,18 @@ pub fn manager(store: Arc<dyn Store>, config: &Config, cost: Cost) -> SessionMan
 /// the store. (What tests that count store reads, and the CLI, want.)
 pub fn state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
     let throttle = Throttle::new(Arc::clone(&store), Limits::default());
+    let grants = grants_or_off(&store, &config);
     let manager = manager(store, &config, cost);
-    AppState::new(manager, config, throttle, crate::metrics::handle())
+    AppState::new(manager, config, throttle, crate::metrics::handle(), grants)
+}
+
+/// Grants for the state; [`run`] checks the sealing key before, so a failure here only turns
+/// grants off (with an error in the log) in embedders that skipped that check.
+fn grants_or_off(store: &Arc<dyn Store>, config: &Config) -> Option<Arc<crate::grants::Grants>> {
+    crate::grants::grants(store, config).unwrap_or_else(|e| {
+        tracing::error!(error = format!("{e:#}"), "grants are off");
+        None
+    })
 }
 
 /// Builds the application state with the node-local session cache, and spawns the task that
@@ -63,6 +73,7 @@ pub fn state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
 pub fn cached_state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
     let cache = Arc::new(SessionCache::new(CacheConfig::default()));
     let throttle = Throttle::new(Arc::clone(&store), Limits::default());
+    let grants = grants_or_off(&store, &config);
     let manager = manager(store, &config, cost).with_cache(cache);
     let bus = manager.clone();
     tokio::spawn(async move {
@@ -75,12 +86,17 @@ pub fn cached_state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppSta
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    AppState::new(manager, config, throttle, crate::metrics::handle())
+    AppState::new(manager, config, throttle, crate::metrics::handle(), grants)
 }
 
 /// Runs the server.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.store, config.store_ca.as_deref()).await?;
+    // A grant_key that does not open the stored signing keys is a start-up error, not a
+    // surprise at the first grant.
+    if let Some(grants) = crate::grants::grants(&store, &config)? {
+        grants.issuer.ensure_key(Timestamp::now()).await.context("grant-signing keys")?;
+    }
     let listen = config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

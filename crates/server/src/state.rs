@@ -9,6 +9,7 @@ use cloakroom_core::audit::AuditEvent;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::grants::Grants;
 use crate::throttle::Throttle;
 
 /// Cheap to clone: one `Arc`.
@@ -25,6 +26,8 @@ pub struct Inner {
     pub throttle: Throttle,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Grants, when a sealing key is available (see [`crate::grants::sealing_key`]).
+    pub grants: Option<Arc<Grants>>,
 }
 
 impl Deref for AppState {
@@ -41,8 +44,9 @@ impl AppState {
         config: Config,
         throttle: Throttle,
         metrics: PrometheusHandle,
+        grants: Option<Arc<Grants>>,
     ) -> Self {
-        Self(Arc::new(Inner { manager, config, throttle, metrics }))
+        Self(Arc::new(Inner { manager, config, throttle, metrics, grants }))
     }
 
     /// Records an audit event in the store and in the log. A store failure is logged, never

@@ -6,7 +6,7 @@ ALTER TABLE sessions ADD COLUMN audience TEXT;
 CREATE TABLE signing_keys (
     id            TEXT PRIMARY KEY,            -- PASERK id, k4.pid.…
     public_key    TEXT NOT NULL,               -- PASERK k4.public.…
-    sealed_secret TEXT NOT NULL,               -- k4.secret.… sealed with the grant_key (v4.local)
+    sealed_secret TEXT NOT NULL,               -- the secret key sealed with the grant_key (v4.local)
     created_at    INTEGER NOT NULL,
     active_from   INTEGER NOT NULL,
     retired_at    INTEGER

@@ -212,6 +212,8 @@ pub async fn create_session(
 #[serde(deny_unknown_fields)]
 pub struct Validate {
     token: String,
+    /// Also accept a session scoped to this audience (one traded for a grant).
+    audience: Option<String>,
 }
 
 /// `POST /v1/admin/sessions/validate`: `{session}` for a live token, else 401.
@@ -222,6 +224,9 @@ pub async fn validate(
 ) -> ApiResult<Response> {
     let auth =
         state.manager.authenticate(&req.token).await?.ok_or_else(ApiError::unauthenticated)?;
+    if auth.session.audience.is_some() && auth.session.audience != req.audience {
+        return Err(ApiError::unauthenticated());
+    }
     Ok(no_store(Json(json!({ "session": auth.view(None) }))))
 }
 

@@ -17,6 +17,8 @@ use crate::extract::{ApiQuery, ForwardedCaller};
 #[serde(deny_unknown_fields)]
 pub struct CheckQuery {
     role: Option<String>,
+    /// Also accept a session scoped to this service (one traded for a grant).
+    audience: Option<String>,
 }
 
 /// The handler.
@@ -25,6 +27,12 @@ pub async fn check(
     ForwardedCaller(caller): ForwardedCaller,
 ) -> Response {
     let outcome = caller.and_then(|caller| match q.role.as_deref() {
+        // A scoped session passes only the check of its own audience.
+        _ if caller.auth.session.audience.is_some()
+            && caller.auth.session.audience != q.audience =>
+        {
+            Err(ApiError::unauthenticated())
+        }
         Some(role) if !caller.auth.user.has_role(role) => {
             Err(ApiError::forbidden("the session's user lacks the required role"))
         }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod check;
+pub mod grants;
 pub mod health;
 pub mod session;
 pub mod sessions;

@@ -24,11 +24,17 @@ impl Server {
 
     /// Starts on any store URL, with extra `serve` flags.
     pub fn start_store(store: &str, log: &Path, extra: &[&str]) -> Server {
+        Self::start_env(store, log, extra, &[])
+    }
+
+    /// Starts on any store URL, with extra `serve` flags and environment variables.
+    pub fn start_env(store: &str, log: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--store"])
             .arg(store)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(log_file)
