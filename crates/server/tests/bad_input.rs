@@ -96,6 +96,11 @@ const PATHS: &[&str] = &[
     "/v1/admin/sessions?username=alice",
     "/v1/admin/sessions?username=%ff",
     "/v1/admin/sessions/validate",
+    "/v1/grants",
+    "/v1/grants/redeem",
+    "/v1/grants/exchange",
+    "/v1/keys",
+    "/v1/keys?x=1",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -149,7 +154,21 @@ fn body(rng: &mut Rng) -> (Option<&'static str>, Vec<u8>) {
         Some(""),
         None,
     ]);
-    let bytes = match rng.below(8) {
+    let bytes = match rng.below(10) {
+        8 => json!({
+            "token": format!("v4.public.{}", rng.text_upto(300)),
+            "audience": rng.text_upto(200),
+        })
+        .to_string()
+        .into_bytes(),
+        9 => json!({
+            "audience": rng.text_upto(300),
+            "action": rng.text_upto(80),
+            "resource": rng.text_upto(2000),
+            "ttl_seconds": rng.below(1000),
+        })
+        .to_string()
+        .into_bytes(),
         0 => Vec::new(),
         1 => rng.bytes_upto(200),
         2 => rng.json(0).to_string().into_bytes(),
