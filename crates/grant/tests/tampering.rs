@@ -83,3 +83,90 @@ proptest! {
         let _ = check(&format!("v4.public.{s}"));
     }
 }
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn b64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn b64_decode(text: &str) -> Vec<u8> {
+    let vals: Vec<u32> =
+        text.bytes().map(|c| B64.iter().position(|&b| b == c).unwrap() as u32).collect();
+    let mut out = Vec::new();
+    for chunk in vals.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, v)| n | v << (18 - 6 * i));
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// The parts of the fixture token: payload JSON, signature, footer JSON.
+fn parts() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let t = &FIXTURE.token;
+    let segments: Vec<&str> = t.split('.').collect();
+    let body = b64_decode(segments[2]);
+    let (payload, sig) = body.split_at(body.len() - 64);
+    (payload.to_vec(), sig.to_vec(), b64_decode(segments[3]))
+}
+
+fn assemble(payload: &[u8], sig: &[u8], footer: &[u8]) -> String {
+    let body: Vec<u8> = payload.iter().chain(sig).copied().collect();
+    format!("v4.public.{}.{}", b64_encode(&body), b64_encode(footer))
+}
+
+#[test]
+fn the_helpers_reassemble_the_genuine_token() {
+    let (p, s, f) = parts();
+    assert_eq!(assemble(&p, &s, &f), FIXTURE.token);
+}
+
+#[test]
+fn a_rewritten_payload_with_the_old_signature_is_refused() {
+    let (payload, sig, footer) = parts();
+    let text = String::from_utf8(payload).unwrap();
+    for (from, to) in [("/f", "/g"), ("usr_a", "usr_b"), ("files", "admin"), ("\"ada\"", "\"bob\"")]
+    {
+        let forged = text.replacen(from, to, 1);
+        assert_ne!(forged, text);
+        let token = assemble(forged.as_bytes(), &sig, &footer);
+        assert_eq!(check(&token).unwrap_err(), GrantError::BadSignature, "{from} -> {to}");
+    }
+    // A longer expiry, same signature.
+    let later = text.replacen("\"exp\":\"20", "\"exp\":\"29", 1);
+    assert_eq!(
+        check(&assemble(later.as_bytes(), &sig, &footer)).unwrap_err(),
+        GrantError::BadSignature
+    );
+}
+
+#[test]
+fn a_modified_footer_is_refused() {
+    let (payload, sig, footer) = parts();
+    let text = String::from_utf8(footer).unwrap();
+    // Same key id, different bytes: the footer is signed.
+    let spaced = text.replace(":", ": ");
+    assert_eq!(
+        check(&assemble(&payload, &sig, spaced.as_bytes())).unwrap_err(),
+        GrantError::BadSignature
+    );
+    // Extra fields are not ours.
+    let extra = text.replace("}", ",\"x\":1}");
+    assert_eq!(
+        check(&assemble(&payload, &sig, extra.as_bytes())).unwrap_err(),
+        GrantError::Malformed
+    );
+    // No footer at all.
+    let body: Vec<u8> = payload.iter().chain(&sig).copied().collect();
+    let bare = format!("v4.public.{}", b64_encode(&body));
+    assert_eq!(check(&bare).unwrap_err(), GrantError::Malformed);
+}

@@ -26,61 +26,24 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// How the caller presented its session token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Via {
-    /// The session cookie (a browser): CSRF rules apply.
-    Cookie,
-    /// `Authorization: Bearer` (a program).
-    Bearer,
-}
+pub use cloakroom_axum::request::{Via, find_cookie, is_unsafe};
 
-/// The token a request carries, and how.
+/// The token a request carries, and how (the one reading shared with `cloakroom-axum`); a
+/// malformed `Authorization` header is 401.
 pub fn credential<'a>(
     headers: &'a HeaderMap,
     cookie_name: &str,
 ) -> Result<Option<(&'a str, Via)>, ApiError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let text = value.to_str().map_err(|_| ApiError::unauthenticated())?;
-        let (scheme, token) = text.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::unauthenticated());
-        }
-        return Ok(Some((token.trim(), Via::Bearer)));
-    }
-    Ok(find_cookie(headers, cookie_name).map(|t| (t, Via::Cookie)))
-}
-
-/// The first cookie named `name` across all `Cookie` headers. Works on bytes (a session check
-/// runs this on every request); only the value found must be UTF-8, and a value that is not is
-/// skipped like a missing one.
-pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let name = name.as_bytes();
-    headers.get_all(header::COOKIE).iter().find_map(|v| {
-        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
-            let pair = pair.trim_ascii_start();
-            let value = pair.strip_prefix(name)?.strip_prefix(b"=")?;
-            let value = value.trim_ascii_end();
-            let value =
-                value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
-            std::str::from_utf8(value).ok()
-        })
-    })
+    cloakroom_axum::request::credential(headers, cookie_name)
+        .map_err(|_| ApiError::unauthenticated())
 }
 
 /// Checks `Origin` / `Sec-Fetch-Site` for a state-changing request.
 pub fn check_origin(headers: &HeaderMap, config: &Config) -> Result<(), ApiError> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().map_err(|_| ApiError::origin_mismatch())?.to_ascii_lowercase();
-        return if config.allowed_origins.contains(&origin) {
-            Ok(())
-        } else {
-            Err(ApiError::origin_mismatch())
-        };
-    }
-    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
-        None | Some(b"same-origin") | Some(b"none") => Ok(()),
-        Some(_) => Err(ApiError::origin_mismatch()),
+    if cloakroom_axum::request::origin_allowed(headers, &config.allowed_origins) {
+        Ok(())
+    } else {
+        Err(ApiError::origin_mismatch())
     }
 }
 
@@ -116,11 +79,6 @@ pub async fn lift_form_csrf(req: Request) -> Result<Request, Response> {
         req.extensions_mut().insert(FormCsrfToken(t));
     }
     Ok(req)
-}
-
-/// Whether the method may change state.
-pub fn is_unsafe(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
 /// A caller with a live session.
