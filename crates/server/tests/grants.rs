@@ -7,32 +7,20 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloakroom_download_server::Files;
 use cloakroom_grant::Verifier;
 use cloakroom_store_redis::testing::RedisServer;
-use common::process::{BIN, Server, cli, cli_store};
+use common::process::{BIN, HttpLogin, Server, cli, cli_store, http_login, until};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-struct Login {
-    cookie: String,
-    csrf: String,
-}
+type Login = HttpLogin;
 
 async fn login(http: &reqwest::Client, base: &str) -> Login {
-    let r = http
-        .post(format!("{base}/v1/login"))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let body: Value = r.json().await.unwrap();
-    Login { cookie, csrf: body["csrf_token"].as_str().unwrap().to_owned() }
+    http_login(http, base, "alice", PASSWORD).await
 }
 
 async fn grant(http: &reqwest::Client, base: &str, who: &Login, body: Value) -> (u16, Value) {
@@ -73,16 +61,15 @@ fn add_alice(store: &str) {
     assert_eq!(code, 0, "{out}{err}");
 }
 
-/// Polls `probe` until it holds, for at most `limit`.
-async fn until(limit: Duration, mut probe: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if probe().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// A server on a fresh SQLite file with alice logged in: (dir, db path, server, client, login).
+async fn embedded() -> (tempfile::TempDir, std::path::PathBuf, Server, reqwest::Client, Login) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    add_alice(&format!("sqlite:{}", db.display()));
+    let server = Server::start(&db, &dir.path().join("server.log"));
+    let http = reqwest::Client::new();
+    let alice = login(&http, &server.base).await;
+    (dir, db, server, http, alice)
 }
 
 /// The download server, in process on a free port, following `base`.
@@ -121,13 +108,8 @@ async fn fetch(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_download_server_serves_a_file_once_per_grant() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    add_alice(&format!("sqlite:{}", db.display()));
-    let server = Server::start(&db, &dir.path().join("server.log"));
+    let (_dir, db, server, http, alice) = embedded().await;
     let base = server.base.clone();
-    let http = reqwest::Client::new();
-    let alice = login(&http, &base).await;
     let ds = download_server(&base).await;
 
     // Once: 200 with the file. Again: 403.
@@ -184,13 +166,8 @@ async fn the_download_server_serves_a_file_once_per_grant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeem_once_and_exchange_for_a_scoped_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    add_alice(&format!("sqlite:{}", db.display()));
-    let server = Server::start(&db, &dir.path().join("server.log"));
+    let (_dir, db, server, http, alice) = embedded().await;
     let base = server.base.clone();
-    let http = reqwest::Client::new();
-    let alice = login(&http, &base).await;
 
     // Issuing needs the CSRF token with the cookie, and sane parameters.
     let r = http
@@ -360,14 +337,9 @@ async fn redeem_once_and_exchange_for_a_scoped_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_published_rotated_and_sealed_at_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
+    let (dir, db, server, http, alice) = embedded().await;
     let store = format!("sqlite:{}", db.display());
-    add_alice(&store);
-    let server = Server::start(&db, &dir.path().join("server.log"));
     let base = server.base.clone();
-    let http = reqwest::Client::new();
-    let alice = login(&http, &base).await;
     let ds = download_server(&base).await;
 
     let keys: Value =

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloakroom_store_redis::testing::{RedisCluster, RedisServer};
-use common::process::{Server, cli_store};
-use serde_json::{Value, json};
+use common::process::{HttpLogin, Server, cli_store, http_login, until};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -26,27 +25,10 @@ fn start_node(store: &str, dir: &std::path::Path, name: &str) -> Node {
     Node { _server: server, base }
 }
 
-struct Login {
-    cookie: String,
-    csrf: String,
-    id: String,
-}
+type Login = HttpLogin;
 
 async fn login(http: &reqwest::Client, node: &Node) -> Login {
-    let r = http
-        .post(format!("{}/v1/login", node.base))
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let body: Value = r.json().await.unwrap();
-    Login {
-        cookie,
-        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
-        id: body["session"]["id"].as_str().unwrap().to_owned(),
-    }
+    http_login(http, &node.base, "alice", PASSWORD).await
 }
 
 async fn check(http: &reqwest::Client, node: &Node, who: &Login, query: &str) -> u16 {
@@ -56,18 +38,6 @@ async fn check(http: &reqwest::Client, node: &Node, who: &Login, query: &str) ->
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
-}
-
-/// Polls until `want`, for at most `limit`; returns how long it took.
-async fn until(limit: Duration, mut probe: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if probe().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Three nodes on `store`: sessions are shared, a revocation on one node and a role change are

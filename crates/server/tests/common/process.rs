@@ -3,6 +3,7 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cloakroom");
 
@@ -85,4 +86,46 @@ pub fn cli_store(store: &str, args: &[&str], stdin: Option<&str>) -> (i32, Strin
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Polls `probe` until it holds, for at most `limit`; returns how long it took.
+pub async fn until(limit: Duration, mut probe: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if probe().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A browser's login over HTTP: the cookie pair to send back, the CSRF token, the session id.
+pub struct HttpLogin {
+    pub cookie: String,
+    pub csrf: String,
+    pub id: String,
+}
+
+/// Logs `username` in at `base` with `password` (200 expected).
+pub async fn http_login(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> HttpLogin {
+    let r = http
+        .post(format!("{base}/v1/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let body: serde_json::Value = r.json().await.unwrap();
+    HttpLogin {
+        cookie,
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+        id: body["session"]["id"].as_str().unwrap().to_owned(),
+    }
 }
