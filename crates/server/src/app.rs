@@ -39,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/grants/exchange", post(grants::exchange))
         .route("/v1/keys", get(grants::keys))
         .route("/v1/revocations", get(grants::revocations))
+        .route("/v1/openapi.json", get(crate::openapi::openapi_json))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

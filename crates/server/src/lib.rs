@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod grants;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod serve;
 pub mod state;

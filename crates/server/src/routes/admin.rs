@@ -30,7 +30,7 @@ async fn existing_user(state: &AppState, name: &str) -> Result<User, ApiError> {
 }
 
 /// `PUT /v1/admin/users/{username}` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutUser {
     password: Option<String>,
@@ -40,6 +40,15 @@ pub struct PutUser {
 
 /// `PUT /v1/admin/users/{username}`: creates (201) or updates (200). A new password or disabling
 /// revokes the user's sessions; role changes show on the next check.
+#[utoipa::path(put, path = "/v1/admin/users/{username}", tag = "service", request_body = PutUser,
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "Updated", body = crate::openapi::UserResponse),
+        (status = 201, description = "Created", body = crate::openapi::UserResponse),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden / csrf_failed", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn put_user(
     State(state): State<AppState>,
     service: Service,
@@ -140,6 +149,14 @@ async fn apply_flags(
 }
 
 /// `GET /v1/admin/users/{username}`.
+#[utoipa::path(get, path = "/v1/admin/users/{username}", tag = "service",
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "The user", body = crate::openapi::UserResponse),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not_found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn get_user(
     State(state): State<AppState>,
     _service: Service,
@@ -150,7 +167,7 @@ pub async fn get_user(
 }
 
 /// `POST /v1/admin/sessions` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     username: String,
@@ -161,6 +178,15 @@ pub struct CreateSession {
 
 /// `POST /v1/admin/sessions`: a session for an app that checks credentials itself. The token is
 /// in the body: this is the one place it is.
+#[utoipa::path(post, path = "/v1/admin/sessions", tag = "service", request_body = CreateSession,
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::SessionWithToken),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden (or the user is disabled)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not_found", body = crate::openapi::ErrorBody),
+        (status = 413, description = "payload_too_large", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn create_session(
     State(state): State<AppState>,
     service: Service,
@@ -208,7 +234,7 @@ pub async fn create_session(
 }
 
 /// `POST /v1/admin/sessions/validate` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Validate {
     token: String,
@@ -217,6 +243,13 @@ pub struct Validate {
 }
 
 /// `POST /v1/admin/sessions/validate`: `{session}` for a live token, else 401.
+#[utoipa::path(post, path = "/v1/admin/sessions/validate", tag = "service", request_body = Validate,
+    responses(
+        (status = 200, description = "Live", body = crate::openapi::SessionOnly),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Not a live session (or the caller is not authenticated)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn validate(
     State(state): State<AppState>,
     _service: Service,
@@ -238,6 +271,15 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/admin/sessions?username=U`.
+#[utoipa::path(get, path = "/v1/admin/sessions", tag = "service",
+    params(("username" = String, Query)),
+    responses(
+        (status = 200, description = "The user's sessions", body = crate::openapi::SessionList),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not_found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
     _service: Service,
@@ -250,6 +292,14 @@ pub async fn list_sessions(
 }
 
 /// `DELETE /v1/admin/sessions/{id}`.
+#[utoipa::path(delete, path = "/v1/admin/sessions/{id}", tag = "service",
+    params(("id" = String, Path, description = "ses_…")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not_found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_session(
     State(state): State<AppState>,
     service: Service,
@@ -273,6 +323,14 @@ pub async fn revoke_session(
 }
 
 /// `DELETE /v1/admin/users/{username}/sessions`.
+#[utoipa::path(delete, path = "/v1/admin/users/{username}/sessions", tag = "service",
+    params(("username" = String, Path)),
+    responses(
+        (status = 200, description = "How many were revoked", body = crate::openapi::RevokedCount),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not_found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_user_sessions(
     State(state): State<AppState>,
     service: Service,

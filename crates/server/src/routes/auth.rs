@@ -15,7 +15,7 @@ use crate::routes::{no_store, session_body};
 use crate::state::AppState;
 
 /// `POST /v1/login` body (JSON or form).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     username: String,
@@ -32,6 +32,15 @@ fn account_key(name: &str) -> String {
 }
 
 /// `POST /v1/login`.
+#[utoipa::path(post, path = "/v1/login", tag = "sessions", security(()),
+    request_body(content((LoginRequest = "application/json"), (LoginRequest = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Logged in: the cookie is set", body = crate::openapi::SessionWithCsrf),
+        (status = 400, description = "Malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "invalid_credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "origin_mismatch", body = crate::openapi::ErrorBody),
+        (status = 429, description = "rate_limited, with Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     client: Client,
@@ -151,6 +160,12 @@ async fn revoked_audit(
 
 /// `POST /v1/logout`: ends the current session and clears the cookie. Without a valid session it
 /// still clears the cookie (idempotent); with one, a cookie caller needs the CSRF token.
+#[utoipa::path(post, path = "/v1/logout", tag = "sessions",
+    responses(
+        (status = 204, description = "Ended; the cookie is cleared"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
@@ -176,7 +191,7 @@ pub async fn logout(
 }
 
 /// `POST /v1/password` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     current_password: String,
@@ -185,6 +200,14 @@ pub struct PasswordChange {
 
 /// `POST /v1/password`: needs the current password; revokes every other session and gives the
 /// current one a new token (in the cookie; in the body too for bearer callers, who hold it).
+#[utoipa::path(post, path = "/v1/password", tag = "sessions", request_body = PasswordChange,
+    responses(
+        (status = 200, description = "Changed; other sessions revoked, this one rotated", body = crate::openapi::SessionWithCsrf),
+        (status = 400, description = "Policy or malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated / invalid_credentials", body = crate::openapi::ErrorBody),
+        (status = 403, description = "csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn change_password(
     State(state): State<AppState>,
     client: Client,

@@ -22,6 +22,16 @@ pub struct CheckQuery {
 }
 
 /// The handler.
+#[utoipa::path(get, path = "/v1/auth/check", tag = "forward-auth",
+    params(
+        ("role" = Option<String>, Query, description = "403 unless the user has this role"),
+        ("audience" = Option<String>, Query, description = "Also accept a session scoped to this service")),
+    responses(
+        (status = 200, description = "Allowed: X-Cloakroom-User-Id, -Username, -Roles, -Session-Id headers, empty body"),
+        (status = 400, description = "Malformed query", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "forbidden / csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn check(
     ApiQuery(q): ApiQuery<CheckQuery>,
     ForwardedCaller(caller): ForwardedCaller,

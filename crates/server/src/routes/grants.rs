@@ -56,7 +56,7 @@ impl FromRequestParts<AppState> for Requester {
 }
 
 /// `POST /v1/grants` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueBody {
     audience: String,
@@ -68,6 +68,14 @@ pub struct IssueBody {
 }
 
 /// `POST /v1/grants` → 201 `{token, id, expires_at}`.
+#[utoipa::path(post, path = "/v1/grants", tag = "grants", request_body = IssueBody,
+    responses(
+        (status = 201, description = "Issued", body = crate::openapi::GrantIssued),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "csrf_failed / origin_mismatch / the user is disabled", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not_found (API key callers naming no user)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn issue(
     State(state): State<AppState>,
     requester: Requester,
@@ -121,7 +129,7 @@ async fn active_user(state: &AppState, username: &str) -> Result<User, ApiError>
 }
 
 /// `POST /v1/grants/redeem` and `/exchange` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemBody {
     token: String,
@@ -142,6 +150,13 @@ fn claims_json(grant: &Grant) -> serde_json::Value {
 }
 
 /// `POST /v1/grants/redeem` → 200 the claims, once; 409 `grant_already_used` after.
+#[utoipa::path(post, path = "/v1/grants/redeem", tag = "grants", security(()), request_body = RedeemBody,
+    responses(
+        (status = 200, description = "The claims, once", body = crate::openapi::GrantClaims),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "invalid_grant", body = crate::openapi::ErrorBody),
+        (status = 409, description = "grant_already_used", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn redeem(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RedeemBody>,
@@ -155,6 +170,13 @@ pub async fn redeem(
 
 /// `POST /v1/grants/exchange` → 201 `{token, session}`: the grant used up, and a session for its
 /// user valid for its audience only.
+#[utoipa::path(post, path = "/v1/grants/exchange", tag = "grants", security(()), request_body = RedeemBody,
+    responses(
+        (status = 201, description = "A session valid for the audience only", body = crate::openapi::SessionWithToken),
+        (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "invalid_grant", body = crate::openapi::ErrorBody),
+        (status = 409, description = "grant_already_used", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn exchange(
     State(state): State<AppState>,
     client: Client,
@@ -195,6 +217,10 @@ async fn audit_use(
 
 /// `GET /v1/keys` → `{keys: [{id, paserk, created_at, active_from, retired_at}]}`: every key a
 /// valid grant may carry, the signing one and those retired less than a grant lifetime ago.
+#[utoipa::path(get, path = "/v1/keys", tag = "grants", security(()),
+    responses(
+        (status = 200, description = "Verification keys as PASERK", body = crate::openapi::KeysResponse),
+        (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn keys(State(state): State<AppState>) -> ApiResult<Response> {
     let grants = grants(&state)?;
     let keys = grants.issuer.published(Timestamp::now()).await?;
@@ -219,6 +245,10 @@ pub async fn keys(State(state): State<AppState>) -> ApiResult<Response> {
 /// `GET /v1/revocations`: server-sent events. First every revocation that may still matter
 /// (`revoked`), then `ready`, then live `revoked` and `keys` events, with a comment every 10 s.
 /// A subscriber that falls too far behind is disconnected (it reconnects and gets a snapshot).
+#[utoipa::path(get, path = "/v1/revocations", tag = "grants", security(()),
+    responses(
+        (status = 200, description = "Server-sent events: `revoked` ({kind, id, at, until}), `ready`, `keys`", content_type = "text/event-stream", body = String),
+        (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn revocations(State(state): State<AppState>) -> ApiResult<Response> {
     let grants = grants(&state)?;
     let live = grants.subscribe();

@@ -10,11 +10,17 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
+    responses((status = 200, description = "Alive", body = crate::openapi::Health)))]
 pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
 /// `GET /readyz`: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "meta", security(()),
+    responses(
+        (status = 200, description = "The store answers", body = crate::openapi::Health),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.manager.store().ping().await {
         Ok(()) => Json(json!({ "status": "ready", "store": state.manager.store().kind() }))
@@ -24,6 +30,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "meta", security(()),
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(

@@ -15,6 +15,11 @@ use crate::state::AppState;
 pub const DATA_LIMIT: usize = 16 * 1024;
 
 /// `GET /v1/session`.
+#[utoipa::path(get, path = "/v1/session", tag = "sessions",
+    responses(
+        (status = 200, description = "The current session", body = crate::openapi::SessionWithCsrf),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn get(caller: Caller) -> Response {
     session_body(&caller.auth)
 }
@@ -25,6 +30,11 @@ fn etag(version: u64) -> HeaderValue {
 }
 
 /// `GET /v1/session/data`: the object, with its version as `ETag`.
+#[utoipa::path(get, path = "/v1/session/data", tag = "sessions",
+    responses(
+        (status = 200, description = "The session's JSON object, with an ETag", body = Object),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn get_data(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let data = state
         .manager
@@ -54,6 +64,16 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// `PUT /v1/session/data`: replaces the object; with `If-Match`, only if still at that version.
+#[utoipa::path(put, path = "/v1/session/data", tag = "sessions", request_body = Object,
+    params(("If-Match" = Option<String>, Header, description = "The ETag the write is based on")),
+    responses(
+        (status = 204, description = "Stored; the new ETag in the header"),
+        (status = 400, description = "Not a JSON object", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
+        (status = 412, description = "precondition_failed: If-Match no longer matches", body = crate::openapi::ErrorBody),
+        (status = 413, description = "payload_too_large (16 KiB)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn put_data(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,6 +14,11 @@ use crate::routes::no_store;
 use crate::state::AppState;
 
 /// `GET /v1/sessions`: the caller's live sessions, newest first, the current one marked.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+    responses(
+        (status = 200, description = "The caller's sessions, newest first", body = crate::openapi::SessionList),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let all =
         state.manager.store().list_sessions(Some(&caller.auth.user.id), Timestamp::now()).await?;
@@ -23,6 +28,14 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
 }
 
 /// `DELETE /v1/sessions/{id}`: revokes one of the caller's sessions; 404 for anyone else's.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "ses_…")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
+        (status = 404, description = "not_found (also anyone else's)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,6 +71,12 @@ pub async fn revoke(
 }
 
 /// `POST /v1/sessions/revoke-others`.
+#[utoipa::path(post, path = "/v1/sessions/revoke-others", tag = "sessions",
+    responses(
+        (status = 200, description = "How many were revoked", body = crate::openapi::RevokedCount),
+        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 403, description = "csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
+        (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_others(
     State(state): State<AppState>,
     caller: Caller,
