@@ -129,6 +129,17 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The human message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `Retry-After`, for a throttled request.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        let secs = self.retry_after?.as_secs().max(1);
+        HeaderValue::from_str(&secs.to_string()).ok()
+    }
 }
 
 impl From<StoreError> for ApiError {

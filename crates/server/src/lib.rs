@@ -14,6 +14,7 @@ pub mod extract;
 pub mod grants;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod routes;
 pub mod serve;
 pub mod state;

@@ -106,11 +106,22 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let header_timeout = config.header_timeout;
     let state = cached_state(Arc::clone(&store), config, Cost::ASVS);
     if store.needs_sweep() {
-        tokio::spawn(sweep(store));
+        tokio::spawn(sweep(Arc::clone(&store)));
     }
     tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
     println!("cloakroom listening on http://{bound}");
+    // First start on an empty store: a one-time link to create the first administrator. No
+    // default account or password exists anywhere.
+    if store.list_users().await.map(|u| u.is_empty()).unwrap_or(false) {
+        let token = state.arm_setup()?;
+        let minutes = crate::pages::SETUP_VALID_FOR.as_secs() / 60;
+        println!(
+            "cloakroom setup: create the first administrator at {}/setup?token={token} (valid {minutes} minutes, once)",
+            state.config.public_origin
+        );
+        tracing::warn!("no user yet: a one-time setup link was printed on standard output");
+    }
     let app = crate::app::app(state);
     serve_http(listener, app, header_timeout, shutdown()).await;
     tracing::info!("cloakroom stopped");

@@ -28,6 +28,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Grants, when a sealing key is available (see [`crate::grants::sealing_key`]).
     pub grants: Option<Arc<Grants>>,
+    /// The first-run setup link's token, while one is valid.
+    setup: std::sync::Mutex<Option<crate::pages::SetupToken>>,
 }
 
 impl Deref for AppState {
@@ -46,7 +48,35 @@ impl AppState {
         metrics: PrometheusHandle,
         grants: Option<Arc<Grants>>,
     ) -> Self {
-        Self(Arc::new(Inner { manager, config, throttle, metrics, grants }))
+        let setup = std::sync::Mutex::new(None);
+        Self(Arc::new(Inner { manager, config, throttle, metrics, grants, setup }))
+    }
+
+    /// Makes a first-run setup token (replacing any) and returns it, for the link printed at
+    /// start-up.
+    pub fn arm_setup(&self) -> Result<String, cloakroom_core::token::RandomError> {
+        let token = crate::pages::SetupToken::generate()?;
+        let text = token.expose().to_owned();
+        *self.setup.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        Ok(text)
+    }
+
+    /// Whether `presented` is the live setup token.
+    pub(crate) fn setup_matches(&self, presented: &str) -> bool {
+        let guard = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().is_some_and(|t| t.matches(presented))
+    }
+
+    /// Takes the setup token out if `presented` is it (one use), for [`Self::restore_setup`] if
+    /// the attempt fails for a reason the user can fix.
+    pub(crate) fn take_setup(&self, presented: &str) -> Option<crate::pages::SetupToken> {
+        let mut guard = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_some_and(|t| t.matches(presented)) { guard.take() } else { None }
+    }
+
+    /// Puts back a token taken by [`Self::take_setup`].
+    pub(crate) fn restore_setup(&self, token: crate::pages::SetupToken) {
+        *self.setup.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
     }
 
     /// Records an audit event in the store and in the log. A store failure is logged, never

@@ -33,9 +33,9 @@ async fn existing_user(state: &AppState, name: &str) -> Result<User, ApiError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutUser {
-    password: Option<String>,
-    roles: Option<Vec<String>>,
-    disabled: Option<bool>,
+    pub(crate) password: Option<String>,
+    pub(crate) roles: Option<Vec<String>>,
+    pub(crate) disabled: Option<bool>,
 }
 
 /// `PUT /v1/admin/users/{username}`: creates (201) or updates (200). A new password or disabling

@@ -47,8 +47,26 @@ pub async fn login(
     headers: HeaderMap,
     JsonOrForm(req): JsonOrForm<LoginRequest>,
 ) -> ApiResult<Response> {
+    let issued = password_login(&state, &client, &headers, &req.username, req.password).await?;
+    let mut response = session_body(&issued.auth);
+    response.headers_mut().append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
+    Ok(response)
+}
+
+/// A password login, as the API and the login page do it: origin check, throttling, the same
+/// answer and Argon2 work for every failure, audit events, a new session that replaces the one
+/// the browser had. The caller sends the cookie.
+pub(crate) async fn password_login(
+    state: &AppState,
+    client: &Client,
+    headers: &HeaderMap,
+    username: &str,
+    password: String,
+) -> ApiResult<cloakroom_core::manager::Issued> {
+    let state = state.clone();
+    let req = LoginRequest { username: username.to_owned(), password, csrf_token: None };
     // Login CSRF: a cross-site page must not log the victim into the attacker's account.
-    check_origin(&headers, &state.config)?;
+    check_origin(headers, &state.config)?;
     let account = account_key(&req.username);
     let ip = client.ip;
     if let Err(wait) = state.throttle.check(&account, ip).await? {
@@ -99,7 +117,7 @@ pub async fn login(
     state.throttle.success(&account, ip).await?;
 
     // A session the client already had ends here: a new token at every authentication.
-    let previous = match find_cookie(&headers, &state.config.cookie_name) {
+    let previous = match find_cookie(headers, &state.config.cookie_name) {
         Some(token) => state.manager.authenticate(token).await.ok().flatten(),
         None => None,
     };
@@ -134,9 +152,7 @@ pub async fn login(
         revoked_audit(&state, AuditKind::SessionRevoked, "self", &prev.user, &prev.session.id, why)
             .await;
     }
-    let mut response = session_body(&issued.auth);
-    response.headers_mut().append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
-    Ok(response)
+    Ok(issued)
 }
 
 async fn revoked_audit(
@@ -194,8 +210,8 @@ pub async fn logout(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
-    current_password: String,
-    new_password: String,
+    pub(crate) current_password: String,
+    pub(crate) new_password: String,
 }
 
 /// `POST /v1/password`: needs the current password; revokes every other session and gives the

@@ -1,0 +1,674 @@
+//! Server-rendered pages, usable without JavaScript: login, "your sessions", password change, an
+//! admin page, and the first-run setup. Every form that changes state carries the session's CSRF
+//! token as a `csrf_token` field and is checked like an API call (origin and token); the pages'
+//! actions call the API handlers themselves, so the rules, audit events and metrics are the same.
+//! Templates (`templates/*.html`, minijinja, HTML auto-escaping) are compiled into the binary.
+
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cloakroom_core::password::Password;
+use cloakroom_core::{Role, Timestamp, Username};
+use minijinja::{Environment, context};
+use serde::Deserialize;
+use subtle::ConstantTimeEq as _;
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, Caller, Client, Service};
+use crate::routes::{admin, auth, sessions};
+use crate::state::AppState;
+
+/// How long the first-run setup link works.
+pub const SETUP_VALID_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// The page routes (merged into the app's router).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { see_other("/account/sessions") }))
+        .route("/login", get(login_page).post(login_submit))
+        .route("/account/logout", post(logout))
+        .route("/account/sessions", get(sessions_page))
+        .route("/account/sessions/revoke-others", post(revoke_others))
+        .route("/account/sessions/{id}/revoke", post(revoke_one))
+        .route("/account/password", get(password_page).post(password_submit))
+        .route("/admin", get(admin_page))
+        .route("/admin/users/{username}/sessions/{id}/revoke", post(admin_revoke))
+        .route("/admin/users/{username}/disable", post(admin_disable))
+        .route("/admin/users/{username}/enable", post(admin_enable))
+        .route("/setup", get(setup_page).post(setup_submit))
+}
+
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("login.html", include_str!("../templates/login.html")),
+        ("sessions.html", include_str!("../templates/sessions.html")),
+        ("password.html", include_str!("../templates/password.html")),
+        ("admin.html", include_str!("../templates/admin.html")),
+        ("setup.html", include_str!("../templates/setup.html")),
+        ("message.html", include_str!("../templates/message.html")),
+    ] {
+        if let Err(e) = env.add_template(name, source) {
+            tracing::error!(template = name, error = %e, "bad page template");
+        }
+    }
+    env
+});
+
+/// Renders a page with the headers every page gets: no caching, no framing, a strict CSP (no
+/// scripts at all), no referrer.
+fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    let html = TEMPLATES.get_template(name).and_then(|t| t.render(ctx));
+    let html = match html {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "page rendering failed");
+            return ApiError::internal().into_response();
+        }
+    };
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    r
+}
+
+fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An error as a page (the API's status, its message).
+fn error_page(e: ApiError, caller: Option<&Caller>) -> Response {
+    let mut r = render(
+        e.status(),
+        "message.html",
+        context! { title => "Error", error => e.message(), ..who(caller) },
+    );
+    if let Some(after) = e.retry_after() {
+        r.headers_mut().insert(header::RETRY_AFTER, after);
+    }
+    r
+}
+
+/// The signed-in user for the page header.
+fn who(caller: Option<&Caller>) -> minijinja::Value {
+    match caller {
+        Some(c) => context! {
+            user => c.auth.user.username.as_str(),
+            csrf => c.auth.session.csrf.expose(),
+            is_admin => c.auth.user.has_role(Role::ADMIN),
+        },
+        None => context! {},
+    }
+}
+
+fn admin_role() -> Vec<Role> {
+    Role::parse(Role::ADMIN).into_iter().collect()
+}
+
+/// A `next` that stays on this origin: a path, not `//host` or `/\host`, no control characters.
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.chars().any(|c| c.is_control() || c == '\\') =>
+        {
+            n
+        }
+        _ => "/account/sessions",
+    }
+}
+
+/// "Firefox on Linux" from a user agent, for people, not for security.
+pub fn device(ua: Option<&str>) -> String {
+    let Some(ua) = ua else { return "Unknown device".into() };
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .iter()
+    .find(|(k, _)| ua.contains(k))
+    .map_or("Unknown browser", |(_, v)| v);
+    let os = [
+        ("Android", "Android"),
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(k, _)| ua.contains(k))
+    .map(|(_, v)| *v);
+    match os {
+        Some(os) => format!("{browser} on {os}"),
+        None => browser.to_owned(),
+    }
+}
+
+/// A signed-in caller for a page, or the redirect to the login page that comes back here.
+struct PageCaller(Caller);
+
+impl FromRequestParts<AppState> for PageCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match Caller::optional(parts, state).await {
+            Ok(Some(c)) => Ok(PageCaller(c)),
+            Ok(None) => {
+                let back = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let query = serde_urlencoded::to_string([("next", back)]).unwrap_or_default();
+                Err(see_other(&format!("/login?{query}")))
+            }
+            Err(e) => Err(error_page(e, None)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    parts: Parts,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    if let Ok(Some(_)) = Caller::optional(&parts, &state).await {
+        return see_other(safe_next(q.next.as_deref()));
+    }
+    render(
+        StatusCode::OK,
+        "login.html",
+        context! { title => "Log in", next => safe_next(q.next.as_deref()), username => "" },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+async fn login_submit(
+    State(state): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(ApiError::invalid("expected the login form"), None);
+    };
+    let next = safe_next(form.next.as_deref()).to_owned();
+    match auth::password_login(&state, &client, &headers, &form.username, form.password).await {
+        Ok(issued) => {
+            let mut r = see_other(&next);
+            r.headers_mut()
+                .append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
+            r
+        }
+        Err(e) => {
+            let mut r = render(
+                e.status(),
+                "login.html",
+                context! { title => "Log in", error => e.message(), next, username => form.username },
+            );
+            if let Some(after) = e.retry_after() {
+                r.headers_mut().insert(header::RETRY_AFTER, after);
+            }
+            r
+        }
+    }
+}
+
+async fn logout(State(state): State<AppState>, parts: Parts) -> Response {
+    match auth::logout(State(state), parts).await {
+        Ok(api) => {
+            let mut r = see_other("/login");
+            for (name, value) in api.headers() {
+                if name == header::SET_COOKIE || name.as_str() == "clear-site-data" {
+                    r.headers_mut().append(name, value.clone());
+                }
+            }
+            r
+        }
+        Err(e) => error_page(e, None),
+    }
+}
+
+#[derive(Deserialize)]
+struct Notice {
+    done: Option<String>,
+}
+
+fn notice_text(n: &Notice) -> Option<&'static str> {
+    // Fixed texts by key: nothing from the URL is reflected into the page.
+    match n.done.as_deref() {
+        Some("revoked") => Some("The session was logged out."),
+        Some("others") => Some("Every other session was logged out."),
+        Some("password") => Some("Password changed. Every other session was logged out."),
+        Some("disabled") => Some("The user was disabled and logged out everywhere."),
+        Some("enabled") => Some("The user was enabled."),
+        _ => None,
+    }
+}
+
+async fn sessions_page(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(n): Query<Notice>,
+) -> Response {
+    let list = state.manager.store().list_sessions(Some(&caller.auth.user.id), Timestamp::now());
+    let list = match list.await {
+        Ok(l) => l,
+        Err(e) => return error_page(e.into(), Some(&caller)),
+    };
+    let rows: Vec<_> = list
+        .iter()
+        .map(|a| {
+            let s = &a.session;
+            context! {
+                id => s.id.as_str(),
+                device => device(s.user_agent.as_deref()),
+                ip => s.ip.as_deref().unwrap_or("unknown"),
+                created_at => s.created_at.to_string(),
+                last_seen_at => s.last_seen_at.to_string(),
+                current => s.id == caller.auth.session.id,
+            }
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        "sessions.html",
+        context! { title => "Your sessions", sessions => rows, notice => notice_text(&n), ..who(Some(&caller)) },
+    )
+}
+
+async fn revoke_one(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    client: Client,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
+    let c = caller.clone();
+    match sessions::revoke(State(state), caller, client, ApiPath(id)).await {
+        Ok(_) => see_other("/account/sessions?done=revoked"),
+        Err(e) => error_page(e, Some(&c)),
+    }
+}
+
+async fn revoke_others(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    client: Client,
+) -> Response {
+    let c = caller.clone();
+    match sessions::revoke_others(State(state), caller, client).await {
+        Ok(_) => see_other("/account/sessions?done=others"),
+        Err(e) => error_page(e, Some(&c)),
+    }
+}
+
+async fn password_page(PageCaller(caller): PageCaller) -> Response {
+    render(
+        StatusCode::OK,
+        "password.html",
+        context! { title => "Change password", ..who(Some(&caller)) },
+    )
+}
+
+/// The password form (its `csrf_token` was checked by the caller extractor already).
+#[derive(Deserialize)]
+struct PasswordForm {
+    current_password: String,
+    new_password: String,
+}
+
+async fn password_submit(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    client: Client,
+    form: Result<Form<PasswordForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(ApiError::invalid("expected the password form"), Some(&caller));
+    };
+    let change = auth::PasswordChange {
+        current_password: form.current_password,
+        new_password: form.new_password,
+    };
+    let c = caller.clone();
+    match auth::change_password(State(state), client, caller, ApiJson(change)).await {
+        Ok(api) => {
+            // The session got a new token: pass its cookie on.
+            let mut r = see_other("/account/sessions?done=password");
+            for value in api.headers().get_all(header::SET_COOKIE) {
+                r.headers_mut().append(header::SET_COOKIE, value.clone());
+            }
+            r
+        }
+        Err(e) => {
+            let mut r = render(
+                e.status(),
+                "password.html",
+                context! { title => "Change password", error => e.message(), ..who(Some(&c)) },
+            );
+            if let Some(after) = e.retry_after() {
+                r.headers_mut().insert(header::RETRY_AFTER, after);
+            }
+            r
+        }
+    }
+}
+
+/// An admin for a page: the caller with the `admin` role, as a service-API caller.
+fn as_admin(caller: &Caller) -> Result<Service, ApiError> {
+    if caller.auth.user.has_role(Role::ADMIN) {
+        Ok(Service { actor: format!("user:{}", caller.auth.user.username) })
+    } else {
+        Err(ApiError::forbidden("this page needs the admin role"))
+    }
+}
+
+#[derive(Deserialize)]
+struct AdminQuery {
+    username: Option<String>,
+    done: Option<String>,
+}
+
+async fn admin_page(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Query(q): Query<AdminQuery>,
+) -> Response {
+    if let Err(e) = as_admin(&caller) {
+        return error_page(e, Some(&caller));
+    }
+    let notice = notice_text(&Notice { done: q.done.clone() });
+    let query = q.username.clone().unwrap_or_default();
+    let mut error = None;
+    let mut found = None;
+    let mut rows = Vec::new();
+    if let Some(name) = q.username.as_deref().filter(|n| !n.is_empty()) {
+        let user = match Username::parse(name) {
+            Ok(n) => state.manager.user(&n).await,
+            Err(_) => Ok(None),
+        };
+        match user {
+            Ok(Some(user)) => {
+                match state.manager.store().list_sessions(Some(&user.id), Timestamp::now()).await {
+                    Ok(list) => {
+                        rows = list
+                            .iter()
+                            .map(|a| {
+                                let s = &a.session;
+                                context! {
+                                    id => s.id.as_str(),
+                                    device => device(s.user_agent.as_deref()),
+                                    ip => s.ip.as_deref().unwrap_or("unknown"),
+                                    created_at => s.created_at.to_string(),
+                                    last_seen_at => s.last_seen_at.to_string(),
+                                }
+                            })
+                            .collect();
+                    }
+                    Err(e) => return error_page(e.into(), Some(&caller)),
+                }
+                found = Some(context! {
+                    username => user.username.as_str(),
+                    roles => user.roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
+                    disabled => user.disabled,
+                });
+            }
+            Ok(None) => error = Some("No such user."),
+            Err(e) => return error_page(e.into(), Some(&caller)),
+        }
+    }
+    render(
+        StatusCode::OK,
+        "admin.html",
+        context! { title => "Admin", query, found, sessions => rows, error, notice, ..who(Some(&caller)) },
+    )
+}
+
+fn admin_back(username: &str, done: &str) -> Response {
+    let query =
+        serde_urlencoded::to_string([("username", username), ("done", done)]).unwrap_or_default();
+    see_other(&format!("/admin?{query}"))
+}
+
+async fn admin_revoke(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    client: Client,
+    ApiPath((username, id)): ApiPath<(String, String)>,
+) -> Response {
+    let service = match as_admin(&caller) {
+        Ok(s) => s,
+        Err(e) => return error_page(e, Some(&caller)),
+    };
+    match admin::revoke_session(State(state), service, client, ApiPath(id)).await {
+        Ok(_) => admin_back(&username, "revoked"),
+        Err(e) => error_page(e, Some(&caller)),
+    }
+}
+
+async fn set_disabled(
+    state: AppState,
+    caller: Caller,
+    username: String,
+    disabled: bool,
+) -> Response {
+    let service = match as_admin(&caller) {
+        Ok(s) => s,
+        Err(e) => return error_page(e, Some(&caller)),
+    };
+    if disabled && caller.auth.user.username.as_str() == username {
+        return error_page(ApiError::invalid("you cannot disable yourself"), Some(&caller));
+    }
+    let change = admin::PutUser { password: None, roles: None, disabled: Some(disabled) };
+    match admin::put_user(State(state), service, ApiPath(username.clone()), ApiJson(change)).await {
+        Ok(_) => admin_back(&username, if disabled { "disabled" } else { "enabled" }),
+        Err(e) => error_page(e, Some(&caller)),
+    }
+}
+
+async fn admin_disable(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    ApiPath(username): ApiPath<String>,
+) -> Response {
+    set_disabled(state, caller, username, true).await
+}
+
+async fn admin_enable(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    ApiPath(username): ApiPath<String>,
+) -> Response {
+    set_disabled(state, caller, username, false).await
+}
+
+/// The first-run setup token: made at start-up when the store has no user, printed once, valid
+/// for [`SETUP_VALID_FOR`], used once.
+pub struct SetupToken {
+    token: String,
+    until: Instant,
+}
+
+impl SetupToken {
+    /// A fresh token.
+    pub fn generate() -> Result<Self, cloakroom_core::token::RandomError> {
+        let mut bytes = [0u8; 32];
+        cloakroom_core::token::random_bytes(&mut bytes)?;
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Ok(Self { token, until: Instant::now() + SETUP_VALID_FOR })
+    }
+
+    /// The token, for the link.
+    pub fn expose(&self) -> &str {
+        &self.token
+    }
+
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        Instant::now() < self.until && bool::from(self.token.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+#[derive(Deserialize)]
+struct SetupQuery {
+    token: Option<String>,
+}
+
+fn setup_refused() -> Response {
+    error_page(
+        ApiError::forbidden(
+            "this setup link is not valid: it expired, was used, or an administrator exists",
+        ),
+        None,
+    )
+}
+
+async fn setup_page(State(state): State<AppState>, Query(q): Query<SetupQuery>) -> Response {
+    let ok = q.token.as_deref().is_some_and(|t| state.setup_matches(t));
+    if !ok {
+        return setup_refused();
+    }
+    render(
+        StatusCode::OK,
+        "setup.html",
+        context! { title => "Set up", token => q.token.unwrap_or_default() },
+    )
+}
+
+#[derive(Deserialize)]
+struct SetupForm {
+    token: String,
+    username: String,
+    password: String,
+}
+
+async fn setup_submit(
+    State(state): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    form: Result<Form<SetupForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else { return setup_refused() };
+    if let Err(e) = crate::extract::check_origin(&headers, &state.config) {
+        return error_page(e, None);
+    }
+    // Taken out of the state before anything else: a link works once, even for racing posts.
+    let Some(taken) = state.take_setup(&form.token) else { return setup_refused() };
+    match state.manager.store().list_users().await {
+        Ok(users) if users.is_empty() => {}
+        Ok(_) => return setup_refused(),
+        Err(e) => {
+            state.restore_setup(taken);
+            return error_page(e.into(), None);
+        }
+    }
+    let name = match Username::parse(&form.username) {
+        Ok(n) => n,
+        Err(e) => {
+            state.restore_setup(taken);
+            return render(
+                StatusCode::BAD_REQUEST,
+                "setup.html",
+                context! { title => "Set up", token => form.token, error => format!("username: {e}") },
+            );
+        }
+    };
+    let password = Password::new(form.password);
+    let created = state.manager.create_user(name, Some(&password), admin_role()).await;
+    let user = match created {
+        Ok(u) => u,
+        Err(e) => {
+            state.restore_setup(taken);
+            let e = ApiError::from(e);
+            return render(
+                e.status(),
+                "setup.html",
+                context! { title => "Set up", token => form.token, error => e.message() },
+            );
+        }
+    };
+    state
+        .audit(
+            cloakroom_core::audit::AuditEvent::new(
+                cloakroom_core::audit::AuditKind::UserCreated,
+                "setup",
+            )
+            .user(Some(&user.id), &user.username)
+            .ip(client.ip_text())
+            .detail("first administrator, from the setup link"),
+        )
+        .await;
+    tracing::info!(username = %user.username, "first administrator created; the setup link is spent");
+    // Straight into their sessions page, logged in.
+    match state.manager.create(&user, client.info(), None).await {
+        Ok(issued) => {
+            let mut r = see_other("/account/sessions");
+            r.headers_mut()
+                .append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
+            r
+        }
+        Err(_) => see_other("/login"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_origin() {
+        assert_eq!(safe_next(Some("/admin?x=1")), "/admin?x=1");
+        for bad in
+            ["//evil.example", "/\\evil.example", "https://evil.example", "", "/a\\b", "/a\nb"]
+        {
+            assert_eq!(safe_next(Some(bad)), "/account/sessions", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/account/sessions");
+    }
+
+    #[test]
+    fn devices_read_like_people_say_them() {
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        assert_eq!(device(Some(firefox)), "Firefox on Linux");
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        assert_eq!(device(Some(chrome)), "Chrome on Windows");
+        assert_eq!(device(Some("curl/8.5.0")), "curl");
+        assert_eq!(device(None), "Unknown device");
+    }
+}

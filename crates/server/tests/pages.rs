@@ -1,0 +1,240 @@
+//! The server-rendered pages through the router, as a browser without JavaScript uses them:
+//! form posts with the `csrf_token` field, 303 redirects, cookies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::{Browser, Harness, ORIGIN, PASSWORD, harness, req};
+
+fn form(uri: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Request<Body> {
+    let mut b = req(Method::POST, uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ORIGIN, ORIGIN);
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    b.body(Body::from(serde_urlencoded::to_string(fields).unwrap())).unwrap()
+}
+
+fn text(r: &common::Reply) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+async fn page_login(h: &Harness, user: &str, next: &str) -> (common::Reply, Option<String>) {
+    let r = h
+        .send(form("/login", None, &[("username", user), ("password", PASSWORD), ("next", next)]))
+        .await;
+    let token = r.cookie_token();
+    (r, token)
+}
+
+fn browser(token: String) -> Browser {
+    Browser { token, csrf: String::new(), session_id: String::new() }
+}
+
+/// The CSRF token a page embeds in its forms.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf_token\" value=\"").expect("a csrf field") + 25;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_page_redirects_only_to_same_origin_paths() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let r = h.send(req(Method::GET, "/login?next=/admin").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // (minijinja escapes `/` in attribute values.)
+    assert!(text(&r).contains("name=\"next\" value=\"&#x2f;admin\""), "{}", text(&r));
+    assert!(r.header("content-security-policy").unwrap().contains("default-src 'none'"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+
+    let (r, token) = page_login(&h, "alice", "/account/password").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.header("location"), Some("/account/password"));
+    assert!(token.is_some());
+    for evil in ["//evil.example/x", "https://evil.example", "/\\evil.example"] {
+        let (r, _) = page_login(&h, "alice", evil).await;
+        assert_eq!(r.header("location"), Some("/account/sessions"), "{evil}");
+    }
+
+    // A wrong password re-renders the form with one message, 401, and no cookie.
+    let r = h.send(form("/login", None, &[("username", "alice"), ("password", "nope-nope")])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(text(&r).contains("role=\"alert\""));
+    assert!(r.cookie_token().is_none());
+    // Login CSRF: another origin's form is refused.
+    let evil = req(Method::POST, "/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ORIGIN, "https://evil.example")
+        .body(Body::from(format!("username=alice&password={PASSWORD}")))
+        .unwrap();
+    assert_eq!(h.send(evil).await.status, StatusCode::FORBIDDEN);
+    // Markup in the username is escaped when the form is shown again.
+    let r = h
+        .send(form("/login", None, &[("username", "<script>x</script>"), ("password", "p")]))
+        .await;
+    assert!(!text(&r).contains("<script>x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_page_lists_marks_and_revokes_with_csrf_forms() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    // Not logged in: to the login page, and back here after.
+    let r = h.send(req(Method::GET, "/account/sessions").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.header("location"), Some("/login?next=%2Faccount%2Fsessions"));
+
+    let (_, a) = page_login(&h, "alice", "/").await;
+    let (_, b) = page_login(&h, "alice", "/").await;
+    let (a, b) = (browser(a.unwrap()), browser(b.unwrap()));
+    let r = h.send(a.get("/account/sessions")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let page = text(&r);
+    assert_eq!(page.matches("data-session=").count(), 2);
+    assert!(page.contains("(this device)"));
+    let csrf = csrf_of(&page);
+
+    // The other session's id, from the page.
+    let other = page
+        .split("data-session=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_owned())
+        .find(|id| !page.contains(&format!("data-session=\"{id}\" class=\"current\"")))
+        .unwrap();
+
+    // A tampered CSRF field is refused, and nothing is revoked.
+    let uri = format!("/account/sessions/{other}/revoke");
+    let r = h.send(form(&uri, Some(&a.cookie()), &[("csrf_token", "tampered")])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.send(b.get("/account/sessions")).await.status, StatusCode::OK);
+
+    let r = h.send(form(&uri, Some(&a.cookie()), &[("csrf_token", &csrf)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.header("location"), Some("/account/sessions?done=revoked"));
+    // The revoked browser is sent to log in on its next navigation.
+    let r = h.send(b.get("/account/sessions")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.header("location").unwrap().starts_with("/login"));
+
+    // Log out all others.
+    let (_, c) = page_login(&h, "alice", "/").await;
+    let c = browser(c.unwrap());
+    let r = h
+        .send(form("/account/sessions/revoke-others", Some(&a.cookie()), &[("csrf_token", &csrf)]))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.send(c.get("/account/sessions")).await.status, StatusCode::SEE_OTHER);
+    let r = h.send(a.get("/account/sessions?done=others")).await;
+    assert!(text(&r).contains("Every other session was logged out."));
+
+    // Log out.
+    let r = h.send(form("/account/logout", Some(&a.cookie()), &[("csrf_token", &csrf)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.set_cookies().iter().any(|c| c.contains("Max-Age=0")));
+    assert_eq!(h.send(a.get("/account/sessions")).await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_page_changes_it_and_keeps_this_session_with_a_new_token() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let (_, a) = page_login(&h, "alice", "/").await;
+    let (_, other) = page_login(&h, "alice", "/").await;
+    let (a, other) = (browser(a.unwrap()), browser(other.unwrap()));
+    let page = text(&h.send(a.get("/account/password")).await);
+    let csrf = csrf_of(&page);
+    let fields = [
+        ("csrf_token", csrf.as_str()),
+        ("current_password", "wrong-password"),
+        ("new_password", "a brand new secret"),
+    ];
+    let r = h.send(form("/account/password", Some(&a.cookie()), &fields)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let fields = [
+        ("csrf_token", csrf.as_str()),
+        ("current_password", PASSWORD),
+        ("new_password", "a brand new secret"),
+    ];
+    let r = h.send(form("/account/password", Some(&a.cookie()), &fields)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let rotated = browser(r.cookie_token().expect("a new token for this session"));
+    assert_eq!(h.send(rotated.get("/account/sessions")).await.status, StatusCode::OK);
+    assert_eq!(h.send(a.get("/account/sessions")).await.status, StatusCode::SEE_OTHER, "old token");
+    assert_eq!(
+        h.send(other.get("/account/sessions")).await.status,
+        StatusCode::SEE_OTHER,
+        "other session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_page_finds_users_revokes_and_disables() {
+    let h = harness().await;
+    h.add_user("root", &["admin"]).await;
+    h.add_user("bob", &[]).await;
+    let (_, admin) = page_login(&h, "root", "/").await;
+    let (_, bob) = page_login(&h, "bob", "/").await;
+    let (admin, bob) = (browser(admin.unwrap()), browser(bob.unwrap()));
+    assert_eq!(h.send(bob.get("/admin")).await.status, StatusCode::FORBIDDEN);
+
+    let page = text(&h.send(admin.get("/admin?username=bob")).await);
+    assert_eq!(page.matches("data-session=").count(), 1);
+    let csrf = csrf_of(&page);
+    let sid = page.split("data-session=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let r = h
+        .send(form(
+            &format!("/admin/users/bob/sessions/{sid}/revoke"),
+            Some(&admin.cookie()),
+            &[("csrf_token", &csrf)],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.send(bob.get("/account/sessions")).await.status, StatusCode::SEE_OTHER);
+
+    let r = h
+        .send(form("/admin/users/bob/disable", Some(&admin.cookie()), &[("csrf_token", &csrf)]))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(text(&h.send(admin.get("/admin?username=bob")).await).contains("(disabled)"));
+    let (r, _) = page_login(&h, "bob", "/").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = h
+        .send(form("/admin/users/bob/enable", Some(&admin.cookie()), &[("csrf_token", "forged")]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(text(&h.send(admin.get("/admin?username=nobody")).await).contains("No such user."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_setup_link_creates_the_first_admin_once() {
+    let h = harness().await;
+    let get = |uri: &str| req(Method::GET, uri).body(Body::empty()).unwrap();
+    assert_eq!(h.send(get("/setup?token=guess")).await.status, StatusCode::FORBIDDEN);
+    let token = h.state.arm_setup().unwrap();
+    assert_eq!(h.send(get(&format!("/setup?token={token}"))).await.status, StatusCode::OK);
+    assert_eq!(h.send(get("/setup?token=guess")).await.status, StatusCode::FORBIDDEN);
+
+    // A policy failure keeps the link usable.
+    let r = h
+        .send(form(
+            "/setup",
+            None,
+            &[("token", &token), ("username", "root"), ("password", "short")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let fields =
+        [("token", token.as_str()), ("username", "root"), ("password", "a long admin secret")];
+    let r = h.send(form("/setup", None, &fields)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let root = browser(r.cookie_token().expect("logged in"));
+    let page = text(&h.send(root.get("/admin")).await);
+    assert!(page.contains("Find a user"));
+    // Spent.
+    assert_eq!(h.send(form("/setup", None, &fields)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.send(get(&format!("/setup?token={token}"))).await.status, StatusCode::FORBIDDEN);
+}
