@@ -63,7 +63,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 });
 
 /// Renders a page with the headers every page gets: no caching, no framing, a strict CSP (no
-/// scripts at all), no referrer.
+/// scripts at all), no referrer to other sites.
 fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     let html = TEMPLATES.get_template(name).and_then(|t| t.render(ctx));
     let html = match html {
@@ -78,7 +78,9 @@ fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on form posts, which the origin
+    // check must refuse.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
