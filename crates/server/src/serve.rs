@@ -110,22 +110,31 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
-    println!("cloakroom listening on http://{bound}");
+    say(&format!("cloakroom listening on http://{bound}"));
     // First start on an empty store: a one-time link to create the first administrator. No
     // default account or password exists anywhere.
     if store.list_users().await.map(|u| u.is_empty()).unwrap_or(false) {
         let token = state.arm_setup()?;
         let minutes = crate::pages::SETUP_VALID_FOR.as_secs() / 60;
-        println!(
+        say(&format!(
             "cloakroom setup: create the first administrator at {}/setup?token={token} (valid {minutes} minutes, once)",
             state.config.public_origin
-        );
+        ));
         tracing::warn!("no user yet: a one-time setup link was printed on standard output");
     }
     let app = crate::app::app(state);
     serve_http(listener, app, header_timeout, shutdown()).await;
     tracing::info!("cloakroom stopped");
     Ok(())
+}
+
+/// A line on standard output. A closed stdout (a supervisor that read the first line and went
+/// away) must never take the server down, so errors are ignored, where `println!` would panic.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Serves HTTP/1.1 until `stop` resolves, then lets open requests finish (up to 10 seconds).

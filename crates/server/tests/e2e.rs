@@ -250,3 +250,19 @@ async fn a_client_that_sends_headers_too_slowly_is_cut_off() {
     let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Regression: the first-run setup line was written with `println!`, which panics when whoever
+/// started the server read the listening line and closed its end of stdout: the server died at
+/// its first start on an empty store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("s.log");
+    let server = Server::start(&dir.path().join("s.db"), &log); // reads one line, closes stdout
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("one-time setup link"), "{log}");
+    assert!(!log.contains("/setup?token="), "the token is on stdout only, never in the log");
+}
