@@ -116,9 +116,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if store.list_users().await.map(|u| u.is_empty()).unwrap_or(false) {
         let token = state.arm_setup()?;
         let minutes = crate::pages::SETUP_VALID_FOR.as_secs() / 60;
+        // Browsers keep `Secure` cookies over plain HTTP for `localhost` only.
+        let origin = if state.config.origin_from_listen && bound.ip().is_loopback() {
+            format!("http://localhost:{}", bound.port())
+        } else {
+            state.config.public_origin.clone()
+        };
         say(&format!(
-            "cloakroom setup: create the first administrator at {}/setup?token={token} (valid {minutes} minutes, once)",
-            state.config.public_origin
+            "cloakroom setup: create the first administrator at {origin}/setup?token={token} (valid {minutes} minutes, once)"
         ));
         tracing::warn!("no user yet: a one-time setup link was printed on standard output");
     }

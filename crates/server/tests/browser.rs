@@ -5,23 +5,43 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use common::process::{Server, cli};
+use common::process::{BIN, Server, cli};
 
-#[test]
-fn pages_work_in_headless_chromium() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let script = root.join("tests/browser/pages.mjs");
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn require_browser() {
     assert!(
         Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
         "chromium is not installed: scripts/test installs it (apt-get install chromium)"
     );
     assert!(
-        root.join("tests/browser/node_modules/playwright-core").exists(),
+        repo().join("tests/browser/node_modules/playwright-core").exists(),
         "playwright-core is not installed: scripts/test runs npm ci in tests/browser"
     );
+}
+
+/// Runs a script of `tests/browser` with `args`; panics with its output when it fails.
+fn node(script: &str, args: &[&str]) {
+    let out = Command::new("node")
+        .arg(repo().join("tests/browser").join(script))
+        .args(args)
+        .output()
+        .expect("node (scripts/test installs it with the browser tests' packages)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success(), "browser test {script} failed:\n{stdout}\n{stderr}");
+}
+
+#[test]
+fn pages_work_in_headless_chromium() {
+    require_browser();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let password = "correct horse battery staple";
@@ -34,21 +54,30 @@ fn pages_work_in_headless_chromium() {
     let server = Server::start(&db, &dir.path().join("server.log"));
     // `localhost` rather than 127.0.0.1: Chromium keeps `Secure` cookies on http://localhost.
     let base = server.base.replace("127.0.0.1", "localhost");
-    let shots = root.join("target/browser-screenshots");
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(&base)
-        .arg(&shots)
-        .arg("alice")
-        .arg(password)
-        .env("CLOAKROOM_TEST", "1")
-        .output()
-        .expect("node (scripts/test installs it with the browser tests' packages)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    let shots = repo().join("target/browser-screenshots");
+    node("pages.mjs", &[&base, shots.to_str().unwrap(), "alice", password]);
     for name in ["login", "sessions", "csrf-refused", "password", "admin"] {
         assert!(shots.join(format!("{name}.png")).exists(), "no screenshot of {name}");
     }
+}
+
+#[test]
+fn the_setup_link_works_in_headless_chromium() {
+    require_browser();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(format!("sqlite:{}", dir.path().join("c.db").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _listening = lines.next().unwrap().unwrap();
+    let setup = lines.next().unwrap().unwrap();
+    let link = setup.split_whitespace().find(|w| w.contains("/setup?token=")).expect(&setup);
+    let shots = repo().join("target/browser-screenshots");
+    node("setup.mjs", &[link, shots.to_str().unwrap(), "root", "a long admin secret"]);
+    let _ = child.kill();
+    let _ = child.wait();
 }

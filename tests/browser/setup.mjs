@@ -1,0 +1,38 @@
+// The first-run setup link in real headless Chromium: open it, create the administrator, land
+// logged in on the sessions page; the link then no longer works.
+// Usage: node setup.mjs SETUP_LINK OUT_DIR USERNAME PASSWORD
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const [link, outDir, username, password] = process.argv.slice(2);
+if (!link || !outDir || !username || !password) {
+  console.error('usage: node setup.mjs SETUP_LINK OUT_DIR USERNAME PASSWORD');
+  process.exit(2);
+}
+mkdirSync(outDir, { recursive: true });
+const check = (cond, what) => {
+  if (!cond) throw new Error(`FAILED: ${what}`);
+  console.log(`ok - ${what}`);
+};
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox'],
+});
+try {
+  const base = new URL(link).origin;
+  const page = await (await browser.newContext()).newPage();
+  const first = await page.goto(link);
+  check(first.status() === 200, 'the setup link opens the form');
+  await page.screenshot({ path: `${outDir}/setup.png`, fullPage: true });
+  await page.fill('#username', username);
+  await page.fill('#password', password);
+  await Promise.all([page.waitForURL(`${base}/account/sessions`), page.click('button[type=submit]')]);
+  check((await page.textContent('#sessions')).includes('(this device)'), 'the administrator is logged in');
+  await page.goto(`${base}/admin`);
+  check(page.url() === `${base}/admin`, 'and has the admin page');
+  const again = await page.goto(link);
+  check(again.status() === 403, 'the link works once');
+} finally {
+  await browser.close();
+}
