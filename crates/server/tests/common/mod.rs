@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 pub mod process;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
