@@ -162,6 +162,23 @@ async fn the_download_server_serves_a_file_once_per_grant() {
     let lag = until(Duration::from_secs(1), async || ds.verifier.verify(&pending).is_err()).await;
     eprintln!("user revocation reached the verifier after {lag:?}");
     assert_eq!(fetch(&http, &ds, "/report.txt", &pending).await.0, 403);
+
+    // The same for a password change and for disabling the user (both through the CLI).
+    let new_password = "a different long secret";
+    for (args, stdin) in [
+        (vec!["user", "passwd", "alice", "--password-stdin"], Some(format!("{new_password}\n"))),
+        (vec!["user", "disable", "alice"], None),
+    ] {
+        // Log in again with whichever password is current (the previous step revoked the session).
+        let password = if args[1] == "passwd" { PASSWORD } else { new_password };
+        let again = http_login(&http, &base, "alice", password).await;
+        let pending = download_grant(&http, &base, &again, "/report.txt").await;
+        assert!(ds.verifier.verify(&pending).is_ok());
+        let (code, _, err) = cli(&db, &args, stdin.as_deref());
+        assert_eq!(code, 0, "{err}");
+        until(Duration::from_secs(1), async || ds.verifier.verify(&pending).is_err()).await;
+        assert_eq!(fetch(&http, &ds, "/report.txt", &pending).await.0, 403, "{args:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
