@@ -2,26 +2,10 @@
 // scripts, two browser contexts see each other in "your sessions", revoking the other logs it
 // out on its next navigation, a tampered CSRF field is refused. A screenshot of each page goes
 // to the output directory. Usage: node pages.mjs BASE_URL OUT_DIR USERNAME PASSWORD
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { args, check, launch } from './lib.mjs';
 
-const [base, outDir, username, password] = process.argv.slice(2);
-if (!base || !outDir || !username || !password) {
-  console.error('usage: node pages.mjs BASE_URL OUT_DIR USERNAME PASSWORD');
-  process.exit(2);
-}
-mkdirSync(outDir, { recursive: true });
-
-function check(cond, what) {
-  if (!cond) throw new Error(`FAILED: ${what}`);
-  console.log(`ok - ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox'],
-});
+const [base, outDir, username, password] = args('pages.mjs', 'BASE_URL');
+const browser = await launch();
 try {
   const shot = (page, name) => page.screenshot({ path: `${outDir}/${name}.png`, fullPage: true });
 

@@ -1,24 +1,10 @@
 // The first-run setup link in real headless Chromium: open it, create the administrator, land
 // logged in on the sessions page; the link then no longer works.
 // Usage: node setup.mjs SETUP_LINK OUT_DIR USERNAME PASSWORD
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { args, check, launch } from './lib.mjs';
 
-const [link, outDir, username, password] = process.argv.slice(2);
-if (!link || !outDir || !username || !password) {
-  console.error('usage: node setup.mjs SETUP_LINK OUT_DIR USERNAME PASSWORD');
-  process.exit(2);
-}
-mkdirSync(outDir, { recursive: true });
-const check = (cond, what) => {
-  if (!cond) throw new Error(`FAILED: ${what}`);
-  console.log(`ok - ${what}`);
-};
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox'],
-});
+const [link, outDir, username, password] = args('setup.mjs', 'SETUP_LINK');
+const browser = await launch();
 try {
   const base = new URL(link).origin;
   const page = await (await browser.newContext()).newPage();

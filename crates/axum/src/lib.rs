@@ -49,7 +49,6 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::StatusCode;
@@ -64,6 +63,7 @@ pub use request::Via;
 /// The default cookie name, as the Cloakroom server sets it.
 pub const DEFAULT_COOKIE: &str = "__Host-cloakroom";
 
+#[derive(Clone)]
 struct Config {
     manager: SessionManager,
     cookie_name: String,
@@ -92,18 +92,8 @@ impl Sessions {
     }
 
     fn config_mut(&mut self) -> &mut Config {
-        // Builder methods run before the value is shared; cloning the inner state is the
-        // fallback if it already was.
-        if Arc::get_mut(&mut self.0).is_none() {
-            let c = &self.0;
-            self.0 = Arc::new(Config {
-                manager: c.manager.clone(),
-                cookie_name: c.cookie_name.clone(),
-                allowed_origins: c.allowed_origins.clone(),
-                audience: c.audience.clone(),
-            });
-        }
-        Arc::get_mut(&mut self.0).unwrap_or_else(|| unreachable!("just made unique"))
+        // Builder methods run before the value is shared; a shared one is copied first.
+        Arc::make_mut(&mut self.0)
     }
 
     /// The session cookie's name, if Cloakroom is configured with another.
@@ -138,16 +128,8 @@ impl Sessions {
     /// Follows the store's invalidation feed in the background, so the node-local cache drops
     /// revoked and changed sessions as soon as any node or the CLI changes them (and is bypassed
     /// whenever the feed is down). Resubscribes after a failure. Needs a Tokio runtime.
-    pub fn spawn_invalidations(&self) -> tokio_task::JoinHandle {
-        let manager = self.0.manager.clone();
-        tokio_task::spawn(async move {
-            loop {
-                if let Err(e) = manager.run_bus().await {
-                    tracing::warn!(error = %e, "cannot follow session invalidations; retrying");
-                }
-                tokio_task::sleep(Duration::from_secs(1)).await;
-            }
-        })
+    pub fn spawn_invalidations(&self) -> tokio::task::JoinHandle<()> {
+        self.0.manager.spawn_invalidations()
     }
 
     /// The session of a request, after the CSRF and origin rules; `Ok(None)` when it has none.
@@ -171,7 +153,7 @@ impl Sessions {
                 return Err(SessionRejection::StoreUnavailable);
             }
         };
-        if auth.session.audience.is_some() && auth.session.audience != c.audience {
+        if !auth.session.valid_for(c.audience.as_deref()) {
             return Ok(None);
         }
         if writes {
@@ -182,14 +164,6 @@ impl Sessions {
         }
         Ok(Some(CurrentSession { auth, via }))
     }
-}
-
-/// Runtime helpers, named so the public signature says what it returns.
-pub mod tokio_task {
-    /// A spawned background task.
-    pub type JoinHandle = tokio::task::JoinHandle<()>;
-    pub(crate) use tokio::task::spawn;
-    pub(crate) use tokio::time::sleep;
 }
 
 /// See [`Sessions::layer`].

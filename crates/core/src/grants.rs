@@ -118,8 +118,18 @@ impl GrantIssuer {
     /// they changed.
     pub async fn refresh(&self, now: Timestamp) -> Result<Vec<String>, GrantFailure> {
         let records = self.store.signing_keys().await?;
+        // A key id names one key (it is a hash of the public key, and the sealed secret is bound
+        // to it), so keys opened or parsed by an earlier refresh are reused, not opened again.
+        let (known_secrets, known_set) = {
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            (keys.secrets.clone(), keys.published.clone())
+        };
         let mut secrets = Vec::new();
         for r in records.iter().filter(|r| r.retired_at.is_none_or(|t| now < t)) {
+            if let Some(known) = known_secrets.iter().find(|(id, _)| *id == r.id) {
+                secrets.push(known.clone());
+                continue;
+            }
             let key = self.kek.open(&r.sealed, &r.id).map_err(|_| {
                 GrantFailure::Key(format!(
                     "cannot open signing key {}: is grant_key the one it was sealed with?",
@@ -129,10 +139,16 @@ impl GrantIssuer {
             secrets.push((r.id.clone(), Arc::new(key)));
         }
         let published: Vec<_> = records.iter().filter(|r| r.published_at(now)).collect();
-        let set = KeySet::from_paserks(published.iter().map(|r| r.public.as_str()))
-            .map_err(|_| GrantFailure::Key("a stored public key does not parse".into()))?;
         let mut ids: Vec<String> = published.iter().map(|r| r.id.clone()).collect();
         ids.sort();
+        let mut known_ids: Vec<&str> = known_set.ids().collect();
+        known_ids.sort_unstable();
+        let set = if known_ids == ids {
+            known_set
+        } else {
+            KeySet::from_paserks(published.iter().map(|r| r.public.as_str()))
+                .map_err(|_| GrantFailure::Key("a stored public key does not parse".into()))?
+        };
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) =
             Keys { loaded_at: Some(std::time::Instant::now()), records, secrets, published: set };
         Ok(ids)
@@ -279,18 +295,11 @@ impl GrantIssuer {
         let grant = self.verify(token, audience).await?;
         let user =
             UserId::parse(&grant.claims.sub).ok_or(GrantFailure::Invalid(GrantError::WrongType))?;
-        let to_ts = |t: SystemTime| {
-            Timestamp::from_millis(
-                t.duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                    .unwrap_or(0),
-            )
-        };
         let use_ = GrantUse {
             id: grant.claims.jti.clone(),
             user,
-            issued_at: to_ts(grant.issued_at),
-            expires_at: to_ts(grant.expires_at),
+            issued_at: Timestamp::from_system_time(grant.issued_at),
+            expires_at: Timestamp::from_system_time(grant.expires_at),
         };
         match self.store.redeem_grant(&use_, Timestamp::now()).await? {
             Redemption::Redeemed => Ok(grant),

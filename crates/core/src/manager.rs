@@ -113,6 +113,24 @@ impl SessionManager {
         self.cache.as_ref()
     }
 
+    /// Follows the store's invalidation feed in the background for as long as the process runs
+    /// ([`SessionManager::run_bus`], resubscribed a second after it ends or fails: a store that is
+    /// down leaves the cache bypassed, never the node dead). Needs a Tokio runtime.
+    pub fn spawn_invalidations(&self) -> tokio::task::JoinHandle<()> {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match manager.run_bus().await {
+                    Ok(()) => tracing::warn!("invalidation feed ended; resubscribing"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot subscribe to invalidations; retrying");
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    }
+
     /// Subscribes to the store's invalidation feed and applies it to the cache until the feed
     /// ends; then the cache is bypassed for good (fail safe). Spawn it once per manager.
     pub async fn run_bus(&self) -> Result<(), StoreError> {

@@ -78,6 +78,13 @@ impl Session {
     pub fn is_live(&self, now: Timestamp) -> bool {
         now < self.idle_expires_at && now < self.expires_at
     }
+
+    /// Whether the session counts where sessions scoped to `audience` are also accepted (`None`:
+    /// only login sessions). A login session counts everywhere; a scoped one only for its own
+    /// audience.
+    pub fn valid_for(&self, audience: Option<&str>) -> bool {
+        self.audience.is_none() || self.audience.as_deref() == audience
+    }
 }
 
 /// A live session with its (current) user.

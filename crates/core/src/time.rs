@@ -16,7 +16,12 @@ pub struct Timestamp(i64);
 impl Timestamp {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        Self::from_system_time(SystemTime::now())
+    }
+
+    /// From a `SystemTime` (instants before the epoch count as the epoch).
+    pub fn from_system_time(t: SystemTime) -> Self {
+        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         Self(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 
@@ -34,6 +39,12 @@ impl Timestamp {
     pub fn plus(self, d: Duration) -> Self {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self(self.0.saturating_add(ms))
+    }
+
+    /// This instant minus `d`, saturating instead of overflowing.
+    pub fn minus(self, d: Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(ms))
     }
 
     /// How long after `earlier` this instant is (zero when it is not later).

@@ -39,11 +39,27 @@ const FEED_NONE: u8 = 0;
 const FEED_DOWN: u8 = 1;
 const FEED_UP: u8 = 2;
 
-#[derive(Default)]
 struct Revoked {
     grants: HashMap<String, SystemTime>,
     /// user → (revoked at, forget after)
     users: HashMap<String, (SystemTime, SystemTime)>,
+    /// Lapsed entries are swept when the maps reach this size (then twice what is left), so a
+    /// busy feed (every redemption is a revocation) costs amortized O(1) per event, not a sweep.
+    sweep_at: usize,
+}
+
+impl Default for Revoked {
+    fn default() -> Self {
+        Self { grants: HashMap::new(), users: HashMap::new(), sweep_at: 1024 }
+    }
+}
+
+impl Revoked {
+    fn sweep(&mut self, now: SystemTime) {
+        self.grants.retain(|_, u| *u > now);
+        self.users.retain(|_, (_, u)| *u > now);
+        self.sweep_at = (2 * (self.grants.len() + self.users.len())).max(1024);
+    }
 }
 
 /// Verifies grants for one audience: signature, claims, single use in this process, and
@@ -125,8 +141,9 @@ impl Verifier {
         let at = crate::parse_time(&r.at).unwrap_or(now);
         let until = crate::parse_time(&r.until).unwrap_or(now + Duration::from_secs(3600));
         let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
-        revoked.grants.retain(|_, u| *u > now);
-        revoked.users.retain(|_, (_, u)| *u > now);
+        if revoked.grants.len() + revoked.users.len() >= revoked.sweep_at {
+            revoked.sweep(now);
+        }
         match &r.subject {
             RevokedSubject::Grant(id) => {
                 revoked.grants.insert(id.clone(), until);
@@ -173,6 +190,14 @@ impl Verifier {
     /// [`Verifier::redeem`] at a given time.
     pub fn redeem_at(&self, token: &str, now: SystemTime) -> Result<Grant, GrantError> {
         let grant = self.verify_at(token, now)?;
+        self.consume(&grant, now)?;
+        Ok(grant)
+    }
+
+    /// Uses up a grant that [`Verifier::verify`] returned, without verifying it again: for a
+    /// service that checks the request against the grant before spending it.
+    /// [`GrantError::Replayed`] when it was used before.
+    pub fn consume(&self, grant: &Grant, now: SystemTime) -> Result<(), GrantError> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         if used.contains_key(&grant.claims.jti) {
             return Err(GrantError::Replayed);
@@ -184,16 +209,14 @@ impl Verifier {
             }
         }
         used.insert(grant.claims.jti.clone(), grant.expires_at);
-        Ok(grant)
+        Ok(())
     }
 
     /// Forgets used grants that expired (they cannot verify again anyway). [`Verifier::redeem`]
     /// does this by itself when the cache fills; call it periodically to keep memory low.
     pub fn prune(&self, now: SystemTime) {
         self.used.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, exp| *exp > now);
-        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
-        revoked.grants.retain(|_, u| *u > now);
-        revoked.users.retain(|_, (_, u)| *u > now);
+        self.revoked.write().unwrap_or_else(|e| e.into_inner()).sweep(now);
     }
 
     /// How many used grants are remembered.

@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use cloakroom_grant::{Claims, GrantError, KeySet, SecretKey, decode};
 use proptest::prelude::*;
 
@@ -84,30 +85,12 @@ proptest! {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 fn b64_encode(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn b64_decode(text: &str) -> Vec<u8> {
-    let vals: Vec<u32> =
-        text.bytes().map(|c| B64.iter().position(|&b| b == c).unwrap() as u32).collect();
-    let mut out = Vec::new();
-    for chunk in vals.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, v)| n | v << (18 - 6 * i));
-        for i in 0..chunk.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap()
 }
 
 /// The parts of the fixture token: payload JSON, signature, footer JSON.

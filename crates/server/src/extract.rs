@@ -132,7 +132,7 @@ impl Caller {
     /// audience.
     pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
         let caller = Self::optional_for(parts, state, is_unsafe(&parts.method), true).await?;
-        Ok(caller.filter(|c| c.auth.session.audience.is_none()))
+        Ok(caller.filter(|c| c.auth.session.valid_for(None)))
     }
 
     /// [`Caller::optional`] for a request that changes state when `writes` (the CSRF and Origin

@@ -118,10 +118,7 @@ impl Grants {
     /// Every revocation that may still matter: the last grant lifetime's worth.
     pub async fn snapshot(&self) -> Result<Vec<GrantRevocation>, cloakroom_core::StoreError> {
         let now = Timestamp::now();
-        let since = Timestamp::from_millis(
-            now.as_millis() - i64::try_from(MAX_GRANT_TTL.as_millis()).unwrap_or(i64::MAX),
-        );
-        self.store.grant_revocations(since, now).await
+        self.store.grant_revocations(now.minus(MAX_GRANT_TTL), now).await
     }
 
     async fn poll(self: Arc<Self>) {
@@ -134,10 +131,7 @@ impl Grants {
         loop {
             tick.tick().await;
             let now = Timestamp::now();
-            let since = Timestamp::from_millis(
-                cursor.as_millis() - i64::try_from(OVERLAP.as_millis()).unwrap_or(0),
-            );
-            match self.store.grant_revocations(since, now).await {
+            match self.store.grant_revocations(cursor.minus(OVERLAP), now).await {
                 Ok(list) => {
                     cursor = now;
                     seen.retain(|r| r.until > now);

@@ -101,11 +101,12 @@ fn see_other(to: &str) -> Response {
 
 /// An error as a page (the API's status, its message).
 fn error_page(e: ApiError, caller: Option<&Caller>) -> Response {
-    let mut r = render(
-        e.status(),
-        "message.html",
-        context! { title => "Error", error => e.message(), ..who(caller) },
-    );
+    page_with_error(&e, "message.html", context! { title => "Error", ..who(caller) })
+}
+
+/// The page `name` showing `e`: its status, its message, and its `Retry-After` when throttled.
+fn page_with_error(e: &ApiError, name: &str, ctx: minijinja::Value) -> Response {
+    let mut r = render(e.status(), name, context! { error => e.message(), ..ctx });
     if let Some(after) = e.retry_after() {
         r.headers_mut().insert(header::RETRY_AFTER, after);
     }
@@ -175,6 +176,26 @@ pub fn device(ua: Option<&str>) -> String {
     }
 }
 
+/// The rows of a sessions table; `current` marks the viewer's own session.
+fn session_rows(
+    list: &[cloakroom_core::Authenticated],
+    current: Option<&cloakroom_core::SessionId>,
+) -> Vec<minijinja::Value> {
+    list.iter()
+        .map(|a| {
+            let s = &a.session;
+            context! {
+                id => s.id.as_str(),
+                device => device(s.user_agent.as_deref()),
+                ip => s.ip.as_deref().unwrap_or("unknown"),
+                created_at => s.created_at.to_string(),
+                last_seen_at => s.last_seen_at.to_string(),
+                current => current == Some(&s.id),
+            }
+        })
+        .collect()
+}
+
 /// A signed-in caller for a page, or the redirect to the login page that comes back here.
 struct PageCaller(Caller);
 
@@ -238,17 +259,11 @@ async fn login_submit(
                 .append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
             r
         }
-        Err(e) => {
-            let mut r = render(
-                e.status(),
-                "login.html",
-                context! { title => "Log in", error => e.message(), next, username => form.username },
-            );
-            if let Some(after) = e.retry_after() {
-                r.headers_mut().insert(header::RETRY_AFTER, after);
-            }
-            r
-        }
+        Err(e) => page_with_error(
+            &e,
+            "login.html",
+            context! { title => "Log in", next, username => form.username },
+        ),
     }
 }
 
@@ -294,20 +309,7 @@ async fn sessions_page(
         Ok(l) => l,
         Err(e) => return error_page(e.into(), Some(&caller)),
     };
-    let rows: Vec<_> = list
-        .iter()
-        .map(|a| {
-            let s = &a.session;
-            context! {
-                id => s.id.as_str(),
-                device => device(s.user_agent.as_deref()),
-                ip => s.ip.as_deref().unwrap_or("unknown"),
-                created_at => s.created_at.to_string(),
-                last_seen_at => s.last_seen_at.to_string(),
-                current => s.id == caller.auth.session.id,
-            }
-        })
-        .collect();
+    let rows = session_rows(&list, Some(&caller.auth.session.id));
     render(
         StatusCode::OK,
         "sessions.html",
@@ -378,17 +380,11 @@ async fn password_submit(
             }
             r
         }
-        Err(e) => {
-            let mut r = render(
-                e.status(),
-                "password.html",
-                context! { title => "Change password", error => e.message(), ..who(Some(&c)) },
-            );
-            if let Some(after) = e.retry_after() {
-                r.headers_mut().insert(header::RETRY_AFTER, after);
-            }
-            r
-        }
+        Err(e) => page_with_error(
+            &e,
+            "password.html",
+            context! { title => "Change password", ..who(Some(&c)) },
+        ),
     }
 }
 
@@ -429,19 +425,7 @@ async fn admin_page(
             Ok(Some(user)) => {
                 match state.manager.store().list_sessions(Some(&user.id), Timestamp::now()).await {
                     Ok(list) => {
-                        rows = list
-                            .iter()
-                            .map(|a| {
-                                let s = &a.session;
-                                context! {
-                                    id => s.id.as_str(),
-                                    device => device(s.user_agent.as_deref()),
-                                    ip => s.ip.as_deref().unwrap_or("unknown"),
-                                    created_at => s.created_at.to_string(),
-                                    last_seen_at => s.last_seen_at.to_string(),
-                                }
-                            })
-                            .collect();
+                        rows = session_rows(&list, None);
                     }
                     Err(e) => return error_page(e.into(), Some(&caller)),
                 }
@@ -600,29 +584,22 @@ async fn setup_submit(
             return error_page(e.into(), None);
         }
     }
-    let name = match Username::parse(&form.username) {
-        Ok(n) => n,
-        Err(e) => {
-            state.restore_setup(taken);
-            return render(
-                StatusCode::BAD_REQUEST,
-                "setup.html",
-                context! { title => "Set up", token => form.token, error => format!("username: {e}") },
-            );
-        }
-    };
     let password = Password::new(form.password);
-    let created = state.manager.create_user(name, Some(&password), admin_role()).await;
+    let created = match Username::parse(&form.username) {
+        Ok(name) => state
+            .manager
+            .create_user(name, Some(&password), admin_role())
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(ApiError::invalid(format!("username: {e}"))),
+    };
     let user = match created {
         Ok(u) => u,
         Err(e) => {
+            // Something the user can fix: the link stays usable.
             state.restore_setup(taken);
-            let e = ApiError::from(e);
-            return render(
-                e.status(),
-                "setup.html",
-                context! { title => "Set up", token => form.token, error => e.message() },
-            );
+            let ctx = context! { title => "Set up", token => form.token };
+            return page_with_error(&e, "setup.html", ctx);
         }
     };
     state

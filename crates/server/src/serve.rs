@@ -59,8 +59,8 @@ pub fn state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
     AppState::new(manager, config, throttle, crate::metrics::handle(), grants)
 }
 
-/// Grants for the state; [`run`] checks the sealing key before, so a failure here only turns
-/// grants off (with an error in the log) in embedders that skipped that check.
+/// Grants for an uncached state (tests, the CLI): a failure turns grants off, with an error in
+/// the log. [`run`] builds them itself and refuses to start on a failure.
 fn grants_or_off(store: &Arc<dyn Store>, config: &Config) -> Option<Arc<crate::grants::Grants>> {
     crate::grants::grants(store, config).unwrap_or_else(|e| {
         tracing::error!(error = format!("{e:#}"), "grants are off");
@@ -70,22 +70,16 @@ fn grants_or_off(store: &Arc<dyn Store>, config: &Config) -> Option<Arc<crate::g
 
 /// Builds the application state with the node-local session cache, and spawns the task that
 /// feeds the store's invalidation bus into it. The cache serves nothing until the bus is up.
-pub fn cached_state(store: Arc<dyn Store>, config: Config, cost: Cost) -> AppState {
+pub fn cached_state(
+    store: Arc<dyn Store>,
+    config: Config,
+    cost: Cost,
+    grants: Option<Arc<crate::grants::Grants>>,
+) -> AppState {
     let cache = Arc::new(SessionCache::new(CacheConfig::default()));
     let throttle = Throttle::new(Arc::clone(&store), Limits::default());
-    let grants = grants_or_off(&store, &config);
     let manager = manager(store, &config, cost).with_cache(cache);
-    let bus = manager.clone();
-    tokio::spawn(async move {
-        // Retried: a store that is down at start-up leaves the cache bypassed, not the node dead.
-        loop {
-            match bus.run_bus().await {
-                Ok(()) => tracing::warn!("invalidation feed ended; resubscribing"),
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to invalidations; retrying"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    manager.spawn_invalidations();
     AppState::new(manager, config, throttle, crate::metrics::handle(), grants)
 }
 
@@ -94,7 +88,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.store, config.store_ca.as_deref()).await?;
     // A grant_key that does not open the stored signing keys is a start-up error, not a
     // surprise at the first grant.
-    if let Some(grants) = crate::grants::grants(&store, &config)? {
+    let grants = crate::grants::grants(&store, &config)?;
+    if let Some(grants) = &grants {
         grants.issuer.ensure_key(Timestamp::now()).await.context("grant-signing keys")?;
     }
     let listen = config.listen;
@@ -104,7 +99,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     config.bound_to(bound);
     let header_timeout = config.header_timeout;
-    let state = cached_state(Arc::clone(&store), config, Cost::ASVS);
+    let state = cached_state(Arc::clone(&store), config, Cost::ASVS, grants);
     if store.needs_sweep() {
         tokio::spawn(sweep(Arc::clone(&store)));
     }

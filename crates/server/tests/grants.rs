@@ -24,10 +24,8 @@ async fn login(http: &reqwest::Client, base: &str) -> Login {
 }
 
 async fn grant(http: &reqwest::Client, base: &str, who: &Login, body: Value) -> (u16, Value) {
-    let r = http
-        .post(format!("{base}/v1/grants"))
-        .header("cookie", &who.cookie)
-        .header("x-csrf-token", &who.csrf)
+    let r = who
+        .write(http, reqwest::Method::POST, format!("{base}/v1/grants"))
         .json(&body)
         .send()
         .await
@@ -314,30 +312,13 @@ async fn redeem_once_and_exchange_for_a_scoped_session() {
     assert_eq!(validate(json!({"token": scoped, "audience": "app2"})).await, 200);
 
     // An API key issues grants for a named, active user.
-    let r = http
-        .post(format!("{base}/v1/grants"))
-        .bearer_auth(key)
-        .json(&json!({"audience": "files", "username": "alice"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = http
-        .post(format!("{base}/v1/grants"))
-        .bearer_auth(key)
-        .json(&json!({"audience": "files"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = http
-        .post(format!("{base}/v1/grants"))
-        .bearer_auth(key)
-        .json(&json!({"audience": "files", "username": "nobody"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let as_service = async |body: Value| {
+        let r = http.post(format!("{base}/v1/grants")).bearer_auth(key).json(&body).send();
+        r.await.unwrap().status().as_u16()
+    };
+    assert_eq!(as_service(json!({"audience": "files", "username": "alice"})).await, 201);
+    assert_eq!(as_service(json!({"audience": "files"})).await, 400);
+    assert_eq!(as_service(json!({"audience": "files", "username": "nobody"})).await, 404);
 
     // A disabled user's grants can no longer be redeemed or exchanged.
     let (_, issued) = grant(&http, &base, &alice, json!({"audience": "app2"})).await;
@@ -446,10 +427,8 @@ async fn two_nodes_on_redis_redeem_each_grant_once_and_share_revocations() {
     let ds = download_server(&a.base).await;
     let pending = download_grant(&http, &a.base, &alice, "/report.txt").await;
     assert!(ds.verifier.verify(&pending).is_ok());
-    let r = http
-        .post(format!("{}/v1/sessions/revoke-others", b.base))
-        .header("cookie", &alice.cookie)
-        .header("x-csrf-token", &alice.csrf)
+    let r = alice
+        .write(&http, reqwest::Method::POST, format!("{}/v1/sessions/revoke-others", b.base))
         .send()
         .await
         .unwrap();

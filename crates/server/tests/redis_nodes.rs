@@ -67,10 +67,8 @@ async fn share_and_revoke(
     }
 
     // Revoked on C: A and B refuse it within the bound.
-    let r = http
-        .delete(format!("{}/v1/sessions/{}", c.base, victim.id))
-        .header("cookie", &owner.cookie)
-        .header("x-csrf-token", &owner.csrf)
+    let r = owner
+        .write(http, reqwest::Method::DELETE, format!("{}/v1/sessions/{}", c.base, victim.id))
         .send()
         .await
         .unwrap();
@@ -126,10 +124,8 @@ async fn three_nodes_share_sessions_and_revocations_over_redis() {
         assert_eq!(check(&http, node, &victim, "").await, 401);
     }
     // And invalidations flow again after the reconnect.
-    let r = http
-        .post(format!("{}/v1/sessions/revoke-others", b.base))
-        .header("cookie", &owner.cookie)
-        .header("x-csrf-token", &owner.csrf)
+    let r = owner
+        .write(&http, reqwest::Method::POST, format!("{}/v1/sessions/revoke-others", b.base))
         .send()
         .await
         .unwrap();

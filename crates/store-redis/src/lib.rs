@@ -355,8 +355,7 @@ impl RedisStore {
             Revoked::User(u) => ("user", u.as_str()),
         };
         let member = format!("{kind}|{subject}|{}|{}", r.at.as_millis(), r.until.as_millis());
-        let horizon = r.at.as_millis()
-            - i64::try_from((MAX_GRANT_TTL + KEY_PUBLISH_MARGIN).as_millis()).unwrap_or(i64::MAX);
+        let horizon = r.at.minus(MAX_GRANT_TTL + KEY_PUBLISH_MARGIN).as_millis();
         let _: () = redis::pipe()
             .atomic()
             .zadd(GRANT_REVOCATIONS, member, r.at.as_millis())
@@ -906,7 +905,7 @@ impl Store for RedisStore {
         now: Timestamp,
         window: Duration,
     ) -> StoreResult<Vec<Timestamp>> {
-        let since = now.as_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let since = now.minus(window).as_millis();
         let scored: Vec<(String, i64)> = redis::cmd("ZRANGE")
             .arg(format!("cr:ev:{key}"))
             .arg(format!("({since}"))

@@ -576,7 +576,7 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         // A subscriber that falls BUS_RETENTION behind sees a gap and flushes its cache instead.
         sqlx::query("DELETE FROM invalidations WHERE at < ?")
-            .bind(now.as_millis() - i64::try_from(BUS_RETENTION.as_millis()).unwrap_or(i64::MAX))
+            .bind(now.minus(BUS_RETENTION).as_millis())
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -590,7 +590,7 @@ impl Store for SqliteStore {
         window: Duration,
         max: u32,
     ) -> StoreResult<Vec<Timestamp>> {
-        let since = now.as_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let since = now.minus(window).as_millis();
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO event_log (key, at) VALUES (?, ?)")
             .bind(key)
@@ -624,7 +624,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         window: Duration,
     ) -> StoreResult<Vec<Timestamp>> {
-        let since = now.as_millis() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let since = now.minus(window).as_millis();
         let rows =
             sqlx::query("SELECT at FROM event_log WHERE key = ? AND at > ? ORDER BY at, seq")
                 .bind(key)

@@ -67,7 +67,8 @@ async fn download(
     let Some(file) = safe_join(&files.root, &path) else {
         return refuse(StatusCode::NOT_FOUND, "no such file");
     };
-    if let Err(e) = files.verifier.redeem(token) {
+    // Verified above: only spend it now (one signature check per download, not two).
+    if let Err(e) = files.verifier.consume(&grant, std::time::SystemTime::now()) {
         return refuse(StatusCode::FORBIDDEN, &e.to_string());
     }
     match tokio::fs::read(&file).await {

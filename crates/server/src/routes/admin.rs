@@ -29,6 +29,16 @@ async fn existing_user(state: &AppState, name: &str) -> Result<User, ApiError> {
     state.manager.user(&name).await?.ok_or_else(|| ApiError::not_found("user not found"))
 }
 
+/// [`existing_user`] that is not disabled (403 otherwise): someone a session or grant may be
+/// made for.
+pub(crate) async fn active_user(state: &AppState, name: &str) -> Result<User, ApiError> {
+    let user = existing_user(state, name).await?;
+    if user.disabled {
+        return Err(ApiError::forbidden("the user is disabled"));
+    }
+    Ok(user)
+}
+
 /// `PUT /v1/admin/users/{username}` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -192,10 +202,7 @@ pub async fn create_session(
     service: Service,
     ApiJson(req): ApiJson<CreateSession>,
 ) -> ApiResult<Response> {
-    let user = existing_user(&state, &req.username).await?;
-    if user.disabled {
-        return Err(ApiError::forbidden("the user is disabled"));
-    }
+    let user = active_user(&state, &req.username).await?;
     if let Some(d) = &req.data {
         if !d.is_object() {
             return Err(ApiError::invalid("data must be a JSON object"));
@@ -257,7 +264,7 @@ pub async fn validate(
 ) -> ApiResult<Response> {
     let auth =
         state.manager.authenticate(&req.token).await?.ok_or_else(ApiError::unauthenticated)?;
-    if auth.session.audience.is_some() && auth.session.audience != req.audience {
+    if !auth.session.valid_for(req.audience.as_deref()) {
         return Err(ApiError::unauthenticated());
     }
     Ok(no_store(Json(json!({ "session": auth.view(None) }))))

@@ -38,9 +38,7 @@ pub async fn check(
 ) -> Response {
     let outcome = caller.and_then(|caller| match q.role.as_deref() {
         // A scoped session passes only the check of its own audience.
-        _ if caller.auth.session.audience.is_some()
-            && caller.auth.session.audience != q.audience =>
-        {
+        _ if !caller.auth.session.valid_for(q.audience.as_deref()) => {
             Err(ApiError::unauthenticated())
         }
         Some(role) if !caller.auth.user.has_role(role) => {

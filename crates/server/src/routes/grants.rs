@@ -12,16 +12,17 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use cloakroom_core::Timestamp;
 use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::grants::GrantRequest;
 use cloakroom_core::manager::ClientInfo;
-use cloakroom_core::{Timestamp, User};
 use cloakroom_grant::Grant;
 use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use super::admin::active_user;
 use super::no_store;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Caller, Client, api_key_name};
@@ -115,17 +116,6 @@ pub async fn issue(
         .await;
     let body = json!({ "token": issued.token, "id": issued.id, "expires_at": issued.expires_at });
     Ok(no_store((StatusCode::CREATED, Json(body))))
-}
-
-async fn active_user(state: &AppState, username: &str) -> Result<User, ApiError> {
-    let name = cloakroom_core::Username::parse(username)
-        .map_err(|_| ApiError::not_found("user not found"))?;
-    let user =
-        state.manager.user(&name).await?.ok_or_else(|| ApiError::not_found("user not found"))?;
-    if user.disabled {
-        return Err(ApiError::forbidden("the user is disabled"));
-    }
-    Ok(user)
 }
 
 /// `POST /v1/grants/redeem` and `/exchange` body.

@@ -107,6 +107,18 @@ pub struct HttpLogin {
     pub id: String,
 }
 
+impl HttpLogin {
+    /// A state-changing request as this browser sends it: the cookie and the CSRF token.
+    pub fn write(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        url: String,
+    ) -> reqwest::RequestBuilder {
+        http.request(method, url).header("cookie", &self.cookie).header("x-csrf-token", &self.csrf)
+    }
+}
+
 /// Logs `username` in at `base` with `password` (200 expected).
 pub async fn http_login(
     http: &reqwest::Client,
