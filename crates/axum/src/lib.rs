@@ -24,7 +24,7 @@
 //! }
 //!
 //! async fn me(session: CurrentSession) -> String {
-//!     format!("hello {}", session.user().username)
+//!     format!("hello {}", session.username())
 //! }
 //!
 //! async fn admin(_: RequireRole<Admin>) -> &'static str {
@@ -54,8 +54,8 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use cloakroom_core::token::{SecretKind, Token};
-use cloakroom_core::{Authenticated, SessionManager, User};
+use cloakroom_core::active::IdText;
+use cloakroom_core::{ActiveSession, Authenticated, SessionManager, StoreError};
 use tower::{Layer, Service};
 
 pub use request::Via;
@@ -144,25 +144,24 @@ impl Sessions {
         if writes && !request::origin_allowed(&parts.headers, &c.allowed_origins) {
             return Err(SessionRejection::OriginMismatch);
         }
-        let Ok(token) = Token::parse(SecretKind::Session, token) else { return Ok(None) };
-        let auth = match c.manager.authenticate_token(&token).await {
-            Ok(Some(auth)) => auth,
+        let session = match c.manager.authenticate(token).await {
+            Ok(Some(session)) => session,
             Ok(None) => return Ok(None),
             Err(e) => {
                 tracing::error!(error = %e, "session store unavailable");
                 return Err(SessionRejection::StoreUnavailable);
             }
         };
-        if !auth.session.valid_for(c.audience.as_deref()) {
+        if !session.valid_for(c.audience.as_deref()) {
             return Ok(None);
         }
         if writes {
             let presented = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-            if !presented.is_some_and(|p| auth.session.csrf.verify(p)) {
+            if !presented.is_some_and(|p| session.csrf_matches(p)) {
                 return Err(SessionRejection::CsrfFailed);
             }
         }
-        Ok(Some(CurrentSession { auth, via }))
+        Ok(Some(CurrentSession { session, via, sessions: self.clone() }))
     }
 }
 
@@ -221,21 +220,46 @@ where
 
 /// The request's live session. As an extractor: 401 when the request has none (use
 /// `Option<CurrentSession>` where a session is optional).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CurrentSession {
-    auth: Arc<Authenticated>,
+    session: ActiveSession,
     via: Via,
+    sessions: Sessions,
+}
+
+impl std::fmt::Debug for CurrentSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentSession")
+            .field("session", &self.session)
+            .field("via", &self.via)
+            .finish()
+    }
 }
 
 impl CurrentSession {
-    /// The session and its user, as of this request.
-    pub fn auth(&self) -> &Authenticated {
-        &self.auth
+    /// The session as the check saw it: ids, user name and roles (as of this request), audience.
+    pub fn session(&self) -> &ActiveSession {
+        &self.session
     }
 
-    /// The session's user (roles and the disabled flag as of this request).
-    pub fn user(&self) -> &User {
-        &self.auth.user
+    /// The session's public id (`ses_…`).
+    pub fn session_id(&self) -> IdText {
+        self.session.session_id_text()
+    }
+
+    /// The user's id (`usr_…`).
+    pub fn user_id(&self) -> IdText {
+        self.session.user_id_text()
+    }
+
+    /// The user's name.
+    pub fn username(&self) -> &str {
+        self.session.username()
+    }
+
+    /// The user's roles, as of this request.
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        self.session.roles()
     }
 
     /// How the token came: cookie or bearer.
@@ -245,12 +269,18 @@ impl CurrentSession {
 
     /// Whether the user has `role`.
     pub fn has_role(&self, role: &str) -> bool {
-        self.auth.user.has_role(role)
+        self.session.has_role(role)
     }
 
     /// The CSRF token to put in pages' forms and scripts (`X-CSRF-Token`).
-    pub fn csrf_token(&self) -> &str {
-        self.auth.session.csrf.expose()
+    pub fn csrf_token(&self) -> String {
+        self.session.csrf_token().expose().to_owned()
+    }
+
+    /// The whole session record (client IP and user agent, login and expiry times), read from
+    /// the store; checks do not keep it in memory. `None` when the session ended since.
+    pub async fn details(&self) -> Result<Option<Authenticated>, StoreError> {
+        self.sessions.0.manager.details(&self.session).await
     }
 }
 

@@ -39,20 +39,20 @@ fn manager(store: Arc<dyn Store>) -> SessionManager {
 
 fn app(sessions: &Sessions) -> Router {
     Router::new()
-        .route("/me", get(|s: CurrentSession| async move { s.user().username.to_string() }))
+        .route("/me", get(|s: CurrentSession| async move { s.username().to_owned() }))
         .route(
             "/maybe",
             get(|s: Option<CurrentSession>| async move {
-                s.map_or("anonymous".to_owned(), |s| s.user().username.to_string())
+                s.map_or("anonymous".to_owned(), |s| s.username().to_owned())
             }),
         )
         .route(
             "/notes",
-            post(|s: CurrentSession| async move { format!("noted for {}", s.user().username) }),
+            post(|s: CurrentSession| async move { format!("noted for {}", s.username()) }),
         )
         .route(
             "/admin",
-            get(|s: RequireRole<Admin>| async move { format!("admin {}", s.user().username) }),
+            get(|s: RequireRole<Admin>| async move { format!("admin {}", s.username()) }),
         )
         .layer(sessions.layer())
 }

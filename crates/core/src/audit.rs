@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::active::ActiveSession;
 use crate::id::{SessionId, UserId};
 use crate::time::Timestamp;
 use crate::user::Username;
@@ -162,6 +163,14 @@ impl AuditEvent {
     pub fn user(mut self, id: Option<&UserId>, name: &Username) -> Self {
         self.user_id = id.cloned();
         self.username = Some(name.clone());
+        self
+    }
+
+    /// Sets the user and the session from a checked session.
+    pub fn of_session(mut self, session: &ActiveSession) -> Self {
+        self.user_id = Some(session.user_id());
+        self.username = Some(session.username_owned());
+        self.session_id = Some(session.session_id());
         self
     }
 

@@ -3,7 +3,8 @@
 //! - [`token`]: session tokens, API keys and CSRF tokens: generation from the OS CSPRNG, the text
 //!   format with its checksum, and the hash that is all a store ever keeps.
 //! - [`user`], [`password`]: accounts, roles and the Argon2id password policy.
-//! - [`session`]: session records and the idle / absolute expiry policy.
+//! - [`session`]: session records and the idle / absolute expiry policy; [`active`]: the compact
+//!   form of a live session that checks answer with and the node-local [`cache`] holds.
 //! - [`store`]: the [`Store`] trait every backend implements, with its contract on every method.
 //! - [`manager`]: [`SessionManager`], the one door through which the server checks and changes
 //!   sessions; the node-local cache and the invalidation bus sit behind it.
@@ -12,6 +13,7 @@
 //! - [`audit`]: authentication and revocation events.
 //! - `testing` (feature `testing`): the conformance suite every store must pass.
 
+pub mod active;
 pub mod audit;
 pub mod cache;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod user;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use active::ActiveSession;
 pub use error::{Error, StoreError};
 pub use id::{SessionId, UserId};
 pub use manager::SessionManager;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::cache::SessionCache;
+use crate::active::ActiveSession;
+use crate::cache::{Lookup, SessionCache};
 use crate::error::{Error, StoreError};
 use crate::grant::GrantRevocation;
 use crate::id::{SessionId, UserId};
@@ -63,6 +64,15 @@ pub struct Issued {
     pub auth: Authenticated,
     /// Sessions evicted by the per-user cap.
     pub evicted: Vec<SessionId>,
+}
+
+/// A presented token that parsed, and its live session.
+#[derive(Debug)]
+pub struct Checked {
+    /// The token.
+    pub token: Token,
+    /// Its session.
+    pub session: ActiveSession,
 }
 
 /// Client details recorded with a session.
@@ -200,38 +210,52 @@ impl SessionManager {
     /// expired token or a disabled user. A malformed token is refused without a store round trip.
     /// Records use at most once per `touch_interval`. Store failures are errors, never `None` and
     /// never a session: the caller fails closed.
-    pub async fn authenticate(
-        &self,
-        token: &str,
-    ) -> Result<Option<Arc<Authenticated>>, StoreError> {
-        match Token::parse(SecretKind::Session, token) {
-            Ok(token) => self.authenticate_token(&token).await,
-            Err(_) => Ok(None),
-        }
+    pub async fn authenticate(&self, token: &str) -> Result<Option<ActiveSession>, StoreError> {
+        Ok(self.check(token).await?.map(|c| c.session))
     }
 
-    /// [`SessionManager::authenticate`] for a token already parsed. A cache hit answers without
-    /// the store unless last-seen is due to be written.
+    /// [`SessionManager::authenticate`], also giving back the parsed token (to rotate it, say).
+    pub async fn check(&self, presented: &str) -> Result<Option<Checked>, StoreError> {
+        let Ok(token) = Token::parse(SecretKind::Session, presented) else {
+            return Ok(None);
+        };
+        Ok(self.authenticate_token(&token).await?.map(|session| Checked { token, session }))
+    }
+
+    /// [`SessionManager::authenticate`] for a token already parsed.
     pub async fn authenticate_token(
         &self,
         token: &Token,
-    ) -> Result<Option<Arc<Authenticated>>, StoreError> {
-        let hash = token.hash();
-        let now = Timestamp::now();
-        let policy = self.config.expiry;
-        if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.get(&hash, now)
-                && !policy.needs_touch(hit.last_seen_at, now)
-            {
+    ) -> Result<Option<ActiveSession>, StoreError> {
+        let found = self.cache.as_ref().map(|c| c.lookup(token));
+        self.resolve(token, found).await
+    }
+
+    /// The session for `token` from the cache's answer (`None`: no cache), or from the store. A
+    /// cache hit answers without the store; an entry is served until the session's own deadlines,
+    /// the cache's safety TTL, or the moment its last-seen is due to be written, whichever comes
+    /// first.
+    async fn resolve(
+        &self,
+        token: &Token,
+        found: Option<Lookup>,
+    ) -> Result<Option<ActiveSession>, StoreError> {
+        let (hash, now) = match found {
+            Some(Lookup { hit: Some(hit), .. }) => {
                 self.counters.hits.increment(1);
-                return Ok(Some(hit.auth));
+                return Ok(Some(hit));
             }
-            self.counters.misses.increment(1);
-        }
+            Some(Lookup { hit: None, hash, now }) => {
+                self.counters.misses.increment(1);
+                (hash, now)
+            }
+            None => (token.hash(), Timestamp::now()),
+        };
         let ticket = self.cache.as_ref().map(|c| c.begin_miss());
         let Some(mut auth) = self.store.session_by_token(&hash, now).await? else {
             return Ok(None);
         };
+        let policy = self.config.expiry;
         if policy.needs_touch(auth.session.last_seen_at, now) {
             let idle = policy.idle_deadline(now, auth.session.expires_at);
             if !self.store.touch(&auth.session.id, now, idle).await? {
@@ -241,11 +265,24 @@ impl SessionManager {
             auth.session.last_seen_at = now;
             auth.session.idle_expires_at = idle;
         }
-        let auth = Arc::new(auth);
+        let active = ActiveSession::new(&auth)
+            .map_err(|e| StoreError::Corrupt { what: "session", source: Some(Box::new(e)) })?;
         if let (Some(cache), Some(ticket)) = (&self.cache, ticket) {
-            cache.insert(ticket, hash, Arc::clone(&auth), now);
+            let s = &auth.session;
+            let until =
+                s.idle_expires_at.min(s.expires_at).min(s.last_seen_at.plus(policy.touch_interval));
+            cache.insert(ticket, token, &hash, &active, until, now);
         }
-        Ok(Some(auth))
+        Ok(Some(active))
+    }
+
+    /// The whole record of a checked session (client IP and user agent, times), read from the
+    /// store: for the few endpoints that show it. `None` when it ended since the check.
+    pub async fn details(
+        &self,
+        session: &ActiveSession,
+    ) -> Result<Option<Authenticated>, StoreError> {
+        self.store.session_by_id(&session.session_id(), Timestamp::now()).await
     }
 
     /// Checks a password for `username`. Unknown users cost the same Argon2 work as known ones.
@@ -336,28 +373,19 @@ impl SessionManager {
     /// another request rotated `current` first.
     pub async fn rotate(
         &self,
-        auth: &Authenticated,
+        session: &ActiveSession,
         current: &Token,
         new_csrf: bool,
-    ) -> Result<Option<(Token, Authenticated)>, Error> {
+    ) -> Result<Option<(Token, ActiveSession)>, Error> {
         let token = Token::generate(SecretKind::Session)?;
-        let csrf = if new_csrf { CsrfToken::generate()? } else { auth.session.csrf.clone() };
+        let csrf = if new_csrf { CsrfToken::generate()? } else { session.csrf_token() };
         let now = Timestamp::now();
-        let id = &auth.session.id;
-        if !self.store.rotate(id, &current.hash(), &token.hash(), &csrf, now).await? {
+        let id = session.session_id();
+        if !self.store.rotate(&id, &current.hash(), &token.hash(), &csrf, now).await? {
             return Ok(None);
         }
-        self.invalidate(&auth.user.id);
-        let mut auth = auth.clone();
-        auth.session.csrf = csrf;
-        auth.session.token_issued_at = now;
-        Ok(Some((token, auth)))
-    }
-
-    /// Whether the session's token predates a change of its user's privileges, so that it must
-    /// be replaced ("a new token whenever a user's privileges change for that session").
-    pub fn needs_new_token(auth: &Authenticated) -> bool {
-        auth.user.privileges_changed_at > auth.session.token_issued_at
+        self.invalidate(&session.user_id());
+        Ok(Some((token, session.rotated(&csrf))))
     }
 
     /// Revokes one session; its owner when it existed.

@@ -96,6 +96,38 @@ pub struct Authenticated {
     pub user: User,
 }
 
+#[cfg(test)]
+impl Authenticated {
+    /// A live session of `user` (named alice, no roles) made at `now`, for unit tests.
+    pub(crate) fn fixture(user: &UserId, now: Timestamp) -> Self {
+        Authenticated {
+            session: Session {
+                id: SessionId::generate().unwrap(),
+                user_id: user.clone(),
+                csrf: CsrfToken::generate().unwrap(),
+                created_at: now,
+                last_seen_at: now,
+                token_issued_at: now,
+                idle_expires_at: now.plus(Duration::from_secs(1800)),
+                expires_at: now.plus(Duration::from_secs(43200)),
+                ip: Some("192.0.2.1".into()),
+                user_agent: Some("curl/8".into()),
+                audience: None,
+            },
+            user: User {
+                id: user.clone(),
+                username: crate::user::Username::parse("alice").unwrap(),
+                roles: vec![],
+                disabled: false,
+                has_password: true,
+                created_at: now,
+                updated_at: now,
+                privileges_changed_at: Timestamp::from_millis(0),
+            },
+        }
+    }
+}
+
 /// A session to insert.
 #[derive(Clone, Debug)]
 pub struct NewSession {

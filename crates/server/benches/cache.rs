@@ -1,10 +1,11 @@
 //! A cache-hit session check against JWT verification, in one criterion run.
 //!
 //! `cargo bench -p cloakroom-server --bench cache`. The node-local cache holds 1,000,000 live
-//! sessions (realistic fields: IP, a 110-byte user agent, two roles); each iteration takes the
-//! cookie of a different random session from a request's headers, parses and checksums the token,
-//! hashes it and looks it up through `SessionManager::authenticate_token`, with the Prometheus
-//! recorder installed (the hit counter is part of the cost). Beside it: `jsonwebtoken` 11
+//! sessions (`CLOAKROOM_BENCH_SESSIONS` to change it), each of its own user (realistic fields: a
+//! 19-character username, two roles; the IP and user agent are not cached); each iteration takes
+//! the cookie of a different random session from a request's headers and checks it as the
+//! server's extractor does (`SessionManager::check`: parse and checksum the token, hash it, look
+//! it up), with the Prometheus recorder installed (the hit counter is part of the cost). Beside it: `jsonwebtoken` 11
 //! (rust_crypto) decoding and verifying an HS256 and an EdDSA session JWT with the usual claims.
 //! Prints the resident memory the cache grew by, per session.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -19,8 +20,8 @@ use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::{ExpiryPolicy, Session};
 use cloakroom_core::{
-    Authenticated, CsrfToken, Role, SecretKind, SessionId, SessionManager, Timestamp, Token, User,
-    UserId, Username,
+    ActiveSession, Authenticated, CsrfToken, Role, SecretKind, SessionId, SessionManager,
+    Timestamp, Token, User, UserId, Username,
 };
 use cloakroom_server::extract::credential;
 use cloakroom_store_sqlite::SqliteStore;
@@ -28,8 +29,10 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-const SESSIONS: usize = 1_000_000;
-const COOKIES: usize = 100_000;
+/// Sessions in the cache: `CLOAKROOM_BENCH_SESSIONS`, default 1,000,000.
+fn sessions() -> usize {
+    std::env::var("CLOAKROOM_BENCH_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
 const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIMxGNYtQeOPt4Grjlhh6vOOBi3C9doQdYOJxjUIiMtBi\n-----END PRIVATE KEY-----\n";
 const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAZ4zD+tc5ARThKjqGs+8KUAjO4IMN8S6ctEufIbwFAXI=\n-----END PUBLIC KEY-----\n";
 
@@ -43,6 +46,14 @@ struct Claims {
     exp: u64,
 }
 
+/// How much of the process is backed by transparent huge pages (the cache asks for them).
+fn huge_pages() -> String {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("AnonHugePages")).map(str::to_owned))
+        .unwrap_or_else(|| "AnonHugePages: unknown".into())
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -50,9 +61,10 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn session(now: Timestamp) -> Arc<Authenticated> {
+/// A session of its own user (the worst case for memory: nothing shared between sessions).
+fn session(now: Timestamp) -> ActiveSession {
     let user = UserId::generate().unwrap();
-    Arc::new(Authenticated {
+    ActiveSession::new(&Authenticated {
         session: Session {
             id: SessionId::generate().unwrap(),
             user_id: user.clone(),
@@ -80,6 +92,26 @@ fn session(now: Timestamp) -> Arc<Authenticated> {
             privileges_changed_at: Timestamp::from_millis(0),
         },
     })
+    .unwrap()
+}
+
+/// `bytes` of memory as one random cycle through its cache lines: following it from any line
+/// visits every line once, in an order the prefetchers cannot guess.
+fn random_ring(bytes: usize) -> Vec<u64> {
+    let lines = bytes / 64;
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in (1..lines).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        order.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    let mut ring = vec![0u64; bytes / 8];
+    for w in 0..lines {
+        ring[order[w] * 8] = (order[(w + 1) % lines] * 8) as u64;
+    }
+    ring
 }
 
 fn bench(c: &mut Criterion) {
@@ -88,9 +120,10 @@ fn bench(c: &mut Criterion) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = rt.block_on(SqliteStore::open(dir.path().join("b.db").to_str().unwrap())).unwrap();
+    let sessions = sessions();
     // Long TTL and touch interval: the bench must measure hits, not expiry.
     let cache = Arc::new(SessionCache::new(CacheConfig {
-        capacity: 2 * SESSIONS,
+        capacity: 2 * sessions,
         ttl: Duration::from_secs(3600),
     }));
     cache.connected();
@@ -104,23 +137,30 @@ fn bench(c: &mut Criterion) {
     .with_cache(Arc::clone(&cache));
 
     let now = Timestamp::now();
+    let until = now.plus(Duration::from_secs(3600));
+    // Requests name every tenth session (at most 100,000): spread over the whole cache.
+    let cookies = (sessions / 10).clamp(1, 100_000);
+    let mut tokens = Vec::with_capacity(cookies);
     let before = rss_bytes();
-    let mut tokens = Vec::with_capacity(COOKIES);
-    for i in 0..SESSIONS {
+    for i in 0..sessions {
         let token = Token::generate(SecretKind::Session).unwrap();
-        cache.insert(cache.begin_miss(), token.hash(), session(now), now);
+        cache.insert(cache.begin_miss(), &token, &token.hash(), &session(now), until, now);
         // Keep every tenth token: the requests hit sessions spread over the whole cache.
-        if i % (SESSIONS / COOKIES) == 0 {
+        if i % (sessions / cookies) == 0 {
             tokens.push(token.expose());
         }
+        // Memory per session at several sizes: tables grow in steps, so it varies with the count.
+        if (i + 1) % (sessions / 4).max(1) == 0 {
+            let grown = rss_bytes().saturating_sub(before);
+            eprintln!(
+                "cache: {} sessions, resident memory grew by {} MiB = {} bytes per session",
+                cache.len(),
+                grown / (1 << 20),
+                grown / (i as u64 + 1)
+            );
+        }
     }
-    let grown = rss_bytes().saturating_sub(before);
-    eprintln!(
-        "cache: {} sessions, resident memory grew by {} MiB = {} bytes per session",
-        cache.len(),
-        grown / (1 << 20),
-        grown / SESSIONS as u64
-    );
+    eprintln!("cache: {}", huge_pages());
     let requests: Vec<HeaderMap> = tokens
         .iter()
         .map(|t| {
@@ -177,15 +217,15 @@ fn bench(c: &mut Criterion) {
         }
     };
     let mut next = next_request.clone();
-    group.bench_function("cloakroom cache hit, 1M sessions, cookie parsed", |b| {
+    group.bench_function("cloakroom cache hit, cookie parsed", |b| {
         b.to_async(&rt).iter_batched(
             &mut next,
             |headers| {
                 let manager = &manager;
                 async move {
+                    // As the server's extractor: find the cookie, then check it.
                     let (text, _) = credential(&headers, "__Host-cloakroom").unwrap().unwrap();
-                    let token = Token::parse(SecretKind::Session, text).unwrap();
-                    black_box(manager.authenticate_token(&token).await.unwrap().unwrap());
+                    black_box(manager.check(text).await.unwrap().unwrap());
                     headers // dropped outside the timed part
                 }
             },
@@ -226,16 +266,34 @@ fn bench(c: &mut Criterion) {
     group.bench_function("part: sha256 only (hot)", |b| {
         b.iter(|| black_box(black_box(&parsed).hash()))
     });
-    let mut hashes: Vec<_> =
-        tokens.iter().map(|t| Token::parse(SecretKind::Session, t).unwrap().hash()).collect();
-    hashes.shrink_to_fit();
+    let mut parsed: Vec<Token> =
+        tokens.iter().map(|t| Token::parse(SecretKind::Session, t).unwrap()).collect();
+    parsed.shrink_to_fit();
+    // The tokens are handed over parsed (hot, as after the cookie was read), the sessions they
+    // name are spread over the whole cache.
     let mut k = 0usize;
-    group.bench_function("part: cache.get", |b| {
+    let mut next_token = || {
+        k = (k + 7919) % parsed.len();
+        parsed[k].clone()
+    };
+    group.bench_function("part: cache lookup (sha256 + get)", |b| {
+        b.iter_batched(
+            &mut next_token,
+            |t| black_box(cache.lookup(&t).hit.unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    // What one read from memory costs on this machine: a chain of dependent random reads over
+    // 256 MiB (each index comes from the previous read), the floor of any lookup at this size.
+    let ring = random_ring(256 << 20);
+    let mut at = 0usize;
+    group.bench_function("floor: one random read of 256 MiB", |b| {
         b.iter(|| {
-            k = (k + 7919) % hashes.len();
-            black_box(cache.get(&hashes[k], now).unwrap())
+            at = ring[at] as usize;
+            at
         })
     });
+    drop(ring);
     group.bench_function("jwt HS256 decode+verify", |b| {
         b.iter(|| {
             black_box(jsonwebtoken::decode::<Claims>(black_box(&hs), &hs_dec, &hs_val).unwrap())

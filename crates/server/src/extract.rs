@@ -17,9 +17,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom_core::audit::{AuditEvent, AuditKind};
+use cloakroom_core::manager::Checked;
 use cloakroom_core::manager::ClientInfo;
 use cloakroom_core::token::{SecretKind, Token};
-use cloakroom_core::{Authenticated, Role, SessionManager};
+use cloakroom_core::{ActiveSession, Role};
 use serde::de::DeserializeOwned;
 
 use crate::config::Config;
@@ -57,13 +58,18 @@ fn is_form(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Whether the request is a state-changing form post, whose body [`lift_form_csrf`] reads.
+pub fn has_form_body(req: &Request) -> bool {
+    is_unsafe(req.method()) && is_form(req.headers())
+}
+
 /// Most bytes of a form body read for its CSRF field.
 const FORM_LIMIT: usize = 64 * 1024;
 
 /// For state-changing form posts, reads the body once, lifts its `csrf_token` into the request
 /// extensions, and passes the body on unchanged. An oversized form is answered at once.
 pub async fn lift_form_csrf(req: Request) -> Result<Request, Response> {
-    if !(is_unsafe(req.method()) && is_form(req.headers())) {
+    if !has_form_body(&req) {
         return Ok(req);
     }
     let (parts, body) = req.into_parts();
@@ -84,8 +90,8 @@ pub async fn lift_form_csrf(req: Request) -> Result<Request, Response> {
 /// A caller with a live session.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The session and its user (shared with the node-local cache).
-    pub auth: Arc<Authenticated>,
+    /// The session, as the check saw it.
+    pub session: ActiveSession,
     /// How the token came.
     pub via: Via,
     /// The token the caller presented (or the one it was just rotated to).
@@ -132,7 +138,7 @@ impl Caller {
     /// audience.
     pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
         let caller = Self::optional_for(parts, state, is_unsafe(&parts.method), true).await?;
-        Ok(caller.filter(|c| c.auth.session.valid_for(None)))
+        Ok(caller.filter(|c| c.session.valid_for(None)))
     }
 
     /// [`Caller::optional`] for a request that changes state when `writes` (the CSRF and Origin
@@ -151,10 +157,7 @@ impl Caller {
         if cookie_write {
             check_origin(&parts.headers, &state.config)?;
         }
-        let Ok(token) = Token::parse(SecretKind::Session, token) else {
-            return Ok(None);
-        };
-        let Some(auth) = state.manager.authenticate_token(&token).await? else {
+        let Some(Checked { token, session }) = state.manager.check(token).await? else {
             return Ok(None);
         };
         if cookie_write {
@@ -163,12 +166,12 @@ impl Caller {
                 .get("x-csrf-token")
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()));
-            if !presented.is_some_and(|p| auth.session.csrf.verify(p)) {
+            if !presented.is_some_and(|p| session.csrf_matches(p)) {
                 return Err(ApiError::csrf_failed());
             }
         }
-        let mut caller = Caller { auth, via, token };
-        if rotate && via == Via::Cookie && SessionManager::needs_new_token(&caller.auth) {
+        let mut caller = Caller { session, via, token };
+        if rotate && via == Via::Cookie && caller.session.needs_new_token() {
             caller.rotate_for_privileges(parts, state).await?;
         }
         Ok(Some(caller))
@@ -184,23 +187,17 @@ impl Caller {
         parts: &Parts,
         state: &AppState,
     ) -> Result<(), ApiError> {
-        let Some((token, auth)) = state.manager.rotate(&self.auth, &self.token, false).await?
+        let Some((token, session)) =
+            state.manager.rotate(&self.session, &self.token, false).await?
         else {
             return Ok(());
         };
         if let Some(slot) = parts.extensions.get::<CookieSlot>() {
             slot.put(state.session_cookie(&token.expose()));
         }
-        let user = &auth.user;
-        state
-            .audit(
-                AuditEvent::new(AuditKind::SessionRotated, "system")
-                    .user(Some(&user.id), &user.username)
-                    .session(&auth.session.id)
-                    .detail("privileges changed"),
-            )
-            .await;
-        self.auth = Arc::new(auth);
+        let event = AuditEvent::new(AuditKind::SessionRotated, "system").of_session(&session);
+        state.audit(event.detail("privileges changed")).await;
+        self.session = session;
         self.token = token;
         Ok(())
     }
@@ -266,10 +263,10 @@ impl FromRequestParts<AppState> for Service {
             return Ok(Service { actor: format!("apikey:{name}") });
         }
         let caller = Caller::from_request_parts(parts, state).await?;
-        if !caller.auth.user.has_role(Role::ADMIN) {
+        if !caller.session.has_role(Role::ADMIN) {
             return Err(ApiError::forbidden("the service API needs an API key or the admin role"));
         }
-        Ok(Service { actor: format!("user:{}", caller.auth.user.username) })
+        Ok(Service { actor: format!("user:{}", caller.session.username()) })
     }
 }
 

@@ -117,9 +117,9 @@ fn page_with_error(e: &ApiError, name: &str, ctx: minijinja::Value) -> Response 
 fn who(caller: Option<&Caller>) -> minijinja::Value {
     match caller {
         Some(c) => context! {
-            user => c.auth.user.username.as_str(),
-            csrf => c.auth.session.csrf.expose(),
-            is_admin => c.auth.user.has_role(Role::ADMIN),
+            user => c.session.username(),
+            csrf => c.session.csrf_token().expose(),
+            is_admin => c.session.has_role(Role::ADMIN),
         },
         None => context! {},
     }
@@ -304,12 +304,13 @@ async fn sessions_page(
     PageCaller(caller): PageCaller,
     Query(n): Query<Notice>,
 ) -> Response {
-    let list = state.manager.store().list_sessions(Some(&caller.auth.user.id), Timestamp::now());
+    let user = caller.session.user_id();
+    let list = state.manager.store().list_sessions(Some(&user), Timestamp::now());
     let list = match list.await {
         Ok(l) => l,
         Err(e) => return error_page(e.into(), Some(&caller)),
     };
-    let rows = session_rows(&list, Some(&caller.auth.session.id));
+    let rows = session_rows(&list, Some(&caller.session.session_id()));
     render(
         StatusCode::OK,
         "sessions.html",
@@ -390,8 +391,8 @@ async fn password_submit(
 
 /// An admin for a page: the caller with the `admin` role, as a service-API caller.
 fn as_admin(caller: &Caller) -> Result<Service, ApiError> {
-    if caller.auth.user.has_role(Role::ADMIN) {
-        Ok(Service { actor: format!("user:{}", caller.auth.user.username) })
+    if caller.session.has_role(Role::ADMIN) {
+        Ok(Service { actor: format!("user:{}", caller.session.username()) })
     } else {
         Err(ApiError::forbidden("this page needs the admin role"))
     }
@@ -478,7 +479,7 @@ async fn set_disabled(
         Ok(s) => s,
         Err(e) => return error_page(e, Some(&caller)),
     };
-    if disabled && caller.auth.user.username.as_str() == username {
+    if disabled && caller.session.username() == username {
         return error_page(ApiError::invalid("you cannot disable yourself"), Some(&caller));
     }
     let change = admin::PutUser { password: None, roles: None, disabled: Some(disabled) };

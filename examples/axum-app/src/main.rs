@@ -27,21 +27,21 @@ impl RoleName for Admin {
 
 async fn home(session: Option<CurrentSession>) -> String {
     match session {
-        Some(s) => format!("hello {}", s.user().username),
+        Some(s) => format!("hello {}", s.username()),
         None => "hello guest: log in through Cloakroom".to_owned(),
     }
 }
 
 async fn csrf(session: CurrentSession) -> String {
-    session.csrf_token().to_owned()
+    session.csrf_token()
 }
 
 async fn admin(who: RequireRole<Admin>) -> String {
-    format!("admin area for {}", who.user().username)
+    format!("admin area for {}", who.username())
 }
 
 async fn note(session: CurrentSession, body: String) -> String {
-    format!("{} noted {} bytes", session.user().username, body.len())
+    format!("{} noted {} bytes", session.username(), body.len())
 }
 
 async fn open(url: &str) -> Result<Arc<dyn Store>, String> {

@@ -262,11 +262,13 @@ pub async fn validate(
     _service: Service,
     ApiJson(req): ApiJson<Validate>,
 ) -> ApiResult<Response> {
-    let auth =
+    let session =
         state.manager.authenticate(&req.token).await?.ok_or_else(ApiError::unauthenticated)?;
-    if !auth.session.valid_for(req.audience.as_deref()) {
+    if !session.valid_for(req.audience.as_deref()) {
         return Err(ApiError::unauthenticated());
     }
+    // The check (cached) decides; the answer shows the whole record, read from the store.
+    let auth = state.manager.details(&session).await?.ok_or_else(ApiError::unauthenticated)?;
     Ok(no_store(Json(json!({ "session": auth.view(None) }))))
 }
 

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::manager::LoginOutcome;
 use cloakroom_core::password::{MAX_CHARS, Password};
-use cloakroom_core::{SessionId, Username};
+use cloakroom_core::{SessionId, UserId, Username};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
@@ -135,22 +135,15 @@ pub(crate) async fn password_login(
         )
         .await;
     for id in &issued.evicted {
-        revoked_audit(
-            &state,
-            AuditKind::SessionEvicted,
-            "system",
-            user,
-            id,
-            "max_sessions_per_user",
-        )
-        .await;
+        let (kind, why) = (AuditKind::SessionEvicted, "max_sessions_per_user");
+        revoked_audit(&state, kind, "system", (&user.id, &user.username), id, why).await;
     }
     if let Some(prev) = previous
-        && state.manager.revoke(&prev.session.id).await.ok().flatten().is_some()
+        && state.manager.revoke(&prev.session_id()).await.ok().flatten().is_some()
     {
-        let why = "replaced by a new login";
-        revoked_audit(&state, AuditKind::SessionRevoked, "self", &prev.user, &prev.session.id, why)
-            .await;
+        let (kind, why) = (AuditKind::SessionRevoked, "replaced by a new login");
+        let user = (&prev.user_id(), &prev.username_owned());
+        revoked_audit(&state, kind, "self", user, &prev.session_id(), why).await;
     }
     Ok(issued)
 }
@@ -159,18 +152,13 @@ async fn revoked_audit(
     state: &AppState,
     kind: AuditKind,
     actor: &str,
-    user: &cloakroom_core::User,
+    (user_id, username): (&UserId, &Username),
     id: &SessionId,
     why: &str,
 ) {
     metrics::counter!("cloakroom_revocations_total", "reason" => kind.as_str()).increment(1);
     state
-        .audit(
-            AuditEvent::new(kind, actor)
-                .user(Some(&user.id), &user.username)
-                .session(id)
-                .detail(why),
-        )
+        .audit(AuditEvent::new(kind, actor).user(Some(user_id), username).session(id).detail(why))
         .await;
 }
 
@@ -187,15 +175,10 @@ pub async fn logout(
     parts: axum::http::request::Parts,
 ) -> ApiResult<Response> {
     if let Some(caller) = Caller::optional(&parts, &state).await? {
-        let auth = &caller.auth;
-        if state.manager.revoke(&auth.session.id).await?.is_some() {
+        if state.manager.revoke(&caller.session.session_id()).await?.is_some() {
             metrics::counter!("cloakroom_revocations_total", "reason" => "logout").increment(1);
             state
-                .audit(
-                    AuditEvent::new(AuditKind::Logout, "self")
-                        .user(Some(&auth.user.id), &auth.user.username)
-                        .session(&auth.session.id),
-                )
+                .audit(AuditEvent::new(AuditKind::Logout, "self").of_session(&caller.session))
                 .await;
         }
     }
@@ -230,21 +213,20 @@ pub async fn change_password(
     caller: Caller,
     ApiJson(req): ApiJson<PasswordChange>,
 ) -> ApiResult<Response> {
-    let user = &caller.auth.user;
-    let account = account_key(user.username.as_str());
+    let (user_id, username) = (caller.session.user_id(), caller.session.username_owned());
+    let account = account_key(username.as_str());
     if let Err(wait) = state.throttle.check(&account, client.ip).await? {
         return Err(ApiError::rate_limited(wait));
     }
     let current = Password::new(req.current_password);
-    match state.manager.check_password(&user.username, &current).await? {
+    match state.manager.check_password(&username, &current).await? {
         LoginOutcome::Success(_) => {}
         LoginOutcome::Invalid { .. } => {
             state.throttle.failure(&account, client.ip).await?;
             state
                 .audit(
                     AuditEvent::new(AuditKind::LoginFailed, "self")
-                        .user(Some(&user.id), &user.username)
-                        .session(&caller.auth.session.id)
+                        .of_session(&caller.session)
                         .ip(client.ip_text())
                         .detail("wrong current password on password change"),
                 )
@@ -256,13 +238,12 @@ pub async fn change_password(
     if new.expose() == current.expose() {
         return Err(ApiError::invalid("the new password must differ from the current one"));
     }
-    let (_, revoked) =
-        state.manager.set_password(&user.id, &new, Some(&caller.auth.session.id)).await?;
+    let current_id = caller.session.session_id();
+    let (_, revoked) = state.manager.set_password(&user_id, &new, Some(&current_id)).await?;
     state
         .audit(
             AuditEvent::new(AuditKind::PasswordChanged, "self")
-                .user(Some(&user.id), &user.username)
-                .session(&caller.auth.session.id)
+                .of_session(&caller.session)
                 .ip(client.ip_text()),
         )
         .await;
@@ -272,7 +253,7 @@ pub async fn change_password(
         state
             .audit(
                 AuditEvent::new(AuditKind::SessionsRevoked, "self")
-                    .user(Some(&user.id), &user.username)
+                    .user(Some(&user_id), &username)
                     .detail(format!(
                         "password changed: {} other session(s) revoked",
                         revoked.len()
@@ -280,17 +261,13 @@ pub async fn change_password(
             )
             .await;
     }
-    let Some((token, auth)) = state.manager.rotate(&caller.auth, &caller.token, true).await? else {
+    let Some((token, rotated)) = state.manager.rotate(&caller.session, &caller.token, true).await?
+    else {
         return Err(ApiError::unauthenticated());
     };
-    state
-        .audit(
-            AuditEvent::new(AuditKind::SessionRotated, "self")
-                .user(Some(&user.id), &user.username)
-                .session(&auth.session.id)
-                .detail("password changed"),
-        )
-        .await;
+    let event = AuditEvent::new(AuditKind::SessionRotated, "self").of_session(&rotated);
+    state.audit(event.detail("password changed")).await;
+    let auth = state.manager.details(&rotated).await?.ok_or_else(ApiError::unauthenticated)?;
     let body = match caller.via {
         Via::Cookie => {
             serde_json::json!({ "session": auth.view(None), "csrf_token": auth.session.csrf.expose() })

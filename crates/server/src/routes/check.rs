@@ -38,10 +38,8 @@ pub async fn check(
 ) -> Response {
     let outcome = caller.and_then(|caller| match q.role.as_deref() {
         // A scoped session passes only the check of its own audience.
-        _ if !caller.auth.session.valid_for(q.audience.as_deref()) => {
-            Err(ApiError::unauthenticated())
-        }
-        Some(role) if !caller.auth.user.has_role(role) => {
+        _ if !caller.session.valid_for(q.audience.as_deref()) => Err(ApiError::unauthenticated()),
+        Some(role) if !caller.session.has_role(role) => {
             Err(ApiError::forbidden("the session's user lacks the required role"))
         }
         _ => Ok(caller),
@@ -49,16 +47,15 @@ pub async fn check(
     match outcome {
         Ok(caller) => {
             metrics::counter!("cloakroom_auth_checks_total", "outcome" => "allowed").increment(1);
-            let user = &caller.auth.user;
+            let s = &caller.session;
             let mut r = StatusCode::OK.into_response();
             let h = r.headers_mut();
             // Usernames, ids and roles are restricted to header-safe ASCII at validation.
-            let roles = user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
             for (name, value) in [
-                ("x-cloakroom-user-id", user.id.as_str()),
-                ("x-cloakroom-username", user.username.as_str()),
-                ("x-cloakroom-roles", roles.as_str()),
-                ("x-cloakroom-session-id", caller.auth.session.id.as_str()),
+                ("x-cloakroom-user-id", s.user_id_text().as_str()),
+                ("x-cloakroom-username", s.username()),
+                ("x-cloakroom-roles", s.roles_joined()),
+                ("x-cloakroom-session-id", s.session_id_text().as_str()),
             ] {
                 if let Ok(v) = HeaderValue::from_str(value) {
                     h.insert(name, v);

@@ -88,7 +88,7 @@ pub async fn issue(
             if body.username.is_some() {
                 return Err(ApiError::invalid("username is for API-key callers only"));
             }
-            (caller.auth.user.clone(), "self".to_owned())
+            (active_user(&state, caller.session.username()).await?, "self".to_owned())
         }
         Requester::Service(name) => {
             let username = body

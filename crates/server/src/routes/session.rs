@@ -20,8 +20,11 @@ pub const DATA_LIMIT: usize = 16 * 1024;
         (status = 200, description = "The current session", body = crate::openapi::SessionWithCsrf),
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
-pub async fn get(caller: Caller) -> Response {
-    session_body(&caller.auth)
+pub async fn get(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    // Checks keep no client details in memory: this reads the whole record.
+    let auth =
+        state.manager.details(&caller.session).await?.ok_or_else(ApiError::unauthenticated)?;
+    Ok(session_body(&auth))
 }
 
 fn etag(version: u64) -> HeaderValue {
@@ -39,7 +42,7 @@ pub async fn get_data(State(state): State<AppState>, caller: Caller) -> ApiResul
     let data = state
         .manager
         .store()
-        .session_data(&caller.auth.session.id)
+        .session_data(&caller.session.session_id())
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
     let mut r = no_store(axum::Json(data.value));
@@ -87,7 +90,12 @@ pub async fn put_data(
         return Err(ApiError::payload_too_large("session data is limited to 16 KiB"));
     }
     let expected = if_match(&headers)?;
-    match state.manager.store().put_session_data(&caller.auth.session.id, &value, expected).await? {
+    match state
+        .manager
+        .store()
+        .put_session_data(&caller.session.session_id(), &value, expected)
+        .await?
+    {
         DataWrite::Stored(version) => {
             let mut r = no_store(StatusCode::NO_CONTENT);
             r.headers_mut().insert(header::ETAG, etag(version));

@@ -20,10 +20,13 @@ use crate::state::AppState;
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    let all =
-        state.manager.store().list_sessions(Some(&caller.auth.user.id), Timestamp::now()).await?;
-    let current = &caller.auth.session.id;
-    let views: Vec<_> = all.iter().map(|a| a.view(Some(a.session.id == *current))).collect();
+    let all = state
+        .manager
+        .store()
+        .list_sessions(Some(&caller.session.user_id()), Timestamp::now())
+        .await?;
+    let current = caller.session.session_id();
+    let views: Vec<_> = all.iter().map(|a| a.view(Some(a.session.id == current))).collect();
     Ok(no_store(Json(json!({ "sessions": views }))))
 }
 
@@ -43,13 +46,12 @@ pub async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let id = SessionId::parse(&id).ok_or_else(|| ApiError::not_found("session not found"))?;
-    let user = &caller.auth.user;
     let owned = state
         .manager
         .store()
         .session_by_id(&id, Timestamp::now())
         .await?
-        .is_some_and(|a| a.user.id == user.id);
+        .is_some_and(|a| a.user.id == caller.session.user_id());
     if !owned || state.manager.revoke(&id).await?.is_none() {
         return Err(ApiError::not_found("session not found"));
     }
@@ -57,10 +59,10 @@ pub async fn revoke(
     state
         .audit(
             AuditEvent::new(AuditKind::SessionRevoked, "self")
-                .user(Some(&user.id), &user.username)
+                .of_session(&caller.session)
                 .session(&id)
                 .ip(client.ip_text())
-                .detail(if id == caller.auth.session.id {
+                .detail(if id == caller.session.session_id() {
                     "revoked own current session"
                 } else {
                     "revoked by owner"
@@ -82,15 +84,14 @@ pub async fn revoke_others(
     caller: Caller,
     client: Client,
 ) -> ApiResult<Response> {
-    let user = &caller.auth.user;
-    let revoked = state.manager.revoke_user(&user.id, Some(&caller.auth.session.id)).await?;
+    let (user, current) = (caller.session.user_id(), caller.session.session_id());
+    let revoked = state.manager.revoke_user(&user, Some(&current)).await?;
     metrics::counter!("cloakroom_revocations_total", "reason" => "revoke_others")
         .increment(revoked.len() as u64);
     state
         .audit(
             AuditEvent::new(AuditKind::SessionsRevoked, "self")
-                .user(Some(&user.id), &user.username)
-                .session(&caller.auth.session.id)
+                .of_session(&caller.session)
                 .ip(client.ip_text())
                 .detail(format!("revoke-others: {} session(s)", revoked.len())),
         )
