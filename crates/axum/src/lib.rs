@@ -156,7 +156,7 @@ impl Sessions {
             return Ok(None);
         }
         if writes {
-            let presented = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+            let presented = parts.headers.get(request::X_CSRF_TOKEN).and_then(|v| v.to_str().ok());
             if !presented.is_some_and(|p| session.csrf_matches(p)) {
                 return Err(SessionRejection::CsrfFailed);
             }

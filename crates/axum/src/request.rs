@@ -2,7 +2,13 @@
 //! or the session cookie), whether the method changes state, and whether its origin is allowed.
 //! Shared by this crate's layer and by the Cloakroom server, so both judge requests alike.
 
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, HeaderName, Method, header};
+
+/// `X-CSRF-Token`, where cookie callers send the session's CSRF token. Header names made once: a
+/// name given as text is parsed and checked again on every lookup.
+pub const X_CSRF_TOKEN: HeaderName = HeaderName::from_static("x-csrf-token");
+/// `Sec-Fetch-Site`.
+pub const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// How the caller presented its session token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +78,7 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
         return origin.to_str().is_ok_and(|o| allowed.contains(&o.to_ascii_lowercase()));
     }
     matches!(
-        headers.get("sec-fetch-site").map(|v| v.as_bytes()),
+        headers.get(SEC_FETCH_SITE).map(|v| v.as_bytes()),
         None | Some(b"same-origin") | Some(b"none")
     )
 }

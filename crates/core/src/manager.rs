@@ -16,7 +16,7 @@ use crate::password::{Password, PasswordHasher, Verified};
 use crate::session::{Authenticated, ExpiryPolicy, NewSession};
 use crate::store::{BusEvent, Store};
 use crate::time::Timestamp;
-use crate::token::{CsrfToken, SecretKind, Token};
+use crate::token::{CsrfToken, SecretKind, Token, TokenHash};
 use crate::user::{NewUser, Role, User, UserChange, UserRecord, Username, normalize_roles};
 
 /// Settings of the manager.
@@ -251,6 +251,17 @@ impl SessionManager {
             }
             None => (token.hash(), Timestamp::now()),
         };
+        // Boxed: the store read's future is large, and a hit should not carry (and move) it.
+        Box::pin(self.load(token, hash, now)).await
+    }
+
+    /// A miss: reads the store, records use when due, and caches the session.
+    async fn load(
+        &self,
+        token: &Token,
+        hash: TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<ActiveSession>, StoreError> {
         let ticket = self.cache.as_ref().map(|c| c.begin_miss());
         let Some(mut auth) = self.store.session_by_token(&hash, now).await? else {
             return Ok(None);

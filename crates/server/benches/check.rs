@@ -5,7 +5,8 @@
 //! - `check/manager`: `SessionManager::authenticate` (token parse, SHA-256, SQLite lookup by hash),
 //!   with 1 and with 20,000 live sessions in the table.
 //! - `check/router`: the whole `GET /v1/auth/check` through the axum router (cookie parsing,
-//!   headers), beside `GET /healthz` through the same router as the floor.
+//!   headers), beside `GET /healthz` through the same router as the floor, and the same check on
+//!   a server with its node-local cache (a hit).
 //! - `login`: `POST /v1/login` with Argon2id at the ASVS cost (m=19 MiB, t=2, p=1).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,11 +30,20 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-async fn fixture(extra_sessions: usize, cost: Cost) -> Fixture {
+async fn fixture(extra_sessions: usize, cost: Cost, cached: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("bench.db").to_str().unwrap()).await.unwrap();
     let config = RawConfig::default().validate().unwrap();
-    let state = cloakroom_server::serve::state(Arc::new(store.clone()), config, cost);
+    let state = if cached {
+        let state =
+            cloakroom_server::serve::cached_state(Arc::new(store.clone()), config, cost, None);
+        while !state.manager.cache().is_some_and(|c| c.is_live()) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        state
+    } else {
+        cloakroom_server::serve::state(Arc::new(store.clone()), config, cost)
+    };
     let manager = state.manager.clone();
     let user = manager
         .create_user(
@@ -102,12 +112,22 @@ async fn sqlx_insert(
     .unwrap();
 }
 
+/// `GET /v1/auth/check` with the fixture's session cookie through the router.
+async fn auth_check(f: &Fixture) {
+    let req = Request::get("/v1/auth/check")
+        .header(header::COOKIE, format!("__Host-cloakroom={}", f.token))
+        .body(Body::empty())
+        .unwrap();
+    let r = f.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 fn checks(c: &mut Criterion) {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("check");
     for extra in [0usize, 20_000] {
-        let f = rt.block_on(fixture(extra, Cost::INSECURE_TEST));
+        let f = rt.block_on(fixture(extra, Cost::INSECURE_TEST, false));
         let label = if extra == 0 { "1 session" } else { "20k sessions" };
         group.bench_function(format!("manager/{label}"), |b| {
             b.to_async(&rt).iter(|| async {
@@ -115,17 +135,7 @@ fn checks(c: &mut Criterion) {
             })
         });
         if extra == 0 {
-            let cookie = format!("__Host-cloakroom={}", f.token);
-            group.bench_function("router/auth_check", |b| {
-                b.to_async(&rt).iter(|| async {
-                    let req = Request::get("/v1/auth/check")
-                        .header(header::COOKIE, &cookie)
-                        .body(Body::empty())
-                        .unwrap();
-                    let r = f.app.clone().oneshot(req).await.unwrap();
-                    assert_eq!(r.status(), 200);
-                })
-            });
+            group.bench_function("router/auth_check", |b| b.to_async(&rt).iter(|| auth_check(&f)));
             group.bench_function("router/healthz (floor)", |b| {
                 b.to_async(&rt).iter(|| async {
                     let req = Request::get("/healthz").body(Body::empty()).unwrap();
@@ -135,13 +145,19 @@ fn checks(c: &mut Criterion) {
             });
         }
     }
+    // The same route on a server with its node-local cache (every check after the first a hit):
+    // what the forward-auth path costs in process, socket and HTTP parsing aside.
+    let f = rt.block_on(fixture(0, Cost::INSECURE_TEST, true));
+    group.bench_function("router/auth_check (cache hit)", |b| {
+        b.to_async(&rt).iter(|| auth_check(&f))
+    });
     group.finish();
 }
 
 fn login(c: &mut Criterion) {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let f = rt.block_on(fixture(0, Cost::ASVS));
+    let f = rt.block_on(fixture(0, Cost::ASVS, false));
     let body = serde_json::json!({"username": "alice", "password": PASSWORD}).to_string();
     let mut group = c.benchmark_group("login");
     group.sample_size(20);

@@ -14,7 +14,7 @@ use axum::Json;
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::manager::Checked;
@@ -163,7 +163,7 @@ impl Caller {
         if cookie_write {
             let presented = parts
                 .headers
-                .get("x-csrf-token")
+                .get(cloakroom_axum::request::X_CSRF_TOKEN)
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()));
             if !presented.is_some_and(|p| session.csrf_matches(p)) {
@@ -172,7 +172,8 @@ impl Caller {
         }
         let mut caller = Caller { session, via, token };
         if rotate && via == Via::Cookie && caller.session.needs_new_token() {
-            caller.rotate_for_privileges(parts, state).await?;
+            // Boxed: rare, and its future is large.
+            Box::pin(caller.rotate_for_privileges(parts, state)).await?;
         }
         Ok(Some(caller))
     }
@@ -203,41 +204,20 @@ impl Caller {
     }
 }
 
-/// The caller of a forward-auth check, without rejecting (the check counts outcomes itself).
-///
-/// The proxy asks with GET, but the request it guards may be a POST: when `X-Original-Method`
+/// Whether the request that a forward-auth proxy guards changes state: `X-Original-Method`
 /// (nginx, by configuration) or `X-Forwarded-Method` (Traefik, Caddy) names a state-changing
-/// method, a cookie caller must pass the same Origin and CSRF checks as a direct write, with the
-/// original request's `Origin`, `Sec-Fetch-Site` and `X-CSRF-Token` headers, which proxies pass
-/// on. These headers can only make the check stricter: an unreadable value counts as unsafe.
-#[derive(Debug)]
-pub struct ForwardedCaller(pub Result<Caller, ApiError>);
-
-/// Whether the request that a forward-auth proxy guards changes state.
+/// method. These headers can only make the check stricter: an unreadable value counts as unsafe.
 pub fn forwarded_write(headers: &HeaderMap) -> bool {
-    ["x-original-method", "x-forwarded-method"].iter().any(|name| {
-        headers.get_all(*name).iter().any(|v| {
+    const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+    const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+    [X_ORIGINAL_METHOD, X_FORWARDED_METHOD].iter().any(|name| {
+        headers.get_all(name).iter().any(|v| {
             match v.to_str().ok().and_then(|m| Method::from_bytes(m.trim().as_bytes()).ok()) {
                 Some(m) => is_unsafe(&m),
                 None => true,
             }
         })
     })
-}
-
-impl FromRequestParts<AppState> for ForwardedCaller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let writes = is_unsafe(&parts.method) || forwarded_write(&parts.headers);
-        // A proxy does not hand the check's Set-Cookie to the browser: no rotation here (the next
-        // request to Cloakroom itself rotates), or a role change would log the user out.
-        let outcome = Caller::optional_for(parts, state, writes, false).await;
-        Ok(ForwardedCaller(outcome.and_then(|c| c.ok_or_else(ApiError::unauthenticated))))
-    }
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -1,8 +1,8 @@
 //! Prometheus metrics: one process-wide recorder, rendered at `/metrics`, and the request
 //! middleware that counts and times every routed request by route and status.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::cell::RefCell;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::MatchedPath;
@@ -58,49 +58,79 @@ fn describe() {
     );
 }
 
-/// Metric handles of one route, registered once: a request only bumps atomics.
+/// Metric handles of one route: a request only bumps atomics.
 struct RouteMetrics {
+    route: Box<str>,
     duration: Histogram,
-    by_status: RwLock<HashMap<u16, Counter>>,
-}
-
-static ROUTES: OnceLock<RwLock<HashMap<String, Arc<RouteMetrics>>>> = OnceLock::new();
-
-fn route_metrics(route: &str) -> Arc<RouteMetrics> {
-    let routes = ROUTES.get_or_init(Default::default);
-    if let Some(m) = routes.read().ok().and_then(|r| r.get(route).cloned()) {
-        return m;
-    }
-    let m = Arc::new(RouteMetrics {
-        duration: metrics::histogram!("cloakroom_http_request_duration_seconds", "route" => route.to_owned()),
-        by_status: RwLock::default(),
-    });
-    if let Ok(mut r) = routes.write() {
-        r.entry(route.to_owned()).or_insert_with(|| Arc::clone(&m));
-    }
-    m
+    /// Request counters by status, 100 to 599, registered on first use.
+    by_status: Box<[OnceLock<Counter>]>,
 }
 
 impl RouteMetrics {
-    fn count(&self, route: &str, status: u16) {
-        if let Some(c) = self.by_status.read().ok().and_then(|m| m.get(&status).cloned()) {
-            c.increment(1);
-            return;
+    fn new(route: &str) -> Self {
+        Self {
+            route: route.into(),
+            duration: metrics::histogram!("cloakroom_http_request_duration_seconds", "route" => route.to_owned()),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
         }
-        let c = metrics::counter!(
-            "cloakroom_http_requests_total", "route" => route.to_owned(), "status" => status.to_string()
-        );
-        c.increment(1);
-        if let Ok(mut m) = self.by_status.write() {
-            m.entry(status).or_insert(c);
-        }
+    }
+
+    fn count(&self, status: u16) {
+        let Some(cell) = self.by_status.get(usize::from(status.wrapping_sub(100))) else { return };
+        cell.get_or_init(|| {
+            metrics::counter!(
+                "cloakroom_http_requests_total", "route" => self.route.to_string(), "status" => status.to_string()
+            )
+        })
+        .increment(1);
     }
 }
 
+thread_local! {
+    /// Each worker thread's handles, by the address of the router's route string (which lives as
+    /// long as the router) and checked against its text, so a request finds its route's handles
+    /// with a short scan and no lock, no hashing, no reference count.
+    static ROUTES: RefCell<Vec<(usize, RouteMetrics)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most routes remembered per thread; beyond it (routers built and dropped, as in tests) the
+/// list starts over.
+const MAX_ROUTES: usize = 256;
+
 /// Counts and times a finished request by its matched route and status.
 pub fn record(route: Option<&MatchedPath>, start: Instant, status: axum::http::StatusCode) {
-    let route = route.map_or("unmatched", MatchedPath::as_str);
-    let m = route_metrics(route);
-    m.duration.record(start.elapsed().as_secs_f64());
-    m.count(route, status.as_u16());
+    record_route(route.map_or("unmatched", MatchedPath::as_str), start, status);
+}
+
+/// [`record`] for a route answered without the router.
+pub fn record_route(route: &str, start: Instant, status: axum::http::StatusCode) {
+    let elapsed = start.elapsed().as_secs_f64();
+    let at = route.as_ptr() as usize;
+    ROUTES.with_borrow_mut(|routes| {
+        let i = match routes.iter().position(|(p, m)| *p == at && *m.route == *route) {
+            Some(i) => i,
+            None => {
+                if routes.len() >= MAX_ROUTES {
+                    routes.clear();
+                }
+                routes.push((at, RouteMetrics::new(route)));
+                routes.len() - 1
+            }
+        };
+        let m = &routes[i].1;
+        m.duration.record(elapsed);
+        m.count(status.as_u16());
+    });
+}
+
+/// Counts a forward-auth check by outcome (`allowed`, `unauthenticated`, `forbidden`, `error`).
+pub fn auth_check(outcome: &'static str) {
+    static COUNTERS: OnceLock<[Counter; 4]> = OnceLock::new();
+    const OUTCOMES: [&str; 4] = ["allowed", "unauthenticated", "forbidden", "error"];
+    let counters = COUNTERS.get_or_init(|| {
+        OUTCOMES.map(|o| metrics::counter!("cloakroom_auth_checks_total", "outcome" => o))
+    });
+    if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+        counters[i].increment(1);
+    }
 }

@@ -266,3 +266,95 @@ async fn a_closed_stdout_does_not_stop_the_server() {
     assert!(log.contains("one-time setup link"), "{log}");
     assert!(!log.contains("/setup?token="), "the token is on stdout only, never in the log");
 }
+
+/// `cloakroom serve` answers `GET /v1/auth/check` before its router (the hot path of every app
+/// behind a proxy). The answers must be the router's: status, error code and `X-Cloakroom-*`
+/// headers, for every kind of request, and the request must be counted like any routed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_forward_auth_check_answers_as_the_router_does() {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use cloakroom_core::password::Cost;
+    use cloakroom_server::config::RawConfig;
+    use tower::ServiceExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cloakroom.db");
+    let (code, _, err) = cli(
+        &db,
+        &["user", "add", "alice", "--role", "staff", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+    let server = Server::start(&db, &dir.path().join("server.log"));
+    let http = reqwest::Client::new();
+    let login = common::process::http_login(&http, &server.base, "alice", PASSWORD).await;
+    // The router, on the same file.
+    let store = cloakroom_store_sqlite::SqliteStore::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    let config = RawConfig::default().validate().unwrap();
+    let router =
+        cloakroom_server::app(cloakroom_server::serve::state(Arc::new(store), config, Cost::ASVS));
+
+    let garbage = "__Host-cloakroom=crs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case<'_>> = vec![
+        ("GET", "/v1/auth/check", Some(&login.cookie), vec![]),
+        ("HEAD", "/v1/auth/check", Some(&login.cookie), vec![]),
+        ("GET", "/v1/auth/check?role=staff", Some(&login.cookie), vec![]),
+        ("GET", "/v1/auth/check?role=admin", Some(&login.cookie), vec![]),
+        ("GET", "/v1/auth/check?audience=files", Some(&login.cookie), vec![]),
+        ("GET", "/v1/auth/check?bogus=1", Some(&login.cookie), vec![]),
+        ("GET", "/v1/auth/check?role=a&role=b", Some(&login.cookie), vec![]),
+        ("GET", "/v1/auth/check", None, vec![]),
+        ("GET", "/v1/auth/check", Some(garbage), vec![]),
+        ("GET", "/v1/auth/check", None, vec![("authorization", "Basic YTpi")]),
+        ("GET", "/v1/auth/check", Some(&login.cookie), vec![("x-original-method", "POST")]),
+        (
+            "GET",
+            "/v1/auth/check",
+            Some(&login.cookie),
+            vec![("x-forwarded-method", "DELETE"), ("x-csrf-token", &login.csrf)],
+        ),
+        ("POST", "/v1/auth/check", Some(&login.cookie), vec![]),
+    ];
+    for (method, path, cookie, extra) in cases {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut served = http.request(m, format!("{}{path}", server.base));
+        let mut routed = axum::http::Request::builder().method(method).uri(path);
+        for (k, v) in cookie.map(|c| ("cookie", c)).into_iter().chain(extra) {
+            served = served.header(k, v);
+            routed = routed.header(k, v);
+        }
+        let served = served.send().await.unwrap();
+        let routed = router.clone().oneshot(routed.body(Body::empty()).unwrap()).await.unwrap();
+        let what = format!("{method} {path} cookie={} ", cookie.is_some());
+        assert_eq!(served.status().as_u16(), routed.status().as_u16(), "{what}");
+        for h in ["x-cloakroom-user-id", "x-cloakroom-username", "x-cloakroom-roles"] {
+            let (a, b) = (served.headers().get(h), routed.headers().get(h));
+            assert_eq!(a.map(|v| v.as_bytes()), b.map(|v| v.as_bytes()), "{what}{h}");
+        }
+        assert_eq!(
+            served.headers().get("x-cloakroom-session-id").is_some(),
+            routed.headers().get("x-cloakroom-session-id").is_some(),
+            "{what}"
+        );
+        let served_body = served.bytes().await.unwrap();
+        let routed_body = axum::body::to_bytes(routed.into_body(), 1 << 16).await.unwrap();
+        let code =
+            |b: &[u8]| serde_json::from_slice::<Value>(b).ok().map(|v| v["error"]["code"].clone());
+        assert_eq!(code(&served_body), code(&routed_body), "{what}");
+    }
+    let metrics = http.get(format!("{}/metrics", server.base)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    for line in [
+        r#"cloakroom_http_requests_total{route="/v1/auth/check",status="200"}"#,
+        r#"cloakroom_http_requests_total{route="/v1/auth/check",status="403"}"#,
+        r#"cloakroom_auth_checks_total{outcome="allowed"}"#,
+        r#"cloakroom_auth_checks_total{outcome="forbidden"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+}

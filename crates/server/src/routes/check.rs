@@ -5,15 +5,24 @@
 //! `X-Forwarded-Method`), cookie callers need the CSRF token and an allowed origin, as for a
 //! direct write.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, ForwardedCaller};
+use crate::extract::{Caller, forwarded_write, is_unsafe};
+use crate::state::AppState;
+
+// The answer's header names, made once (a name given as text is parsed on every insert).
+const X_USER_ID: HeaderName = HeaderName::from_static("x-cloakroom-user-id");
+const X_USERNAME: HeaderName = HeaderName::from_static("x-cloakroom-username");
+const X_ROLES: HeaderName = HeaderName::from_static("x-cloakroom-roles");
+const X_SESSION_ID: HeaderName = HeaderName::from_static("x-cloakroom-session-id");
 
 /// Query of the check.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckQuery {
     role: Option<String>,
@@ -21,7 +30,8 @@ pub struct CheckQuery {
     audience: Option<String>,
 }
 
-/// The handler.
+/// The handler, for the router. `cloakroom serve` answers this route before the router
+/// ([`answer`], from `serve.rs`): it sits in front of every request of the apps behind a proxy.
 #[utoipa::path(get, path = "/v1/auth/check", tag = "forward-auth",
     params(
         ("role" = Option<String>, Query, description = "403 unless the user has this role"),
@@ -32,36 +42,53 @@ pub struct CheckQuery {
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 403, description = "forbidden / csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
-pub async fn check(
-    ApiQuery(q): ApiQuery<CheckQuery>,
-    ForwardedCaller(caller): ForwardedCaller,
-) -> Response {
-    let outcome = caller.and_then(|caller| match q.role.as_deref() {
-        // A scoped session passes only the check of its own audience.
-        _ if !caller.session.valid_for(q.audience.as_deref()) => Err(ApiError::unauthenticated()),
-        Some(role) if !caller.session.has_role(role) => {
-            Err(ApiError::forbidden("the session's user lacks the required role"))
+pub async fn check(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    answer(&state, &parts).await
+}
+
+/// The check of the request whose head is `parts`.
+///
+/// The proxy asks with GET, but the request it guards may be a POST: when `X-Original-Method`
+/// (nginx, by configuration) or `X-Forwarded-Method` (Traefik, Caddy) names a state-changing
+/// method, a cookie caller must pass the same Origin and CSRF checks as a direct write. The check
+/// never rotates a token: a proxy does not hand the check's `Set-Cookie` to the browser (the next
+/// request to Cloakroom itself rotates), or a role change would log the user out.
+pub async fn answer(state: &AppState, parts: &Parts) -> Response {
+    let query = match parts.uri.query() {
+        None => Ok(CheckQuery::default()),
+        Some(_) => Query::<CheckQuery>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text()))),
+    };
+    let outcome = match query {
+        Ok(q) => {
+            let writes = is_unsafe(&parts.method) || forwarded_write(&parts.headers);
+            Caller::optional_for(parts, state, writes, false)
+                .await
+                .and_then(|c| c.ok_or_else(ApiError::unauthenticated))
+                .and_then(|caller| allowed(caller, &q))
         }
-        _ => Ok(caller),
-    });
+        Err(e) => Err(e),
+    };
     match outcome {
         Ok(caller) => {
-            metrics::counter!("cloakroom_auth_checks_total", "outcome" => "allowed").increment(1);
+            crate::metrics::auth_check("allowed");
             let s = &caller.session;
             let mut r = StatusCode::OK.into_response();
             let h = r.headers_mut();
             // Usernames, ids and roles are restricted to header-safe ASCII at validation.
             for (name, value) in [
-                ("x-cloakroom-user-id", s.user_id_text().as_str()),
-                ("x-cloakroom-username", s.username()),
-                ("x-cloakroom-roles", s.roles_joined()),
-                ("x-cloakroom-session-id", s.session_id_text().as_str()),
+                (X_USER_ID, s.user_id_text().as_str()),
+                (X_USERNAME, s.username()),
+                (X_ROLES, s.roles_joined()),
+                (X_SESSION_ID, s.session_id_text().as_str()),
             ] {
                 if let Ok(v) = HeaderValue::from_str(value) {
                     h.insert(name, v);
                 }
             }
-            h.insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         Err(e) => {
@@ -70,8 +97,22 @@ pub async fn check(
                 StatusCode::FORBIDDEN => "forbidden",
                 _ => "error",
             };
-            metrics::counter!("cloakroom_auth_checks_total", "outcome" => outcome).increment(1);
+            crate::metrics::auth_check(outcome);
             e.into_response()
         }
+    }
+}
+
+/// The caller passes if its session counts for the asked audience and holds the asked role.
+fn allowed(caller: Caller, q: &CheckQuery) -> Result<Caller, ApiError> {
+    if !caller.session.valid_for(q.audience.as_deref()) {
+        // A scoped session passes only the check of its own audience.
+        return Err(ApiError::unauthenticated());
+    }
+    match q.role.as_deref() {
+        Some(role) if !caller.session.has_role(role) => {
+            Err(ApiError::forbidden("the session's user lacks the required role"))
+        }
+        _ => Ok(caller),
     }
 }
