@@ -15,13 +15,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::id::{SessionId, UserId};
 use crate::session::Authenticated;
-use crate::token::{CsrfToken, SECRET_BYTES};
+use crate::token::{CsrfToken, SECRET_BYTES, decode_secret};
 use crate::user::Username;
 
 const ID_BYTES: usize = 16;
 const ID_BODY: usize = 22;
 const ID_TEXT: usize = 4 + ID_BODY;
-const CSRF_TEXT: usize = 43;
 /// Bytes of username, roles and audience kept inline; longer ones go to the heap.
 pub(crate) const INLINE: usize = 48;
 
@@ -78,13 +77,6 @@ pub(crate) fn id_bytes(text: &str, prefix: &str) -> Option<[u8; ID_BYTES]> {
     (body.len() == ID_BODY && B64.decode_slice(body, &mut out).ok()? == ID_BYTES).then_some(out)
 }
 
-/// A 32-byte secret from canonical base64url text (43 characters), or `None`.
-fn secret_bytes(text: &str) -> Option<[u8; SECRET_BYTES]> {
-    let mut out = [0u8; SECRET_BYTES];
-    (text.len() == CSRF_TEXT && B64.decode_slice(text, &mut out).ok()? == SECRET_BYTES)
-        .then_some(out)
-}
-
 impl ActiveSession {
     /// The compact form of a session read from the store.
     pub fn new(auth: &Authenticated) -> Result<Self, Malformed> {
@@ -92,7 +84,7 @@ impl ActiveSession {
         let session_id =
             id_bytes(s.id.as_str(), SessionId::PREFIX).ok_or(Malformed("session id"))?;
         let user_id = id_bytes(u.id.as_str(), UserId::PREFIX).ok_or(Malformed("user id"))?;
-        let csrf = secret_bytes(s.csrf.expose()).ok_or(Malformed("CSRF token"))?;
+        let csrf = decode_secret(s.csrf.expose()).ok_or(Malformed("CSRF token"))?;
         let username = u.username.as_str();
         let mut text = String::with_capacity(INLINE);
         text.push_str(username);
@@ -227,7 +219,7 @@ impl ActiveSession {
 
     /// Whether `presented` is the session's CSRF token, in time independent of where they differ.
     pub fn csrf_matches(&self, presented: &str) -> bool {
-        secret_bytes(presented).is_some_and(|p| bool::from(p.ct_eq(&self.packed.csrf)))
+        decode_secret(presented).is_some_and(|p| bool::from(p.ct_eq(&self.packed.csrf)))
     }
 
     /// The CSRF token, to hand to the session's own client (a response body, a form field).
@@ -239,7 +231,7 @@ impl ActiveSession {
     /// token is newer than any privilege change so far.
     pub fn rotated(&self, csrf: &CsrfToken) -> Self {
         let mut s = self.clone();
-        s.packed.csrf = secret_bytes(csrf.expose()).unwrap_or(self.packed.csrf);
+        s.packed.csrf = decode_secret(csrf.expose()).unwrap_or(self.packed.csrf);
         s.packed.flags &= !NEEDS_NEW_TOKEN;
         s
     }

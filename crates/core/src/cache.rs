@@ -39,8 +39,8 @@
 //!   deadlines the caller gives (the session's own, and when its last-seen is due to be written).
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use memmap2::{MmapMut, MmapOptions};
@@ -89,6 +89,11 @@ fn key_of(hash: &TokenHash) -> Key {
 /// Where probing for an entry placed at `place` starts in a table of `n` slots.
 fn home(place: u64, n: usize) -> usize {
     ((u128::from(place) * n as u128) >> 64) as usize
+}
+
+/// The slot after `i` in a table of `n`: probing wraps around.
+fn next(i: usize, n: usize) -> usize {
+    if i + 1 == n { 0 } else { i + 1 }
 }
 
 /// The shard of an entry placed at `place` (its low bits; [`home`] uses the high ones).
@@ -210,7 +215,7 @@ impl Table {
             if *k == EMPTY {
                 return Err(i);
             }
-            i = if i + 1 == n { 0 } else { i + 1 };
+            i = next(i, n);
         }
     }
 
@@ -225,8 +230,8 @@ impl Table {
             return;
         }
         let h = home(place, n);
-        let next = |i: usize| if i + 1 == n { 0 } else { i + 1 };
-        let touched = slots[h].touch() ^ slots[next(h)].touch() ^ slots[next(next(h))].touch();
+        let (h1, h2) = (next(h, n), next(next(h, n), n));
+        let touched = slots[h].touch() ^ slots[h1].touch() ^ slots[h2].touch();
         std::hint::black_box(touched);
     }
 
@@ -280,7 +285,7 @@ impl Table {
         let n = slots.len();
         let mut j = i;
         loop {
-            j = if j + 1 == n { 0 } else { j + 1 };
+            j = next(j, n);
             if slots[j].is_empty() {
                 break;
             }
@@ -305,7 +310,7 @@ impl Table {
         }
         let mut i = home(place, n);
         while slots[i].is_empty() {
-            i = if i + 1 == n { 0 } else { i + 1 };
+            i = next(i, n);
         }
         self.remove_at(i);
     }
@@ -345,33 +350,6 @@ pub struct Lookup {
     pub hash: TokenHash,
     /// The time the entry was judged at.
     pub now: Timestamp,
-}
-
-/// A lookup under way: the shard is held for reading and the slots the entry may sit in are
-/// loading, while [`PendingLookup::finish`] hashes the token.
-struct PendingLookup<'a> {
-    cache: &'a SessionCache,
-    /// `None` when the cache is bypassed.
-    table: Option<RwLockReadGuard<'a, Table>>,
-    place: u64,
-    now: Timestamp,
-}
-
-impl PendingLookup<'_> {
-    fn finish(self, token: &Token) -> Lookup {
-        let PendingLookup { cache, table, place, now } = self;
-        let hash = token.hash();
-        let Some(table) = table else { return Lookup { hit: None, hash, now } };
-        let key = key_of(&hash);
-        let hit = table.get(place, &key).and_then(|slot| {
-            if !cache.fresh(slot, now, cache.generation.load(Ordering::Acquire)) {
-                return None;
-            }
-            let overflow = slot.session.overflows().then(|| table.overflow.get(&key)).flatten();
-            ActiveSession::from_parts(slot.session, overflow.map(|t| &**t))
-        });
-        Lookup { hit, hash, now }
-    }
 }
 
 /// The cache.
@@ -420,11 +398,7 @@ impl SessionCache {
     /// Where the entry of `token` belongs: its first 8 random bytes, mixed with the secret.
     fn place(&self, token: &Token) -> u64 {
         let b = token.secret();
-        self.place_of([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-    }
-
-    fn place_of(&self, leading: [u8; 8]) -> u64 {
-        u64::from_le_bytes(leading) ^ self.place_secret
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) ^ self.place_secret
     }
 
     /// Whether the cache is serving (the bus is connected).
@@ -444,21 +418,31 @@ impl SessionCache {
     pub fn lookup(&self, token: &Token) -> Lookup {
         // The clock first: reading it waits for every load in flight (the TSC read is ordered),
         // which would undo the prefetch.
-        let now = Timestamp::now();
-        self.begin(self.place(token), now).finish(token)
+        self.lookup_at(token, Timestamp::now())
     }
 
     /// The live session cached for `token`, if any and still valid at `now`.
     pub fn get(&self, token: &Token, now: Timestamp) -> Option<ActiveSession> {
-        self.begin(self.place(token), now).finish(token).hit
+        self.lookup_at(token, now).hit
     }
 
-    fn begin(&self, place: u64, now: Timestamp) -> PendingLookup<'_> {
+    fn lookup_at(&self, token: &Token, now: Timestamp) -> Lookup {
+        let place = self.place(token);
         let table = if self.is_live() { self.shards[shard_of(place)].0.read().ok() } else { None };
         if let Some(t) = &table {
             t.prefetch(place);
         }
-        PendingLookup { cache: self, table, place, now }
+        let hash = token.hash();
+        let Some(table) = table else { return Lookup { hit: None, hash, now } };
+        let key = key_of(&hash);
+        let hit = table.get(place, &key).and_then(|slot| {
+            if !self.fresh(slot, now, self.generation.load(Ordering::Acquire)) {
+                return None;
+            }
+            let overflow = slot.session.overflows().then(|| table.overflow.get(&key)).flatten();
+            ActiveSession::from_parts(slot.session, overflow.map(|t| &**t))
+        });
+        Lookup { hit, hash, now }
     }
 
     /// Call before reading the store on a miss; pass the ticket to [`SessionCache::insert`].

@@ -96,15 +96,15 @@ pub struct Authenticated {
     pub user: User,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 impl Authenticated {
-    /// A live session of `user` (named alice, no roles) made at `now`, for unit tests.
-    pub(crate) fn fixture(user: &UserId, now: Timestamp) -> Self {
+    /// A live session of `user` (named alice, no roles, made at `now`), for tests and benchmarks.
+    pub fn fixture(user: &UserId, now: Timestamp) -> Self {
         Authenticated {
             session: Session {
-                id: SessionId::generate().unwrap(),
+                id: SessionId::generate().expect("the OS random generator"),
                 user_id: user.clone(),
-                csrf: CsrfToken::generate().unwrap(),
+                csrf: CsrfToken::generate().expect("the OS random generator"),
                 created_at: now,
                 last_seen_at: now,
                 token_issued_at: now,
@@ -116,7 +116,7 @@ impl Authenticated {
             },
             user: User {
                 id: user.clone(),
-                username: crate::user::Username::parse("alice").unwrap(),
+                username: crate::user::Username::from_stored("alice".into()),
                 roles: vec![],
                 disabled: false,
                 has_password: true,

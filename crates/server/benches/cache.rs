@@ -18,10 +18,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use cloakroom_core::cache::{CacheConfig, SessionCache};
 use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
-use cloakroom_core::session::{ExpiryPolicy, Session};
+use cloakroom_core::session::ExpiryPolicy;
 use cloakroom_core::{
-    ActiveSession, Authenticated, CsrfToken, Role, SecretKind, SessionId, SessionManager,
-    Timestamp, Token, User, UserId, Username,
+    ActiveSession, Authenticated, Role, SecretKind, SessionManager, Timestamp, Token, UserId,
+    Username,
 };
 use cloakroom_server::extract::credential;
 use cloakroom_store_sqlite::SqliteStore;
@@ -63,36 +63,10 @@ fn rss_bytes() -> u64 {
 
 /// A session of its own user (the worst case for memory: nothing shared between sessions).
 fn session(now: Timestamp) -> ActiveSession {
-    let user = UserId::generate().unwrap();
-    ActiveSession::new(&Authenticated {
-        session: Session {
-            id: SessionId::generate().unwrap(),
-            user_id: user.clone(),
-            csrf: CsrfToken::generate().unwrap(),
-            created_at: now,
-            last_seen_at: now,
-            token_issued_at: now,
-            idle_expires_at: now.plus(Duration::from_secs(1800)),
-            expires_at: now.plus(Duration::from_secs(43200)),
-            ip: Some("203.0.113.77".into()),
-            user_agent: Some(
-                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-                    .into(),
-            ),
-            audience: None,
-        },
-        user: User {
-            id: user,
-            username: Username::parse("someone@example.com").unwrap(),
-            roles: vec![Role::parse("staff").unwrap(), Role::parse("billing").unwrap()],
-            disabled: false,
-            has_password: true,
-            created_at: now,
-            updated_at: now,
-            privileges_changed_at: Timestamp::from_millis(0),
-        },
-    })
-    .unwrap()
+    let mut auth = Authenticated::fixture(&UserId::generate().unwrap(), now);
+    auth.user.username = Username::parse("someone@example.com").unwrap();
+    auth.user.roles = vec![Role::parse("staff").unwrap(), Role::parse("billing").unwrap()];
+    ActiveSession::new(&auth).unwrap()
 }
 
 /// `bytes` of memory as one random cycle through its cache lines: following it from any line

@@ -62,8 +62,8 @@ fn describe() {
 struct RouteMetrics {
     route: Box<str>,
     duration: Histogram,
-    /// Request counters by status, 100 to 599, registered on first use.
-    by_status: Box<[OnceLock<Counter>]>,
+    /// Request counters by status, registered on first use (a route answers few statuses).
+    by_status: Vec<(u16, Counter)>,
 }
 
 impl RouteMetrics {
@@ -71,18 +71,20 @@ impl RouteMetrics {
         Self {
             route: route.into(),
             duration: metrics::histogram!("cloakroom_http_request_duration_seconds", "route" => route.to_owned()),
-            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+            by_status: Vec::new(),
         }
     }
 
-    fn count(&self, status: u16) {
-        let Some(cell) = self.by_status.get(usize::from(status.wrapping_sub(100))) else { return };
-        cell.get_or_init(|| {
-            metrics::counter!(
-                "cloakroom_http_requests_total", "route" => self.route.to_string(), "status" => status.to_string()
-            )
-        })
-        .increment(1);
+    fn count(&mut self, status: u16) {
+        if let Some((_, c)) = self.by_status.iter().find(|(s, _)| *s == status) {
+            c.increment(1);
+            return;
+        }
+        let c = metrics::counter!(
+            "cloakroom_http_requests_total", "route" => self.route.to_string(), "status" => status.to_string()
+        );
+        c.increment(1);
+        self.by_status.push((status, c));
     }
 }
 
@@ -117,7 +119,7 @@ pub fn record_route(route: &str, start: Instant, status: axum::http::StatusCode)
                 routes.len() - 1
             }
         };
-        let m = &routes[i].1;
+        let m = &mut routes[i].1;
         m.duration.record(elapsed);
         m.count(status.as_u16());
     });
