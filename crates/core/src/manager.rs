@@ -75,6 +75,13 @@ pub struct Checked {
     pub session: ActiveSession,
 }
 
+/// What the node-local cache said of a token.
+enum Cached {
+    Hit(ActiveSession),
+    /// Not cached (or no cache): the token's hash, for the store.
+    Miss(TokenHash),
+}
+
 /// Client details recorded with a session.
 #[derive(Clone, Debug, Default)]
 pub struct ClientInfo {
@@ -219,7 +226,12 @@ impl SessionManager {
         let Ok(token) = Token::parse(SecretKind::Session, presented) else {
             return Ok(None);
         };
-        Ok(self.authenticate_token(&token).await?.map(|session| Checked { token, session }))
+        let session = match self.cached(&token) {
+            Cached::Hit(session) => Some(session),
+            // Boxed: the store read's future is large, and a hit should not carry (and move) it.
+            Cached::Miss(hash) => Box::pin(self.load(&token, hash, Timestamp::now())).await?,
+        };
+        Ok(session.map(|session| Checked { token, session }))
     }
 
     /// [`SessionManager::authenticate`] for a token already parsed.
@@ -227,32 +239,29 @@ impl SessionManager {
         &self,
         token: &Token,
     ) -> Result<Option<ActiveSession>, StoreError> {
-        let found = self.cache.as_ref().map(|c| c.lookup(token));
-        self.resolve(token, found).await
+        match self.cached(token) {
+            Cached::Hit(session) => Ok(Some(session)),
+            Cached::Miss(hash) => Box::pin(self.load(token, hash, Timestamp::now())).await,
+        }
     }
 
-    /// The session for `token` from the cache's answer (`None`: no cache), or from the store. A
-    /// cache hit answers without the store; an entry is served until the session's own deadlines,
-    /// the cache's safety TTL, or the moment its last-seen is due to be written, whichever comes
-    /// first.
-    async fn resolve(
-        &self,
-        token: &Token,
-        found: Option<Lookup>,
-    ) -> Result<Option<ActiveSession>, StoreError> {
-        let (hash, now) = match found {
-            Some(Lookup { hit: Some(hit), .. }) => {
-                self.counters.hits.increment(1);
-                return Ok(Some(hit));
-            }
-            Some(Lookup { hit: None, hash, now }) => {
-                self.counters.misses.increment(1);
-                (hash, now)
-            }
-            None => (token.hash(), Timestamp::now()),
+    /// The cache's answer for `token`. A hit answers without the store; an entry is served until
+    /// the session's own deadlines, the cache's safety TTL, or the moment its last-seen is due to
+    /// be written, whichever comes first.
+    fn cached(&self, token: &Token) -> Cached {
+        let Some(cache) = &self.cache else {
+            return Cached::Miss(token.hash());
         };
-        // Boxed: the store read's future is large, and a hit should not carry (and move) it.
-        Box::pin(self.load(token, hash, now)).await
+        match cache.lookup(token) {
+            Lookup { hit: Some(session), .. } => {
+                self.counters.hits.increment(1);
+                Cached::Hit(session)
+            }
+            Lookup { hit: None, hash } => {
+                self.counters.misses.increment(1);
+                Cached::Miss(hash)
+            }
+        }
     }
 
     /// A miss: reads the store, records use when due, and caches the session.
