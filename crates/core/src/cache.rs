@@ -265,17 +265,10 @@ impl Table {
         if slots.is_empty() {
             return;
         }
-        let added = match Self::probe(slots, slot.place, &key) {
-            Ok(i) => {
-                slots[i] = slot;
-                false
-            }
-            Err(i) => {
-                slots[i] = slot;
-                true
-            }
-        };
-        self.len += usize::from(added);
+        let found = Self::probe(slots, slot.place, &key);
+        let (Ok(i) | Err(i)) = found;
+        slots[i] = slot;
+        self.len += usize::from(found.is_err());
         match overflow {
             Some(text) => self.overflow.insert(key, text.into()),
             None => self.overflow.remove(&key),

@@ -234,17 +234,6 @@ impl SessionManager {
         Ok(session.map(|session| Checked { token, session }))
     }
 
-    /// [`SessionManager::authenticate`] for a token already parsed.
-    pub async fn authenticate_token(
-        &self,
-        token: &Token,
-    ) -> Result<Option<ActiveSession>, StoreError> {
-        match self.cached(token) {
-            Cached::Hit(session) => Ok(Some(session)),
-            Cached::Miss(hash) => Box::pin(self.load(token, hash, Timestamp::now())).await,
-        }
-    }
-
     /// The cache's answer for `token`. A hit answers without the store; an entry is served until
     /// the session's own deadlines, the cache's safety TTL, or the moment its last-seen is due to
     /// be written, whichever comes first.

@@ -399,13 +399,17 @@ pub struct ApiQuery<T>(pub T);
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| {
-                ApiError::invalid(format!("invalid query: {}", e.body_text()))
-            })
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Self::from_uri(&parts.uri).map(ApiQuery)
+    }
+}
+
+impl<T: DeserializeOwned> ApiQuery<T> {
+    /// The query of `uri`, or the error the extractor answers with.
+    pub fn from_uri(uri: &axum::http::Uri) -> Result<T, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(uri).map(|q| q.0).map_err(|e: QueryRejection| {
+            ApiError::invalid(format!("invalid query: {}", e.body_text()))
+        })
     }
 }
 

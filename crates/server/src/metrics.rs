@@ -89,15 +89,10 @@ impl RouteMetrics {
 }
 
 thread_local! {
-    /// Each worker thread's handles, by the address of the router's route string (which lives as
-    /// long as the router) and checked against its text, so a request finds its route's handles
-    /// with a short scan and no lock, no hashing, no reference count.
-    static ROUTES: RefCell<Vec<(usize, RouteMetrics)>> = const { RefCell::new(Vec::new()) };
+    /// Each worker thread's handles by route (a router has a few dozen), so a request finds its
+    /// route's handles with a short scan and no lock, no hashing, no reference count.
+    static ROUTES: RefCell<Vec<RouteMetrics>> = const { RefCell::new(Vec::new()) };
 }
-
-/// Most routes remembered per thread; beyond it (routers built and dropped, as in tests) the
-/// list starts over.
-const MAX_ROUTES: usize = 256;
 
 /// Counts and times a finished request by its matched route and status.
 pub fn record(route: Option<&MatchedPath>, start: Instant, status: axum::http::StatusCode) {
@@ -107,19 +102,15 @@ pub fn record(route: Option<&MatchedPath>, start: Instant, status: axum::http::S
 /// [`record`] for a route answered without the router.
 pub fn record_route(route: &str, start: Instant, status: axum::http::StatusCode) {
     let elapsed = start.elapsed().as_secs_f64();
-    let at = route.as_ptr() as usize;
     ROUTES.with_borrow_mut(|routes| {
-        let i = match routes.iter().position(|(p, m)| *p == at && *m.route == *route) {
+        let i = match routes.iter().position(|m| *m.route == *route) {
             Some(i) => i,
             None => {
-                if routes.len() >= MAX_ROUTES {
-                    routes.clear();
-                }
-                routes.push((at, RouteMetrics::new(route)));
+                routes.push(RouteMetrics::new(route));
                 routes.len() - 1
             }
         };
-        let m = &mut routes[i].1;
+        let m = &mut routes[i];
         m.duration.record(elapsed);
         m.count(status.as_u16());
     });

@@ -9,7 +9,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::process::{BIN, Server, cli};
+use common::process::{BIN, Server, add_user};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -45,12 +45,7 @@ fn pages_work_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let password = "correct horse battery staple";
-    let (code, _, err) = cli(
-        &db,
-        &["user", "add", "alice", "--role", "admin", "--password-stdin"],
-        Some(&format!("{password}\n")),
-    );
-    assert_eq!(code, 0, "{err}");
+    add_user(&db, "alice", "admin", password);
     let server = Server::start(&db, &dir.path().join("server.log"));
     // `localhost` rather than 127.0.0.1: Chromium keeps `Secure` cookies on http://localhost.
     let base = server.base.replace("127.0.0.1", "localhost");

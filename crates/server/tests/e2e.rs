@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::process::{BIN, Server, cli};
+use common::process::{BIN, Server, add_user, cli};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -73,12 +73,7 @@ async fn the_whole_flow_survives_kill_9_and_honours_cli_revocations() {
     let log = dir.path().join("server.log");
 
     // Set-up through the CLI, before any server runs.
-    let (code, out, err) = cli(
-        &db,
-        &["user", "add", "alice", "--role", "staff", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    add_user(&db, "alice", "staff", PASSWORD);
     let (code, _, err) = cli(&db, &["user", "add", "bob", "--password-stdin"], Some("password\n"));
     assert_eq!(code, 1, "a common password is refused");
     assert!(err.contains("too common"), "{err}");
@@ -281,12 +276,7 @@ async fn the_served_forward_auth_check_answers_as_the_router_does() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cloakroom.db");
-    let (code, _, err) = cli(
-        &db,
-        &["user", "add", "alice", "--role", "staff", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert_eq!(code, 0, "{err}");
+    add_user(&db, "alice", "staff", PASSWORD);
     let server = Server::start(&db, &dir.path().join("server.log"));
     let http = reqwest::Client::new();
     let login = common::process::http_login(&http, &server.base, "alice", PASSWORD).await;

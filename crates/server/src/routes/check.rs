@@ -5,14 +5,14 @@
 //! `X-Forwarded-Method`), cookie callers need the CSRF token and an allowed origin, as for a
 //! direct write.
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{Caller, forwarded_write, is_unsafe};
+use crate::extract::{ApiQuery, Caller, forwarded_write, is_unsafe};
 use crate::state::AppState;
 
 // The answer's header names, made once (a name given as text is parsed on every insert).
@@ -57,9 +57,7 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
 pub async fn answer(state: &AppState, parts: &Parts) -> Response {
     let query = match parts.uri.query() {
         None => Ok(CheckQuery::default()),
-        Some(_) => Query::<CheckQuery>::try_from_uri(&parts.uri)
-            .map(|q| q.0)
-            .map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text()))),
+        Some(_) => ApiQuery::from_uri(&parts.uri),
     };
     let outcome = match query {
         Ok(q) => {

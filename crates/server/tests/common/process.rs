@@ -65,6 +65,13 @@ pub fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, Strin
     cli_store(&format!("sqlite:{}", db.display()), args, stdin)
 }
 
+/// Adds user `name` with `role` and `password` through the CLI, which must succeed.
+pub fn add_user(db: &Path, name: &str, role: &str, password: &str) {
+    let args = ["user", "add", name, "--role", role, "--password-stdin"];
+    let (code, out, err) = cli(db, &args, Some(&format!("{password}\n")));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// Runs a CLI command against any store URL.
 pub fn cli_store(store: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(BIN)

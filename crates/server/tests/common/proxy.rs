@@ -88,9 +88,7 @@ impl Drop for Killed {
 /// Users `alice` (role staff) and `root` (role admin), through the CLI.
 pub fn add_alice_and_root(db: &Path) {
     for (name, role) in [("alice", "staff"), ("root", "admin")] {
-        let args = ["user", "add", name, "--role", role, "--password-stdin"];
-        let (code, out, err) = super::process::cli(db, &args, Some(&format!("{PASSWORD}\n")));
-        assert_eq!(code, 0, "{out}{err}");
+        super::process::add_user(db, name, role, PASSWORD);
     }
 }
 
