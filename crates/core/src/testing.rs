@@ -21,7 +21,7 @@ use crate::grant::{GrantRevocation, GrantUse, Redemption, Revoked, SigningKeyRec
 use crate::id::{SessionId, UserId};
 use crate::password::PasswordHash;
 use crate::session::{DataWrite, NewSession};
-use crate::store::{BusEvent, Store};
+use crate::store::{BusEvent, EventId, Reservation, Store};
 use crate::time::Timestamp;
 use crate::token::{CsrfToken, SecretKind, Token, TokenHash};
 use crate::user::{NewUser, Role, User, UserChange, Username};
@@ -548,13 +548,17 @@ pub async fn audit_events(store: &dyn Store) {
     assert_eq!(store.list_audit(&AuditFilter { username: None, limit: 2 }).await.unwrap().len(), 2);
 }
 
-/// Event logs: a sliding window per key, capped to the newest `max`, shared, forgettable.
+/// Event logs: a sliding window per key, capped to the newest `max`, shared, forgettable; a
+/// reservation is refused when the window is full, and a released one stops counting.
 pub async fn event_logs(store: &dyn Store) {
     let w = Duration::from_secs(60);
     let at = |s: u64| t0().plus(Duration::from_secs(s));
+    let reserve = async |key: &str, s: u64, max: u32, enforce: bool| {
+        store.reserve_event(key, at(s), w, max, enforce).await.unwrap()
+    };
     assert!(store.event_log("login:a:alice", at(0), w).await.unwrap().is_empty());
     for s in 0..5 {
-        store.log_event("login:a:alice", at(s), w, 3).await.unwrap();
+        assert!(matches!(reserve("login:a:alice", s, 3, false).await, Reservation::Reserved(_)));
     }
     assert_eq!(
         store.event_log("login:a:alice", at(5), w).await.unwrap(),
@@ -565,19 +569,52 @@ pub async fn event_logs(store: &dyn Store) {
         store.event_log("login:a:bob", at(5), w).await.unwrap().is_empty(),
         "keys are separate"
     );
+    // Full: nothing recorded, and the answer names the event that must leave the window first.
+    assert_eq!(reserve("login:a:alice", 5, 3, true).await, Reservation::Full(at(2)));
+    assert_eq!(store.event_log("login:a:alice", at(5), w).await.unwrap().len(), 3);
+    // Under a larger limit there is room: recorded.
+    assert!(matches!(reserve("login:a:alice", 5, 5, true).await, Reservation::Reserved(_)));
     // The window slides: at 63 s only events after 3 s remain.
-    assert_eq!(store.event_log("login:a:alice", at(63), w).await.unwrap(), vec![at(4)]);
-    let log = store.log_event("login:a:alice", at(63), w, 3).await.unwrap();
-    assert_eq!(log, vec![at(4), at(63)]);
+    assert_eq!(store.event_log("login:a:alice", at(63), w).await.unwrap(), vec![at(4), at(5)]);
     // An event exactly one window old is out.
-    assert_eq!(store.event_log("login:a:alice", at(64), w).await.unwrap(), vec![at(63)]);
-    // Two events in the same millisecond both count.
-    store.log_event("login:i:192.0.2.1", at(1), w, 10).await.unwrap();
-    let log = store.log_event("login:i:192.0.2.1", at(1), w, 10).await.unwrap();
-    assert_eq!(log, vec![at(1), at(1)]);
+    assert_eq!(store.event_log("login:a:alice", at(64), w).await.unwrap(), vec![at(5)]);
+    // Two events in the same millisecond both count, and a released one no longer does.
+    let Reservation::Reserved(first) = reserve("login:i:192.0.2.1", 1, 10, true).await else {
+        panic!("room for the first event")
+    };
+    reserve("login:i:192.0.2.1", 1, 10, true).await;
+    assert_eq!(store.event_log("login:i:192.0.2.1", at(1), w).await.unwrap(), vec![at(1), at(1)]);
+    store.release_event("login:i:192.0.2.1", &first).await.unwrap();
+    store.release_event("login:i:192.0.2.1", &first).await.unwrap();
+    store.release_event("login:i:192.0.2.1", &EventId("no-such-event".into())).await.unwrap();
+    assert_eq!(store.event_log("login:i:192.0.2.1", at(1), w).await.unwrap(), vec![at(1)]);
+    // A limit of zero admits nothing.
+    assert!(matches!(reserve("login:z", 1, 0, true).await, Reservation::Full(_)));
     store.forget_events("login:a:alice").await.unwrap();
     assert!(store.event_log("login:a:alice", at(63), w).await.unwrap().is_empty());
-    assert_eq!(store.event_log("login:i:192.0.2.1", at(2), w).await.unwrap().len(), 2);
+    assert_eq!(store.event_log("login:i:192.0.2.1", at(2), w).await.unwrap().len(), 1);
+}
+
+/// Reservations race: of 200 callers reserving at once in a log with room for 10, exactly 10
+/// are admitted (the check and the record are one step; a throttle built on it cannot be raced).
+pub async fn event_reservations_hold_under_races(store: Arc<dyn Store>) {
+    let w = Duration::from_secs(60);
+    let racers: Vec<_> = (0..200)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store.reserve_event("login:ai:alice|192.0.2.1", t0(), w, 10, true).await.unwrap()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for racer in racers {
+        if matches!(racer.await.unwrap(), Reservation::Reserved(_)) {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10, "exactly the limit is admitted");
+    assert_eq!(store.event_log("login:ai:alice|192.0.2.1", t0(), w).await.unwrap().len(), 10);
 }
 
 /// Waits up to 2 s for the next `Invalidate` on `feed` and returns its user.
@@ -757,7 +794,7 @@ macro_rules! store_conformance_tests {
             scoped_sessions_keep_their_audience, grant_revocations, signing_keys);
         $crate::store_conformance_tests!(@shared $factory;
             concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected,
-            grants_are_redeemed_once);
+            grants_are_redeemed_once, event_reservations_hold_under_races);
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ use cloakroom_core::grant::{
 };
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
-use cloakroom_core::store::{ApiKey, BusEvent, StoreResult};
+use cloakroom_core::store::{ApiKey, BusEvent, EventId, Reservation, StoreResult};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
 use cloakroom_core::{
     Authenticated, CsrfToken, Role, SessionId, Store, StoreError, Timestamp, TokenHash, User,
@@ -114,7 +114,7 @@ struct Scripts {
     replace_password: Script,
     put_data: Script,
     sweep_user: Script,
-    log_event: Script,
+    reserve_event: Script,
     add_signing_key: Script,
     redeem_grant: Script,
     revoke_user_grants: Script,
@@ -144,7 +144,7 @@ impl Scripts {
                 include_str!("lua/common.lua"),
                 include_str!("lua/sweep_user.lua")
             )),
-            log_event: Script::new(include_str!("lua/log_event.lua")),
+            reserve_event: Script::new(include_str!("lua/reserve_event.lua")),
             add_signing_key: Script::new(include_str!("lua/add_signing_key.lua")),
             redeem_grant: Script::new(include_str!("lua/redeem_grant.lua")),
             revoke_user_grants: Script::new(include_str!("lua/revoke_user_grants.lua")),
@@ -875,28 +875,38 @@ impl Store for RedisStore {
         Ok(deleted)
     }
 
-    async fn log_event(
+    async fn reserve_event(
         &self,
         key: &str,
         now: Timestamp,
         window: Duration,
         max: u32,
-    ) -> StoreResult<Vec<Timestamp>> {
+        enforce: bool,
+    ) -> StoreResult<Reservation> {
         let mut unique = [0u8; 8];
         cloakroom_core::token::random_bytes(&mut unique).map_err(StoreError::unavailable)?;
         let member = format!("{}:{}", now.as_millis(), u64::from_le_bytes(unique));
-        let times: Vec<String> = self
+        let (reserved, first): (i64, i64) = self
             .scripts
-            .log_event
+            .reserve_event
             .key(format!("cr:ev:{key}"))
             .arg(now.as_millis())
             .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
             .arg(max)
-            .arg(member)
+            .arg(&member)
+            .arg(if enforce { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
-        Ok(times.iter().filter_map(|t| t.parse().ok()).map(Timestamp::from_millis).collect())
+        Ok(if reserved == 1 {
+            Reservation::Reserved(EventId(member))
+        } else {
+            Reservation::Full(Timestamp::from_millis(first))
+        })
+    }
+
+    async fn release_event(&self, key: &str, id: &EventId) -> StoreResult<()> {
+        self.conn().zrem::<_, _, ()>(format!("cr:ev:{key}"), &id.0).await.map_err(err)
     }
 
     async fn event_log(

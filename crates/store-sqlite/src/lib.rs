@@ -15,7 +15,7 @@ use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
 use cloakroom_core::grant::{GrantRevocation, GrantUse, Redemption, Revoked, SigningKeyRecord};
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
-use cloakroom_core::store::{ApiKey, BusEvent, StoreResult};
+use cloakroom_core::store::{ApiKey, BusEvent, EventId, Reservation, StoreResult};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
 use cloakroom_core::{
     Authenticated, CsrfToken, Role, SessionId, Store, StoreError, Timestamp, TokenHash, User,
@@ -583,39 +583,70 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn log_event(
+    async fn reserve_event(
         &self,
         key: &str,
         now: Timestamp,
         window: Duration,
         max: u32,
-    ) -> StoreResult<Vec<Timestamp>> {
+        enforce: bool,
+    ) -> StoreResult<Reservation> {
         let since = now.minus(window).as_millis();
+        // One write transaction: the count and the insert cannot interleave with another node's.
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO event_log (key, at) VALUES (?, ?)")
+        sqlx::query("DELETE FROM event_log WHERE key = ? AND at <= ?")
             .bind(key)
-            .bind(now.as_millis())
+            .bind(since)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        // Keep the newest `max` inside the window; forget the rest.
+        let max = i64::from(max);
+        if enforce {
+            // The event that must leave the window before another fits: the max-th newest.
+            let full: Option<i64> = sqlx::query_scalar(
+                "SELECT at FROM event_log WHERE key = ? ORDER BY at DESC, seq DESC LIMIT 1 OFFSET ?",
+            )
+            .bind(key)
+            .bind(max - 1)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let full = if max == 0 { Some(now.as_millis()) } else { full };
+            if let Some(at) = full {
+                tx.commit().await.map_err(db_err)?;
+                return Ok(Reservation::Full(Timestamp::from_millis(at)));
+            }
+        }
+        let seq: i64 =
+            sqlx::query_scalar("INSERT INTO event_log (key, at) VALUES (?, ?) RETURNING seq")
+                .bind(key)
+                .bind(now.as_millis())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        // Keep the newest `max`; forget the rest.
         sqlx::query(
-            "DELETE FROM event_log WHERE key = ?1 AND (at <= ?2 OR seq NOT IN (
-                 SELECT seq FROM event_log WHERE key = ?1 ORDER BY at DESC, seq DESC LIMIT ?3))",
+            "DELETE FROM event_log WHERE key = ?1 AND seq NOT IN (
+                 SELECT seq FROM event_log WHERE key = ?1 ORDER BY at DESC, seq DESC LIMIT ?2)",
         )
         .bind(key)
-        .bind(since)
-        .bind(i64::from(max))
+        .bind(max)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        let rows = sqlx::query("SELECT at FROM event_log WHERE key = ? ORDER BY at, seq")
+        tx.commit().await.map_err(db_err)?;
+        Ok(Reservation::Reserved(EventId(seq.to_string())))
+    }
+
+    async fn release_event(&self, key: &str, id: &EventId) -> StoreResult<()> {
+        let Ok(seq) = id.0.parse::<i64>() else { return Ok(()) };
+        sqlx::query("DELETE FROM event_log WHERE key = ? AND seq = ?")
             .bind(key)
-            .fetch_all(&mut *tx)
+            .bind(seq)
+            .execute(&self.pool)
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        rows.iter().map(|r| Ok(Timestamp::from_millis(r.try_get(0).map_err(db_err)?))).collect()
+        Ok(())
     }
 
     async fn event_log(

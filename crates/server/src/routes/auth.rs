@@ -69,15 +69,20 @@ pub(crate) async fn password_login(
     check_origin(headers, &state.config)?;
     let account = account_key(&req.username);
     let ip = client.ip;
-    if let Err(wait) = state.throttle.check(&account, ip).await? {
-        metrics::counter!("cloakroom_logins_total", "outcome" => "throttled").increment(1);
-        let mut e = AuditEvent::new(AuditKind::LoginThrottled, "self").ip(client.ip_text());
-        if let Ok(u) = Username::parse(&req.username) {
-            e = e.user(None, &u);
+    // The attempt takes its place in the windows before the (slow) verification, so concurrent
+    // guesses cannot all pass the check.
+    let attempt = match state.throttle.reserve(&account, ip).await? {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            metrics::counter!("cloakroom_logins_total", "outcome" => "throttled").increment(1);
+            let mut e = AuditEvent::new(AuditKind::LoginThrottled, "self").ip(client.ip_text());
+            if let Ok(u) = Username::parse(&req.username) {
+                e = e.user(None, &u);
+            }
+            state.audit(e).await;
+            return Err(ApiError::rate_limited(wait));
         }
-        state.audit(e).await;
-        return Err(ApiError::rate_limited(wait));
-    }
+    };
     let password = Password::new(req.password);
     let username = Username::parse(&req.username).ok();
     // Too long to be anyone's password, or no valid name: the same answer, the same Argon2 work.
@@ -98,7 +103,7 @@ pub(crate) async fn password_login(
     let record = match outcome {
         LoginOutcome::Success(record) => record,
         LoginOutcome::Invalid { user } => {
-            state.throttle.failure(&account, ip).await?;
+            attempt.failed();
             metrics::counter!("cloakroom_logins_total", "outcome" => "failed").increment(1);
             let mut e = AuditEvent::new(AuditKind::LoginFailed, "self").ip(client.ip_text());
             let detail = match &user {
@@ -114,7 +119,7 @@ pub(crate) async fn password_login(
             return Err(ApiError::invalid_credentials());
         }
     };
-    state.throttle.success(&account, ip).await?;
+    attempt.succeeded().await?;
 
     // A session the client already had ends here: a new token at every authentication.
     let previous = match find_cookie(headers, &state.config.cookie_name) {
@@ -215,14 +220,15 @@ pub async fn change_password(
 ) -> ApiResult<Response> {
     let (user_id, username) = (caller.session.user_id(), caller.session.username_owned());
     let account = account_key(username.as_str());
-    if let Err(wait) = state.throttle.check(&account, client.ip).await? {
-        return Err(ApiError::rate_limited(wait));
-    }
+    let attempt = match state.throttle.reserve(&account, client.ip).await? {
+        Ok(attempt) => attempt,
+        Err(wait) => return Err(ApiError::rate_limited(wait)),
+    };
     let current = Password::new(req.current_password);
     match state.manager.check_password(&username, &current).await? {
-        LoginOutcome::Success(_) => {}
+        LoginOutcome::Success(_) => attempt.succeeded().await?,
         LoginOutcome::Invalid { .. } => {
-            state.throttle.failure(&account, client.ip).await?;
+            attempt.failed();
             state
                 .audit(
                     AuditEvent::new(AuditKind::LoginFailed, "self")
