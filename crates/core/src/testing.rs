@@ -617,6 +617,49 @@ pub async fn event_reservations_hold_under_races(store: Arc<dyn Store>) {
     assert_eq!(store.event_log("login:ai:alice|192.0.2.1", t0(), w).await.unwrap().len(), 10);
 }
 
+/// A committed change is announced even when a write that the store makes after it fails.
+/// `faulty` is a second handle on the same backend on which such secondary writes fail (for
+/// Redis: a user whose ACL makes the lookup hints read-only); the subscriber on `healthy` must
+/// hear of every committed revocation, or stop trusting its cache (`Disconnected`). Stores whose
+/// every change is one transaction with its announcement (SQLite) have no such writes.
+pub async fn announcements_survive_failed_secondary_writes(
+    healthy: &dyn Store,
+    faulty: &dyn Store,
+) {
+    let alice = user(healthy, "alice", &[]).await;
+    let mut feed = healthy.subscribe().await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(2), feed.recv()).await {
+        Ok(Some(BusEvent::Connected)) => {}
+        other => panic!("the feed must start with Connected, got {other:?}"),
+    }
+    let heard = async |feed: &mut tokio::sync::mpsc::Receiver<BusEvent>, what: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout_at(deadline, feed.recv()).await {
+                Ok(Some(BusEvent::Invalidate { user: Some(u), .. })) if u == alice.id => return,
+                Ok(Some(BusEvent::Disconnected)) => return,
+                Ok(Some(_)) => continue,
+                other => panic!("{what}: committed but never announced ({other:?})"),
+            }
+        }
+    };
+    let (_, one) = session(healthy, &alice, t0()).await;
+    let _ = faulty.revoke_session(&one).await;
+    assert!(healthy.session_by_id(&one, t0()).await.unwrap().is_none(), "revoked");
+    heard(&mut feed, "revoking one session").await;
+
+    session(healthy, &alice, t0()).await;
+    let _ = faulty.revoke_user_sessions(&alice.id, None).await;
+    assert!(healthy.list_sessions(Some(&alice.id), t0()).await.unwrap().is_empty(), "revoked");
+    heard(&mut feed, "revoking all").await;
+
+    let (_, last) = session(healthy, &alice, t0()).await;
+    let disable = UserChange { disabled: Some(true), ..Default::default() };
+    let _ = faulty.update_user(&alice.id, &disable, None).await;
+    assert!(healthy.session_by_id(&last, t0()).await.unwrap().is_none(), "disabled");
+    heard(&mut feed, "disabling the user").await;
+}
+
 /// Waits up to 2 s for the next `Invalidate` on `feed` and returns its user.
 async fn next_invalidation(feed: &mut tokio::sync::mpsc::Receiver<BusEvent>) -> Option<UserId> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

@@ -47,6 +47,8 @@ use redis::{AsyncCommands as _, Script};
 use tokio::sync::mpsc;
 
 const BUS: &str = "cr:bus";
+/// The number of the last change announced on [`BUS`] (one Redis; a Cluster has none).
+const BUS_SEQ: &str = "cr:bus:seq";
 const AUDIT_MAX: usize = 100_000;
 
 /// The Redis store.
@@ -128,8 +130,14 @@ impl Scripts {
                 include_str!("lua/create_session.lua")
             )),
             touch: Script::new(include_str!("lua/touch.lua")),
-            rotate: Script::new(include_str!("lua/rotate.lua")),
-            revoke: Script::new(include_str!("lua/revoke.lua")),
+            rotate: Script::new(concat!(
+                include_str!("lua/common.lua"),
+                include_str!("lua/rotate.lua")
+            )),
+            revoke: Script::new(concat!(
+                include_str!("lua/common.lua"),
+                include_str!("lua/revoke.lua")
+            )),
             revoke_user: Script::new(concat!(
                 include_str!("lua/common.lua"),
                 include_str!("lua/revoke_user.lua")
@@ -372,12 +380,25 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// Publishes an invalidation of `uid` (best effort: a lost publish is covered by the
-    /// subscribers' fail-safe only when their connection drops, so errors are logged loudly).
-    async fn publish(&self, uid: &str) {
-        let payload = format!("{uid} {}", Timestamp::now().as_millis());
-        if let Err(e) = self.conn().publish::<_, _, i64>(BUS, payload).await {
-            tracing::error!(error = %e, "could not publish a session invalidation");
+    /// Gives a script that changes sessions the bus's sequence key, so that its announcement
+    /// carries the change's number (one Redis only: a Cluster script may touch one slot).
+    fn announced<'s, 'a>(
+        &self,
+        script: &'s mut redis::ScriptInvocation<'a>,
+    ) -> &'s mut redis::ScriptInvocation<'a> {
+        if matches!(self.conn, Conn::Single(_)) {
+            script.key(BUS_SEQ);
+        }
+        script
+    }
+
+    /// Deletes the lookup hints of sessions a committed change removed. The change and its
+    /// announcement are already done; a hint left behind finds nothing (a session is what its
+    /// hash says) and expires at its absolute deadline, so a failure here is logged, not returned:
+    /// the caller must not believe that a committed revocation failed.
+    async fn forget_hints(&self, pairs: &[(String, String)]) {
+        if let Err(e) = self.delete_hints(pairs).await {
+            tracing::warn!(error = %e, "could not delete lookup hints of removed sessions");
         }
     }
 
@@ -444,6 +465,55 @@ impl RedisStore {
     }
 }
 
+/// One message on the bus: `uid at seq` (`*` for every user; `seq` empty on a Cluster).
+#[derive(Debug, PartialEq, Eq)]
+struct Announcement {
+    user: Option<UserId>,
+    at: Timestamp,
+    seq: Option<u64>,
+}
+
+impl Announcement {
+    fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.split(' ');
+        let user = match parts.next()? {
+            "" => return None,
+            "*" => None,
+            uid => Some(UserId::from_stored(uid.to_owned())),
+        };
+        let at = Timestamp::from_millis(parts.next()?.parse().ok()?);
+        let seq = match parts.next() {
+            None | Some("") => None,
+            Some(n) => Some(n.parse().ok()?),
+        };
+        Some(Self { user, at, seq })
+    }
+}
+
+/// Where a subscriber is in the sequence of announced changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sequence {
+    /// A Cluster: announcements carry no change number.
+    Unsequenced,
+    /// The last change number seen (or the one at subscription).
+    Last(u64),
+}
+
+impl Sequence {
+    /// Takes the next announcement's number; false when one was skipped (a lost announcement).
+    /// Numbers at or below the last are announcements from before the subscription: no gap.
+    fn follow(&mut self, seq: Option<u64>) -> bool {
+        match (self, seq) {
+            (Sequence::Last(last), Some(seq)) if seq > *last => {
+                let whole = seq == *last + 1;
+                *last = seq;
+                whole
+            }
+            _ => true,
+        }
+    }
+}
+
 #[async_trait]
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
@@ -465,6 +535,8 @@ impl Store for RedisStore {
     async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
         let (tx, rx) = mpsc::channel(1024);
         let nodes = self.bus_nodes.clone();
+        let sequenced = matches!(self.conn, Conn::Single(_));
+        let mut conn = self.conn();
         tokio::spawn(async move {
             let mut connected = false;
             let mut next = 0usize;
@@ -476,7 +548,19 @@ impl Store for RedisStore {
                     Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
                     Err(_) => None,
                 };
-                if let Some(mut pubsub) = pubsub {
+                // The change number at subscription: announcements after it must follow on
+                // without a gap. (Ones up to it may still arrive; the flush covers them.)
+                let baseline = match (&pubsub, sequenced) {
+                    (None, _) => None,
+                    (Some(_), false) => Some(Sequence::Unsequenced),
+                    (Some(_), true) => redis::cmd("GET")
+                        .arg(BUS_SEQ)
+                        .query_async::<Option<u64>>(&mut conn)
+                        .await
+                        .ok()
+                        .map(|seq| Sequence::Last(seq.unwrap_or(0))),
+                };
+                if let (Some(mut pubsub), Some(mut sequence)) = (pubsub, baseline) {
                     connected = true;
                     if tx.send(BusEvent::Connected).await.is_err() {
                         return;
@@ -484,14 +568,23 @@ impl Store for RedisStore {
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
-                        let mut parts = payload.split(' ');
-                        let user = parts
-                            .next()
-                            .filter(|u| *u != "*")
-                            .map(|u| UserId::from_stored(u.to_owned()));
-                        let at = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-                        let event = BusEvent::Invalidate { user, at: Timestamp::from_millis(at) };
+                        let Some(message) = Announcement::parse(&payload) else {
+                            tracing::warn!("ignored a malformed bus message");
+                            continue;
+                        };
+                        let event = BusEvent::Invalidate { user: message.user, at: message.at };
                         if tx.send(event).await.is_err() {
+                            return;
+                        }
+                        if sequence.follow(message.seq) {
+                            continue;
+                        }
+                        // A change number was skipped: an announcement was lost. Stop trusting
+                        // the cache until it has been flushed, as after a lost connection.
+                        tracing::error!("a session invalidation was missed; flushing the cache");
+                        if tx.send(BusEvent::Disconnected).await.is_err()
+                            || tx.send(BusEvent::Connected).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -575,11 +668,10 @@ impl Store for RedisStore {
         keep: Option<&SessionId>,
     ) -> StoreResult<(User, Vec<SessionId>)> {
         let uid = id.as_str();
+        let mut script = self.scripts.update_user.prepare_invoke();
+        script.key(user_key(uid)).key(index_key(uid));
         let (fields, revoked): (Vec<String>, Vec<String>) = self
-            .scripts
-            .update_user
-            .key(user_key(uid))
-            .key(index_key(uid))
+            .announced(&mut script)
             .arg(change.password_hash.as_ref().map_or("", PasswordHash::as_str))
             .arg(change.roles.as_deref().map(roles_json).unwrap_or_default())
             .arg(change.disabled.map_or("", |d| if d { "1" } else { "0" }))
@@ -587,14 +679,14 @@ impl Store for RedisStore {
             .arg(if change.revokes_sessions() { "1" } else { "0" })
             .arg(keep.map_or("", SessionId::as_str))
             .arg(session_prefix(uid))
+            .arg(uid)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| script_error(e, "user"))?;
         let map: Fields = fields.chunks_exact(2).map(|c| (c[0].clone(), c[1].clone())).collect();
         let user = decode_user(&map)?.user;
         let revoked = pairs(revoked);
-        self.delete_hints(&revoked).await?;
-        self.publish(uid).await;
+        self.forget_hints(&revoked).await;
         Ok((user, revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect()))
     }
 
@@ -625,12 +717,10 @@ impl Store for RedisStore {
         let uid = s.user_id.as_str();
         let sid = s.id.as_str();
         let th = s.token_hash.to_hex();
+        let mut script = self.scripts.create_session.prepare_invoke();
+        script.key(user_key(uid)).key(index_key(uid)).key(session_key(uid, sid));
         let (evicted, pruned): (Vec<String>, Vec<String>) = self
-            .scripts
-            .create_session
-            .key(user_key(uid))
-            .key(index_key(uid))
-            .key(session_key(uid, sid))
+            .announced(&mut script)
             .arg(sid)
             .arg(&th)
             .arg(s.csrf.expose())
@@ -664,10 +754,7 @@ impl Store for RedisStore {
         let evicted = pairs(evicted);
         let mut stale = pairs(pruned);
         stale.extend(evicted.iter().cloned());
-        self.delete_hints(&stale).await?;
-        if !evicted.is_empty() {
-            self.publish(uid).await;
-        }
+        self.forget_hints(&stale).await;
         Ok(evicted.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect())
     }
 
@@ -722,40 +809,46 @@ impl Store for RedisStore {
     ) -> StoreResult<bool> {
         let Some(uid) = self.uid_of_session(id).await? else { return Ok(false) };
         let (from, to) = (from.to_hex(), to.to_hex());
+        let mut script = self.scripts.rotate.prepare_invoke();
+        script.key(session_key(&uid, id.as_str()));
         let expires: Option<String> = self
-            .scripts
-            .rotate
-            .key(session_key(&uid, id.as_str()))
+            .announced(&mut script)
             .arg(&from)
             .arg(&to)
             .arg(csrf.expose())
             .arg(now.as_millis())
+            .arg(&uid)
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
         let Some(expires) = expires else { return Ok(false) };
-        self.each(vec![
-            redis::cmd("SET")
-                .arg(token_key(&to))
-                .arg(format!("{uid} {}", id.as_str()))
-                .arg("PXAT")
-                .arg(&expires)
-                .clone(),
-            redis::cmd("DEL").arg(token_key(&from)).clone(),
-        ])
-        .await?;
-        self.publish(&uid).await;
+        // The new token's hint is needed to find the session; the old one's finds nothing now.
+        let _: () = self
+            .conn()
+            .set_options(
+                token_key(&to),
+                format!("{uid} {}", id.as_str()),
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PXAT(
+                    expires.parse().map_err(|_| corrupt("session deadline"))?,
+                )),
+            )
+            .await
+            .map_err(err)?;
+        if let Err(e) = self.conn().del::<_, ()>(token_key(&from)).await {
+            tracing::warn!(error = %e, "could not delete the lookup hint of a rotated token");
+        }
         Ok(true)
     }
 
     async fn revoke_session(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
         let Some(uid) = self.uid_of_session(id).await? else { return Ok(None) };
+        let mut script = self.scripts.revoke.prepare_invoke();
+        script.key(session_key(&uid, id.as_str())).key(index_key(&uid));
         let th: Option<String> = self
-            .scripts
-            .revoke
-            .key(session_key(&uid, id.as_str()))
-            .key(index_key(&uid))
+            .announced(&mut script)
             .arg(id.as_str())
+            .arg(&uid)
+            .arg(Timestamp::now().as_millis())
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
@@ -763,8 +856,7 @@ impl Store for RedisStore {
             let _: () = self.conn().del(sid_key(id.as_str())).await.map_err(err)?;
             return Ok(None);
         };
-        self.delete_hints(&[(id.as_str().to_owned(), th)]).await?;
-        self.publish(&uid).await;
+        self.forget_hints(&[(id.as_str().to_owned(), th)]).await;
         Ok(Some(UserId::from_stored(uid)))
     }
 
@@ -774,20 +866,19 @@ impl Store for RedisStore {
         keep: Option<&SessionId>,
     ) -> StoreResult<Vec<SessionId>> {
         let uid = user.as_str();
+        let mut script = self.scripts.revoke_user.prepare_invoke();
+        script.key(index_key(uid));
         let flat: Vec<String> = self
-            .scripts
-            .revoke_user
-            .key(index_key(uid))
+            .announced(&mut script)
             .arg(session_prefix(uid))
             .arg(keep.map_or("", SessionId::as_str))
+            .arg(uid)
+            .arg(Timestamp::now().as_millis())
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
         let revoked = pairs(flat);
-        self.delete_hints(&revoked).await?;
-        if !revoked.is_empty() {
-            self.publish(uid).await;
-        }
+        self.forget_hints(&revoked).await;
         Ok(revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect())
     }
 
@@ -1213,5 +1304,36 @@ impl Store for RedisStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_parse_with_and_without_a_change_number() {
+        let a = Announcement::parse("usr_1 1700000000000 42").unwrap();
+        assert_eq!(a.user, Some(UserId::from_stored("usr_1".into())));
+        assert_eq!((a.at, a.seq), (Timestamp::from_millis(1_700_000_000_000), Some(42)));
+        assert_eq!(Announcement::parse("usr_1 5 ").unwrap().seq, None, "a Cluster's");
+        assert_eq!(Announcement::parse("usr_1 5").unwrap().seq, None, "an older node's");
+        assert_eq!(Announcement::parse("* 5 7").unwrap().user, None);
+        for bad in ["", " 5 1", "usr_1", "usr_1 soon 1", "usr_1 5 x"] {
+            assert_eq!(Announcement::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_skipped_change_number_is_a_gap() {
+        let mut seq = Sequence::Last(10);
+        assert!(seq.follow(Some(9)), "from before the subscription");
+        assert!(seq.follow(Some(10)));
+        assert!(seq.follow(Some(11)));
+        assert!(seq.follow(None), "unnumbered");
+        assert!(!seq.follow(Some(13)), "12 was lost");
+        assert!(seq.follow(Some(14)), "and the count goes on from there");
+        let mut cluster = Sequence::Unsequenced;
+        assert!(cluster.follow(Some(3)) && cluster.follow(None));
     }
 }

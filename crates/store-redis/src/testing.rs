@@ -109,6 +109,26 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
+    /// A URL on this (plain) server as a user for whom the stores' lookup hints (`cr:t:*`,
+    /// `cr:i:*`) are read-only: every write a store makes to them after a change fails, which
+    /// is how the tests inject a failure between a change and the writes that follow it.
+    pub async fn url_with_read_only_hints(&self) -> String {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("faulty")
+            .arg("on")
+            .arg(">faulty-password")
+            .arg("resetkeys")
+            .arg(&["~cr:u:*", "~cr:x:*", "~cr:s:*", "~cr:n:*", "~cr:bus*", "~cr:users"])
+            .arg(&["%R~cr:t:*", "%R~cr:i:*", "&*", "+@all"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        format!("redis://faulty:faulty-password@127.0.0.1:{}/", self.port)
+    }
+
     /// The CA that signed a TLS server's certificate, PEM.
     pub fn ca_pem(&self) -> Vec<u8> {
         std::fs::read(self.dir.path().join("ca.pem")).unwrap_or_default()

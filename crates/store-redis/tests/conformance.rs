@@ -15,12 +15,48 @@ async fn fresh() -> (RedisStore, RedisServer) {
 
 cloakroom_core::store_conformance_tests!(fresh);
 
+/// Regression (red-team review): the invalidation was PUBLISHed after the change, behind writes
+/// that could fail with `?`, so a committed revocation could go unannounced and other nodes
+/// served the revoked session until their safety TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_survive_failed_secondary_writes() {
+    let (healthy, server) = fresh().await;
+    let faulty = RedisStore::connect(&server.url_with_read_only_hints().await).await.unwrap();
+    cloakroom_core::testing::announcements_survive_failed_secondary_writes(&healthy, &faulty).await;
+}
+
+/// A lost announcement is detected: the next one's change number skips, and the subscriber
+/// stops trusting its cache (Disconnected, then Connected) until it has flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_change_numbers_flushes_the_subscriber() {
+    use cloakroom_core::store::BusEvent;
+    use cloakroom_core::{Store as _, testing};
+    let (store, server) = fresh().await;
+    let alice = testing::user(&store, "alice", &[]).await;
+    let mut feed = store.subscribe().await.unwrap();
+    assert_eq!(feed.recv().await, Some(BusEvent::Connected));
+    let (_, one) = testing::session(&store, &alice, testing::t0()).await;
+    store.revoke_session(&one).await.unwrap();
+    assert!(matches!(feed.recv().await, Some(BusEvent::Invalidate { .. })));
+    // A change whose announcement never reached this subscriber: its number is used up.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("INCR").arg("cr:bus:seq").query_async(&mut conn).await.unwrap();
+    let (_, two) = testing::session(&store, &alice, testing::t0()).await;
+    store.revoke_session(&two).await.unwrap();
+    assert!(matches!(feed.recv().await, Some(BusEvent::Invalidate { .. })));
+    let next = tokio::time::timeout(Duration::from_secs(2), feed.recv()).await.unwrap();
+    assert_eq!(next, Some(BusEvent::Disconnected), "the gap is noticed");
+    assert_eq!(feed.recv().await, Some(BusEvent::Connected));
+}
+
 /// Every key in the instance, sorted.
 async fn keys(url: &str) -> Vec<String> {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut all: Vec<String> = redis::cmd("KEYS").arg("cr:*").query_async(&mut conn).await.unwrap();
-    all.retain(|k| !k.starts_with("cr:audit"));
+    // The audit streams and the bus's one change counter are meant to stay.
+    all.retain(|k| !k.starts_with("cr:audit") && k != "cr:bus:seq");
     all.sort();
     all
 }

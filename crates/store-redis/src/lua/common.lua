@@ -1,4 +1,14 @@
--- Shared by the scripts that walk a user's session index; prepended to each when it is built.
+-- Shared by the scripts that change sessions; prepended to each when it is built.
+
+-- Announces on the bus that user `uid`'s cached sessions are stale, in the same atomic step as
+-- the change: a committed change is never left unannounced. With a sequence key (one Redis; a
+-- Cluster has no key every script can reach) the message carries the next change number, so a
+-- subscriber that sees a gap knows it missed one and stops trusting its cache.
+local function announce(seqkey, uid, at)
+  local seq = ''
+  if seqkey then seq = redis.call('INCR', seqkey) end
+  redis.call('PUBLISH', 'cr:bus', uid .. ' ' .. at .. ' ' .. seq)
+end
 
 -- Deletes session `m` and its index entry, appending `m, th` to `out`.
 local function drop(index, prefix, m, th, out)

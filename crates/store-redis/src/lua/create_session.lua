@@ -1,7 +1,7 @@
--- KEYS: user, index, session. ARGV: sid, token hash, csrf, created, idle, exp, ip, ua, data, cap,
+-- KEYS: user, index, session, [bus sequence]. ARGV: sid, token hash, csrf, created, idle, exp, ip, ua, data, cap,
 -- now, session key prefix, has ip, has ua, uid, audience ('' for none).
 -- Prunes the index (members whose session is gone or dead at `now` are deleted), evicts the oldest
--- live sessions beyond cap - 1, inserts the session. Returns {evicted pairs, pruned pairs}: sid, th.
+-- live sessions beyond cap - 1 (announcing the evictions), inserts the session. Returns {evicted pairs, pruned pairs}: sid, th.
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOUSER') end
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('CONFLICT') end
 local now = tonumber(ARGV[11])
@@ -25,4 +25,5 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 if redis.call('PEXPIRETIME', KEYS[2]) < tonumber(ARGV[6]) then
   redis.call('PEXPIREAT', KEYS[2], ARGV[6])
 end
+if #evicted > 0 then announce(KEYS[4], ARGV[15], ARGV[11]) end
 return {evicted, pruned}
