@@ -51,6 +51,12 @@ pub struct RawConfig {
     /// A client must send a request's headers within this long, e.g. 10s [default: 10s]
     #[arg(long, env = "CLOAKROOM_HEADER_TIMEOUT", global = true)]
     pub header_timeout: Option<String>,
+    /// A client must send a request's whole body within this long, e.g. 10s [default: 10s]
+    #[arg(long, env = "CLOAKROOM_BODY_TIMEOUT", global = true)]
+    pub body_timeout: Option<String>,
+    /// Most client connections open at once, 0 = the open-file limit less 64 [default: 0]
+    #[arg(long, env = "CLOAKROOM_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<String>,
     /// Most password hashes computed at once [default: number of CPUs]
     #[arg(long, env = "CLOAKROOM_LOGIN_CONCURRENCY", global = true)]
     pub login_concurrency: Option<String>,
@@ -79,6 +85,8 @@ const KEYS: &[&str] = &[
     "log_format",
     "trusted_proxies",
     "header_timeout",
+    "body_timeout",
+    "max_connections",
     "login_concurrency",
     "password_pepper",
     "grant_key",
@@ -157,6 +165,10 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Time allowed for a request's headers (slow clients are cut off).
     pub header_timeout: Duration,
+    /// Time allowed for a request's body (slow uploads are cut off).
+    pub body_timeout: Duration,
+    /// Most client connections at once; 0 = derived from the open-file limit at start.
+    pub max_connections: usize,
     /// Concurrent password hashes.
     pub login_concurrency: usize,
     /// Pepper bytes, if configured.
@@ -181,6 +193,8 @@ impl RawConfig {
             log_format: self.log_format.or(lower.log_format),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             header_timeout: self.header_timeout.or(lower.header_timeout),
+            body_timeout: self.body_timeout.or(lower.body_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
             login_concurrency: self.login_concurrency.or(lower.login_concurrency),
             password_pepper: self.password_pepper.or(lower.password_pepper),
             grant_key: self.grant_key.or(lower.grant_key),
@@ -329,6 +343,22 @@ impl RawConfig {
         if header_timeout.is_zero() || header_timeout > Duration::from_secs(300) {
             return Err(invalid("header_timeout", "must be between 1s and 5m"));
         }
+        let body_timeout = duration("body_timeout", self.body_timeout.as_deref(), "10s")?;
+        if body_timeout.is_zero() || body_timeout > Duration::from_secs(300) {
+            return Err(invalid("body_timeout", "must be between 1s and 5m"));
+        }
+        let max_connections = match self.max_connections.as_deref().map(str::trim) {
+            None => 0,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n == 0 || (16..=1_000_000).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "max_connections",
+                        "expected 0 (from the open-file limit) or a number from 16 to 1000000",
+                    ));
+                }
+            },
+        };
         let login_concurrency = match self.login_concurrency.as_deref() {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
             Some(v) => match v.trim().parse::<usize>() {
@@ -364,6 +394,8 @@ impl RawConfig {
             log_format,
             trusted_proxies,
             header_timeout,
+            body_timeout,
+            max_connections,
             login_concurrency,
             password_pepper,
             grant_key,

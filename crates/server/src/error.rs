@@ -80,6 +80,13 @@ impl ApiError {
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
+    /// 503 `server_busy` with `Retry-After`: a node-wide cap on what clients may hold open
+    /// (request bodies in flight, event streams) is reached; nothing was done.
+    pub fn server_busy(message: impl Into<String>, retry_after: Duration) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_busy", message);
+        e.retry_after = Some(retry_after);
+        e
+    }
     /// 429 `rate_limited` with `Retry-After`.
     pub fn rate_limited(retry_after: Duration) -> Self {
         let mut e = Self::new(
@@ -197,6 +204,10 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 headers.insert(header::RETRY_AFTER, v);
             }
+        }
+        if self.code == "server_busy" {
+            // A refused client must not keep holding the connection it was refused on.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

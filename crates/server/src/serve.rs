@@ -105,7 +105,20 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr()?;
     config.bound_to(bound);
-    let header_timeout = config.header_timeout;
+    // Every connection costs a file descriptor: take what the hard limit allows, and stay below
+    // it, so a flood meets Cloakroom's caps and not "Too many open files".
+    let open_files = crate::limits::raise_open_file_limit();
+    config.max_connections = crate::limits::connection_cap(config.max_connections, open_files);
+    let limits = ServeLimits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        connections: config.max_connections,
+    };
+    tracing::info!(
+        max_connections = limits.connections,
+        open_files = open_files.unwrap_or(0),
+        "connection limits"
+    );
     let state = cached_state(Arc::clone(&store), config, Cost::ASVS, grants);
     if store.needs_sweep() {
         tokio::spawn(sweep(Arc::clone(&store)));
@@ -129,7 +142,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ));
         tracing::warn!("no user yet: a one-time setup link was printed on standard output");
     }
-    serve_http(listener, state, header_timeout, shutdown()).await;
+    serve_http(listener, state, limits, shutdown()).await;
     tracing::info!("cloakroom stopped");
     Ok(())
 }
@@ -143,9 +156,22 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
+/// What [`serve_http`] lets clients hold.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// A request's headers must arrive within this, or the connection is closed.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this, or the request fails.
+    pub body_timeout: Duration,
+    /// Most connections open at once; further clients wait in the listen queue.
+    pub connections: usize,
+}
+
 /// Serves HTTP/1.1 until `stop` resolves, then lets open requests finish (up to 10 seconds).
-/// Unlike `axum::serve`, a client must send a request's headers within `header_timeout`, or its
-/// connection is closed: slow clients cannot pin connections (slowloris).
+/// Unlike `axum::serve`, every way a client can hold the server is bounded ([`crate::limits`]):
+/// headers must arrive within `header_timeout` (slowloris), a body within `body_timeout` and
+/// only while a slot of the node's share for bodies is free (others get 503 `server_busy` at
+/// once, without the body being read), connections up to `connections`.
 ///
 /// `GET`/`HEAD /v1/auth/check` is answered before the router: it sits in front of every request
 /// of every app behind a forward-auth proxy, and the router's generic machinery (route matching,
@@ -154,17 +180,29 @@ fn say(line: &str) {
 async fn serve_http(
     listener: tokio::net::TcpListener,
     state: AppState,
-    header_timeout: Duration,
+    limits: ServeLimits,
     stop: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::sync::Semaphore;
     use tower::ServiceExt as _;
 
     let app = crate::app::app(state.clone());
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
+    let connections = Arc::new(Semaphore::new(limits.connections.max(1)));
+    let bodies = Arc::new(Semaphore::new((limits.connections / 2).max(1)));
     loop {
+        // A free connection slot first: at the cap, new clients wait in the kernel's listen
+        // queue instead of taking descriptors the open connections need.
+        let slot = tokio::select! {
+            slot = Arc::clone(&connections).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -180,26 +218,45 @@ async fn serve_http(
         let both = Arc::new((
             app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))),
             state.clone(),
+            Arc::clone(&bodies),
+            Arc::clone(&connections),
         ));
+        let cap = limits.connections;
+        let body_timeout = limits.body_timeout;
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let both = Arc::clone(&both);
             async move {
-                let (router, state) = &*both;
+                let (router, state, bodies, connections) = &*both;
                 let fast = matches!(*req.method(), Method::GET | Method::HEAD)
                     && req.uri().path() == CHECK_ROUTE;
                 if !fast {
-                    return router.clone().oneshot(req.map(axum::body::Body::new)).await;
+                    let req = if !crate::limits::has_body(&req) {
+                        req.map(axum::body::Body::new)
+                    } else {
+                        let Ok(slot) = Arc::clone(bodies).try_acquire_owned() else {
+                            return Ok(too_many_bodies());
+                        };
+                        req.map(|body| {
+                            axum::body::Body::new(crate::limits::DeadlineBody::new(
+                                body,
+                                body_timeout,
+                                slot,
+                            ))
+                        })
+                    };
+                    let response = router.clone().oneshot(req).await?;
+                    return Ok(shed_when_full(response, connections, cap));
                 }
                 let start = std::time::Instant::now();
                 let (parts, _) = req.into_parts();
                 let response = check::answer(state, &parts).await;
                 crate::metrics::record_route(CHECK_ROUTE, start, response.status());
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::convert::Infallible>(shed_when_full(response, connections, cap))
             }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(limits.header_timeout)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
@@ -207,12 +264,40 @@ async fn serve_http(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still open 10 s after shutdown began; stopping anyway");
     }
+}
+
+/// The answer when the node's share for request bodies is taken: 503 at once, without reading
+/// the body, and the connection closed (its unread body cannot be skipped).
+fn too_many_bodies() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    crate::error::ApiError::server_busy(
+        "too many requests are sending a body; try again shortly",
+        Duration::from_secs(1),
+    )
+    .into_response()
+}
+
+/// Under pressure (less than an eighth of the connection slots free), a response closes its
+/// connection instead of keeping it alive: idle keep-alive connections give their slots back
+/// to clients that are waiting, and nothing else changes for the client.
+fn shed_when_full(
+    mut response: axum::response::Response,
+    connections: &tokio::sync::Semaphore,
+    cap: usize,
+) -> axum::response::Response {
+    if connections.available_permits() < cap / 8 {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Deletes expired sessions once a minute. Expiry is enforced on every check regardless; this

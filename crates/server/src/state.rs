@@ -28,6 +28,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Grants, when a sealing key is available (see [`crate::grants::sealing_key`]).
     pub grants: Option<Arc<Grants>>,
+    /// Slots for event streams (`/v1/revocations`), capped in all and per client address.
+    pub streams: crate::limits::StreamSlots,
     /// The first-run setup link's token, while one is valid.
     setup: std::sync::Mutex<Option<crate::pages::SetupToken>>,
 }
@@ -49,7 +51,10 @@ impl AppState {
         grants: Option<Arc<Grants>>,
     ) -> Self {
         let setup = std::sync::Mutex::new(None);
-        Self(Arc::new(Inner { manager, config, throttle, metrics, grants, setup }))
+        let cap =
+            crate::limits::connection_cap(config.max_connections, crate::limits::open_file_limit());
+        let streams = crate::limits::StreamSlots::new(cap);
+        Self(Arc::new(Inner { manager, config, throttle, metrics, grants, streams, setup }))
     }
 
     /// Makes a first-run setup token (replacing any) and returns it, for the link printed at

@@ -82,3 +82,94 @@ async fn concurrent_wrong_passwords_over_two_nodes_share_one_budget() {
         "{verified} guesses verified over two nodes; the limit is {ACCOUNT_IP_LIMIT}"
     );
 }
+
+/// Opens a connection to `base` (`http://host:port`) and sends `head`, then holds it open.
+async fn hold(base: &str, head: String) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(head.as_bytes()).await.ok()?;
+    Some(stream)
+}
+
+/// Regression: a client that sent complete headers and then trickled its body held its
+/// connection forever, `/v1/revocations` streams needed no credentials and had no cap, and
+/// nothing capped connections: under a 256-descriptor limit, 300 such clients made `/healthz`
+/// time out ("Too many open files"), and with it every app behind forward-auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_bodies_and_event_streams_cannot_starve_health_and_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("f.db").display());
+    let args = ["user", "add", "alice", "--password-stdin"];
+    let (code, out, err) = cli_store(&store, &args, Some(&format!("{PASSWORD}\n")));
+    assert_eq!(code, 0, "{out}{err}");
+    let server = Server::start_limited(&store, &dir.path().join("f.log"), 256);
+    let base = server.base.clone();
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let who = common::process::http_login(&http, &base, "alice", PASSWORD).await;
+
+    // 300 uploads that never finish, and 150 event streams, all held open.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let head = "POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                    Content-Length: 100000\r\n\r\n{"
+            .to_owned();
+        held.extend(hold(&base, head).await);
+    }
+    for _ in 0..150 {
+        let head = "GET /v1/revocations HTTP/1.1\r\nHost: x\r\n\r\n".to_owned();
+        held.extend(hold(&base, head).await);
+    }
+    assert!(held.len() >= 400, "the clients connected ({})", held.len());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // Health and the forward-auth check keep answering, each within a second.
+    for round in 0..10 {
+        let r = http.get(format!("{base}/healthz")).send().await;
+        assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(200), "healthz, round {round}");
+        let r =
+            http.get(format!("{base}/v1/auth/check")).header("cookie", &who.cookie).send().await;
+        assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(200), "check, round {round}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // Streams are capped (16 per address): one more from here is refused at once.
+    let r = http.get(format!("{base}/v1/revocations")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "server_busy");
+    drop(held);
+}
+
+/// Regression: a body trickled byte by byte held its connection forever. Now it must arrive
+/// within `body_timeout`; past that the request fails with a 4xx and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off_at_the_body_deadline() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let server = Server::start_with(&db, &dir.path().join("b.log"), &["--body-timeout", "1s"]);
+    let head = "POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\n\r\n{";
+    let mut stream = hold(&server.base, head.to_owned()).await.unwrap();
+    let started = std::time::Instant::now();
+    let trickle = async {
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if stream.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), trickle).await;
+    let mut answer = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(3), stream.read_to_end(&mut answer));
+    assert!(read.await.is_ok(), "the connection was closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}

@@ -238,12 +238,17 @@ pub async fn keys(State(state): State<AppState>) -> ApiResult<Response> {
 #[utoipa::path(get, path = "/v1/revocations", tag = "grants", security(()),
     responses(
         (status = 200, description = "Server-sent events: `revoked` ({kind, id, at, until}), `ready`, `keys`", content_type = "text/event-stream", body = String),
-        (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
-pub async fn revocations(State(state): State<AppState>) -> ApiResult<Response> {
+        (status = 503, description = "store_unavailable / grants_not_configured / server_busy (too many streams: in all, or from this address)", body = crate::openapi::ErrorBody)))]
+pub async fn revocations(State(state): State<AppState>, client: Client) -> ApiResult<Response> {
     let grants = grants(&state)?;
-    let live = grants.subscribe();
-    let snapshot = grants.snapshot().await?;
+    // Streams are long-lived and need no credentials: each takes a capped slot, so a flood of
+    // them cannot use up the node's connections.
+    let Some(slot) = state.streams.take(client.ip) else {
+        return Err(ApiError::server_busy("too many event streams", Duration::from_secs(5)));
+    };
+    let live = Live(grants.subscribe(), slot);
     metrics::gauge!("cloakroom_revocation_feed_subscribers").increment(1.0);
+    let snapshot = grants.snapshot().await?;
     let events = stream::iter(snapshot.into_iter().map(|r| revoked_event(&r)))
         .chain(stream::once(async { Event::default().event("ready").data("{}") }))
         .chain(live_events(live));
@@ -259,7 +264,8 @@ fn revoked_event(r: &cloakroom_core::grant::GrantRevocation) -> Event {
     Event::default().event("revoked").data(data)
 }
 
-struct Live(broadcast::Receiver<FeedEvent>);
+/// A live subscription, holding its stream slot until the stream ends.
+struct Live(broadcast::Receiver<FeedEvent>, #[allow(dead_code)] crate::limits::StreamSlot);
 
 impl Drop for Live {
     fn drop(&mut self) {
@@ -267,8 +273,8 @@ impl Drop for Live {
     }
 }
 
-fn live_events(rx: broadcast::Receiver<FeedEvent>) -> impl Stream<Item = Event> {
-    stream::unfold(Live(rx), |mut live| async move {
+fn live_events(live: Live) -> impl Stream<Item = Event> {
+    stream::unfold(live, |mut live| async move {
         match live.0.recv().await {
             Ok(FeedEvent::Revoked(r)) => Some((revoked_event(&r), live)),
             Ok(FeedEvent::Keys) => Some((Event::default().event("keys").data("{}"), live)),

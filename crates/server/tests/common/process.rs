@@ -47,6 +47,24 @@ impl Server {
         Server { child, base }
     }
 
+    /// Starts on any store URL with its open-file limit (soft and hard) set to `nofile`.
+    pub fn start_limited(store: &str, log: &Path, nofile: u32) -> Server {
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", store])
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("a listening line").unwrap();
+        let base = line.strip_prefix("cloakroom listening on ").expect(&line).to_owned();
+        Server { child, base }
+    }
+
     pub fn kill9(mut self) {
         // SIGKILL: no graceful shutdown, no chance to flush anything.
         self.child.kill().unwrap();
