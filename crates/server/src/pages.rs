@@ -90,12 +90,16 @@ fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     r
 }
 
+/// A redirect after a form post, with the pages' referrer policy: the page it leads to is
+/// fetched under the redirect's policy.
 fn see_other(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(to) {
-        r.headers_mut().insert(header::LOCATION, v);
+        h.insert(header::LOCATION, v);
     }
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     r
 }
 

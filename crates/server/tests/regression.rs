@@ -20,6 +20,52 @@ use common::process::{BIN, cli};
 use common::*;
 use serde_json::{Value, json};
 
+// ---------------------------------------------------------------- 7. security headers
+
+fn assert_hardened(r: &Reply, hsts: bool, what: &str) {
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+    let expected = hsts.then_some("max-age=31536000");
+    assert_eq!(r.header("strict-transport-security"), expected, "{what}");
+}
+
+#[tokio::test]
+async fn every_response_carries_nosniff_and_hsts_when_the_origin_is_https() {
+    for (origin, hsts) in [(None, false), (Some("https://app.example.com"), true)] {
+        let raw = RawConfig { public_origin: origin.map(str::to_owned), ..Default::default() };
+        let h = harness_with(raw).await;
+        h.add_user("alice", &[]).await;
+        let b = h.login("alice").await;
+        let get = |uri: &str| req(Method::GET, uri).body(Body::empty()).unwrap();
+        let cases = [
+            (h.send(b.get("/v1/session")).await, "an API response"),
+            (h.send(get("/v1/session")).await, "an error"),
+            (h.send(get("/no/such/route")).await, "a 404"),
+            (h.send(req(Method::DELETE, "/healthz").body(Body::empty()).unwrap()).await, "a 405"),
+            (h.send(get("/login")).await, "a page"),
+            (h.send(get("/")).await, "a page's redirect"),
+            (h.send(b.get("/v1/auth/check")).await, "the routed check"),
+        ];
+        for (r, what) in &cases {
+            assert_hardened(r, hsts, what);
+        }
+        // Pages keep the referrer on this origin, redirects included.
+        for (r, what) in &cases[4..6] {
+            assert_eq!(r.header("referrer-policy"), Some("same-origin"), "{what}");
+        }
+        // The check as `cloakroom serve` answers it, before the router, allowed and refused.
+        for cookie in [b.cookie(), "__Host-cloakroom=crs_nothing".into()] {
+            let (parts, _) = req(Method::GET, "/v1/auth/check")
+                .header(header::COOKIE, cookie)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let r = cloakroom_server::routes::check::answer(&h.state, &parts).await;
+            let reply = Reply { status: r.status(), headers: r.headers().clone(), body: vec![] };
+            assert_hardened(&reply, hsts, "the check's fast path");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- 8. several Origin headers
 
 #[tokio::test]
