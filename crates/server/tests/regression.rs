@@ -20,6 +20,34 @@ use common::process::{BIN, cli};
 use common::*;
 use serde_json::{Value, json};
 
+// ---------------------------------------------------------------- 2. logout of a scoped session
+
+#[tokio::test]
+async fn logout_with_an_exchanged_session_ends_it() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    let r = h.send(b.send(Method::POST, "/v1/grants", Some(json!({"audience": "app2"})))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+    let grant = r.json()["token"].as_str().unwrap().to_owned();
+    let body = json!({"token": grant, "audience": "app2"});
+    let r = h.send(json_req(Method::POST, "/v1/grants/exchange", body)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let scoped = r.json()["token"].as_str().unwrap().to_owned();
+    let bearer = |method: Method, uri: &str| {
+        req(method, uri)
+            .header(header::AUTHORIZATION, format!("Bearer {scoped}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(h.send(bearer(Method::GET, "/v1/auth/check?audience=app2")).await.status, 200);
+    assert_eq!(h.send(bearer(Method::POST, "/v1/logout")).await.status, 204);
+    let r = h.send(bearer(Method::GET, "/v1/auth/check?audience=app2")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The login session it came from is another session: it lives on.
+    assert_eq!(h.send(b.get("/v1/session")).await.status, StatusCode::OK);
+}
+
 // ---------------------------------------------------------------- 7. security headers
 
 fn assert_hardened(r: &Reply, hsts: bool, what: &str) {
