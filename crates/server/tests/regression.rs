@@ -20,6 +20,51 @@ use common::process::{BIN, cli};
 use common::*;
 use serde_json::{Value, json};
 
+// ---------------------------------------------------------------- 1. X-Forwarded-For
+
+/// A login from `peer` with these `X-Forwarded-For` headers; the IP its session recorded.
+async fn recorded_ip(h: &Harness, peer: &str, forwarded: &[&str]) -> String {
+    let body = json!({"username": "alice", "password": PASSWORD});
+    let mut r = json_req(Method::POST, "/v1/login", body);
+    let peer = std::net::SocketAddr::new(peer.parse().unwrap(), 40000);
+    r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    for value in forwarded {
+        r.headers_mut().append("x-forwarded-for", value.parse().unwrap());
+    }
+    let reply = h.send(r).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.json()["session"]["ip"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn forwarded_for_with_an_unparsable_hop_falls_back_to_the_peer() {
+    let raw = RawConfig { trusted_proxies: Some(vec!["10.0.0.1".into()]), ..Default::default() };
+    let h = harness_with(raw).await;
+    h.add_user("alice", &[]).await;
+    // The attacker wrote 6.6.6.6; a hop that is no bare address must not let it through.
+    for hop in ["203.0.113.9:4711", "unknown", "[2001:db8::1]:443"] {
+        let ip = recorded_ip(&h, "10.0.0.1", &[&format!("6.6.6.6, {hop}")]).await;
+        assert_eq!(ip, "10.0.0.1", "{hop}");
+    }
+    // Several headers are one list, walked from the right.
+    let ip = recorded_ip(&h, "10.0.0.1", &["6.6.6.6", "203.0.113.9"]).await;
+    assert_eq!(ip, "203.0.113.9");
+}
+
+#[tokio::test]
+async fn trusted_proxies_accept_networks() {
+    let nets = vec!["10.0.0.0/8".into(), "fd00::/8".into()];
+    let h = harness_with(RawConfig { trusted_proxies: Some(nets), ..Default::default() }).await;
+    h.add_user("alice", &[]).await;
+    let ip = recorded_ip(&h, "10.2.3.4", &["6.6.6.6, 203.0.113.9, 10.9.8.7"]).await;
+    assert_eq!(ip, "203.0.113.9");
+    let ip = recorded_ip(&h, "fd00::1", &["6.6.6.6, 2001:db8::7"]).await;
+    assert_eq!(ip, "2001:db8::7");
+    // Outside the networks, the header is not believed.
+    let ip = recorded_ip(&h, "192.0.2.1", &["203.0.113.9"]).await;
+    assert_eq!(ip, "192.0.2.1");
+}
+
 // ---------------------------------------------------------------- 2. logout of a scoped session
 
 #[tokio::test]
