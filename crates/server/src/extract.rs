@@ -28,6 +28,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use cloakroom_axum::request::{Via, find_cookie, is_unsafe};
+pub use exact_json::ExactJson;
+
+mod exact_json;
 
 /// The token a request carries, and how (the one reading shared with `cloakroom-axum`); a
 /// malformed `Authorization` header is 401.

@@ -169,3 +169,75 @@ async fn several_origin_or_sec_fetch_site_headers_are_an_origin_mismatch() {
     }
     assert_eq!(h.send(b.get("/v1/sessions")).await.json()["sessions"].as_array().unwrap().len(), 2);
 }
+
+// ---------------------------------------------------------------- 9, 10. session data
+
+fn put_data(b: &Browser, body: impl Into<Body>) -> axum::http::Request<Body> {
+    req(Method::PUT, "/v1/session/data")
+        .header(header::COOKIE, b.cookie())
+        .header("x-csrf-token", &b.csrf)
+        .header(header::ORIGIN, ORIGIN)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn session_data_numbers_beyond_2_pow_53_are_refused_not_rounded() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    for bad in [
+        r#"{"n": 9007199254740993}"#,
+        r#"{"n": -9007199254740993}"#,
+        r#"{"n": [1, 18446744073709551616]}"#,
+        r#"{"x": 0.30000000000000000001}"#,
+        r#"{"x": 9007199254740993.0}"#,
+    ] {
+        let r = h.send(put_data(&b, bad)).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{bad}"
+        );
+    }
+    // What is exact is kept, digit for digit.
+    let good =
+        r#"{"n":9007199254740992,"m":-9007199254740992,"x":0.1,"y":1.5,"s":"9007199254740993"}"#;
+    assert_eq!(h.send(put_data(&b, good)).await.status, StatusCode::NO_CONTENT);
+    let stored = h.send(b.get("/v1/session/data")).await;
+    assert_eq!(stored.json(), serde_json::from_str::<Value>(good).unwrap());
+    assert!(String::from_utf8_lossy(&stored.body).contains("9007199254740992"));
+    // The service API's session data too.
+    let key = h.api_key().await;
+    let body = r#"{"username": "alice", "data": {"n": 9007199254740993}}"#;
+    let r = h
+        .send(
+            req(Method::POST, "/v1/admin/sessions")
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn session_data_over_16_kib_is_413_before_it_is_parsed() {
+    let h = harness().await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    for body in ["x".repeat(20_000), format!("{{\"a\":\"{}\"}}", "y".repeat(17_000))] {
+        let r = h.send(put_data(&b, body)).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        );
+    }
+    // Past the route's own limit (64 KiB), the same.
+    let r = h.send(put_data(&b, "x".repeat(70_000))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Small and malformed stays a 400.
+    assert_eq!(h.send(put_data(&b, "not json")).await.status, StatusCode::BAD_REQUEST);
+}

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, Service};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, ExactJson, Service};
 use crate::routes::no_store;
 use crate::routes::session::DATA_LIMIT;
 use crate::state::AppState;
@@ -200,7 +200,7 @@ pub struct CreateSession {
 pub async fn create_session(
     State(state): State<AppState>,
     service: Service,
-    ApiJson(req): ApiJson<CreateSession>,
+    ExactJson(req): ExactJson<CreateSession>,
 ) -> ApiResult<Response> {
     let user = active_user(&state, &req.username).await?;
     if let Some(d) = &req.data {
