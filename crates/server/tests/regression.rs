@@ -93,6 +93,84 @@ async fn logout_with_an_exchanged_session_ends_it() {
     assert_eq!(h.send(b.get("/v1/session")).await.status, StatusCode::OK);
 }
 
+// ---------------------------------------------------------------- 4. CLI output
+
+/// The state over a fresh SQLite file at `db`, and the store.
+async fn state_on(db: &std::path::Path) -> (cloakroom_server::state::AppState, SqliteStore) {
+    let store = SqliteStore::open(db.to_str().unwrap()).await.unwrap();
+    let config = RawConfig::default().validate().unwrap();
+    let state =
+        cloakroom_server::serve::state(Arc::new(store.clone()), config, Cost::INSECURE_TEST);
+    (state, store)
+}
+
+/// Many users, added in one transaction (one at a time would wait on thousands of fsyncs).
+async fn many_users(store: &SqliteStore, n: u32) {
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO users (id, username, roles, created_at, updated_at)
+         SELECT printf('usr_%022d', i), printf('user%06d', i), '[\"staff\"]', 0, 0 FROM n",
+    )
+    .bind(n)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_cli_exits_quietly_when_stdout_closes_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let (_state, store) = state_on(&db).await;
+    // Far more than a pipe buffers (64 KiB), so the CLI is still writing when the reader leaves.
+    many_users(&store, 5000).await;
+    for args in [&["user", "list"][..], &["user", "list", "--json"]] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--store")
+            .arg(format!("sqlite:{}", db.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `| head -c 64`: the first bytes, then the reader is gone.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 64];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_cli_never_prints_control_characters_from_a_user_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let (state, _store) = state_on(&db).await;
+    let alice =
+        state.manager.create_user(Username::parse("alice").unwrap(), None, vec![]).await.unwrap();
+    let ua = "curl\x1b[31m red \x1b]0;owned\x07\r\n\u{9b}2J\u{202e}gnp.exe";
+    let client = ClientInfo { ip: None, user_agent: Some(ua.into()) };
+    state.manager.create(&alice, client, None).await.unwrap();
+    let (code, out, err) = cli(&db, &["session", "list"], None);
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().find(|l| l.contains("alice")).expect(&out);
+    for raw in ['\x1b', '\x07', '\r', '\u{9b}', '\u{202e}'] {
+        assert!(!out.contains(raw), "{raw:?} printed raw: {out:?}");
+    }
+    assert!(row.contains("curl\u{FFFD}[31m red"), "{row:?}");
+    // JSON keeps the text, escaped by serde.
+    let (code, out, _) = cli(&db, &["session", "list", "--json"], None);
+    assert_eq!(code, 0);
+    assert!(!out.contains('\x1b'));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sessions"][0]["user_agent"], ua);
+}
+
 // ---------------------------------------------------------------- 7. security headers
 
 fn assert_hardened(r: &Reply, hsts: bool, what: &str) {
