@@ -434,6 +434,7 @@ impl SessionManager {
         password: Option<&Password>,
         roles: Vec<Role>,
     ) -> Result<User, Error> {
+        let roles = normalize_roles(roles).map_err(roles_error)?;
         let password_hash = match password {
             Some(p) => {
                 p.check_policy()?;
@@ -444,7 +445,7 @@ impl SessionManager {
         let new = NewUser {
             id: UserId::generate()?,
             username,
-            roles: normalize_roles(roles),
+            roles,
             password_hash,
             created_at: Timestamp::now(),
         };
@@ -474,8 +475,8 @@ impl SessionManager {
         roles: Option<Vec<Role>>,
         disabled: Option<bool>,
     ) -> Result<(User, Vec<SessionId>), Error> {
-        let change =
-            UserChange { password_hash: None, roles: roles.map(normalize_roles), disabled };
+        let roles = roles.map(normalize_roles).transpose().map_err(roles_error)?;
+        let change = UserChange { password_hash: None, roles, disabled };
         let changed = self.store.update_user(user, &change, None).await?;
         self.invalidate(user);
         if disabled == Some(true) {
@@ -488,6 +489,10 @@ impl SessionManager {
     pub async fn user(&self, username: &Username) -> Result<Option<User>, StoreError> {
         Ok(self.store.user_by_name(username).await?.map(|r| r.user))
     }
+}
+
+fn roles_error(source: crate::user::NameError) -> Error {
+    Error::Name { field: "roles", source }
 }
 
 fn truncate(mut s: String, max: usize) -> String {

@@ -93,6 +93,97 @@ async fn logout_with_an_exchanged_session_ends_it() {
     assert_eq!(h.send(b.get("/v1/session")).await.status, StatusCode::OK);
 }
 
+// ---------------------------------------------------------------- 3. unbounded roles
+
+fn roles(n: usize, len: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{i:0len$}")).collect()
+}
+
+#[tokio::test]
+async fn more_than_32_roles_or_a_role_over_64_bytes_is_refused() {
+    let h = harness().await;
+    let key = h.api_key().await;
+    let put = |name: &str, body: Value| {
+        req(Method::PUT, &format!("/v1/admin/users/{name}"))
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let r = h.send(put("bob", json!({"roles": roles(33, 64)}))).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("at most 32 roles"));
+    let r = h.send(put("bob", json!({"roles": roles(1, 65)}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // The most there may be: created.
+    let r = h.send(put("bob", json!({"roles": roles(32, 64)}))).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // An update past the bound changes nothing, the password included.
+    let body = json!({"roles": roles(40, 8), "password": "another fine password"});
+    assert_eq!(h.send(put("bob", body)).await.status, StatusCode::BAD_REQUEST);
+    let user = h.state.manager.user(&Username::parse("bob").unwrap()).await.unwrap().unwrap();
+    assert_eq!(user.roles.len(), 32);
+    assert!(!user.has_password);
+}
+
+#[test]
+fn the_cli_refuses_more_than_32_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let many = roles(33, 3);
+    let mut args = vec!["user", "add", "bob", "--no-password"];
+    for r in &many {
+        args.extend(["--role", r.as_str()]);
+    }
+    let (code, _, err) = cli(&db, &args, None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("at most 32 roles"), "{err}");
+    let (code, _, err) = cli(&db, &["user", "add", "bob", "--no-password"], None);
+    assert_eq!(code, 0, "{err}");
+    let mut args = vec!["user", "role", "bob"];
+    for r in &many {
+        args.extend(["--add", r.as_str()]);
+    }
+    let (code, _, err) = cli(&db, &args, None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("at most 32 roles"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A store written before roles were bounded: 1,100 roles of 64 bytes (over 64 KiB, more than a
+/// session's compact form can hold).
+#[tokio::test]
+async fn a_stored_user_with_roles_past_the_session_slot_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let (state, store) = state_on(&db).await;
+    state.manager.create_user(Username::parse("alice").unwrap(), None, vec![]).await.unwrap();
+    let alice = state.manager.user(&Username::parse("alice").unwrap()).await.unwrap().unwrap();
+    let huge = roles(1100, 64).iter().map(|r| Role::from_stored(r.clone())).collect();
+    let change = UserChange { roles: Some(huge), ..UserChange::default() };
+    store.update_user(&alice.id, &change, None).await.unwrap();
+    let issued = state.manager.create(&alice, ClientInfo::default(), None).await.unwrap();
+    // The check fails closed, as for any record it cannot represent: 503, never a panic or a pass.
+    let app = cloakroom_server::app(state.clone());
+    let r = tower::ServiceExt::oneshot(
+        app,
+        req(Method::GET, "/v1/auth/check")
+            .header(header::AUTHORIZATION, format!("Bearer {}", issued.token.expose()))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The CLI lists the user, the cell cut short.
+    let (code, out, err) = cli(&db, &["user", "list"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let row = out.lines().find(|l| l.starts_with("alice")).unwrap();
+    assert!(row.contains('…'), "{row}");
+    assert!(row.chars().count() < 300, "{row}");
+}
+
 // ---------------------------------------------------------------- 4. CLI output
 
 /// The state over a fresh SQLite file at `db`, and the store.

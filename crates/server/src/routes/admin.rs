@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::password::Password;
+use cloakroom_core::user::normalize_roles;
 use cloakroom_core::{Role, SessionId, Timestamp, User, Username};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -77,6 +78,12 @@ pub async fn put_user(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
+    // The domain refuses too many roles as well; checked here first so that a refused request
+    // changes nothing (a new password would be set before the roles).
+    if let Some(rs) = &roles {
+        normalize_roles(rs.clone())
+            .map_err(|e| ApiError::invalid(format!("invalid roles: {e}")))?;
+    }
     let password = req.password.map(Password::new);
     if let Some(p) = &password {
         p.check_policy().map_err(|e| ApiError::invalid(e.to_string()))?;
