@@ -82,6 +82,17 @@ enum Cached {
     Miss(TokenHash),
 }
 
+/// Who asks for a change to a user. A user acting on accounts (an admin's session) is bound by
+/// rules that protect them from themselves; an operator who is no user (an API key, the command
+/// line) has no account of its own to lock out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// A signed-in user, by id.
+    User(&'a UserId),
+    /// An API key or the command line.
+    Operator,
+}
+
 /// Client details recorded with a session.
 #[derive(Clone, Debug, Default)]
 pub struct ClientInfo {
@@ -468,13 +479,20 @@ impl SessionManager {
         Ok(changed)
     }
 
-    /// Changes roles and/or the disabled flag. Disabling revokes every session of the user.
+    /// Changes roles and/or the disabled flag, as `actor` asks. Disabling revokes every session of
+    /// the user. A user may not disable their own account ([`Error::SelfDisable`]): an admin
+    /// would lock themselves out, perhaps as the last admin, with one click. Compared by id, so no
+    /// spelling of the name gets around it.
     pub async fn update_user(
         &self,
+        actor: Actor<'_>,
         user: &UserId,
         roles: Option<Vec<Role>>,
         disabled: Option<bool>,
     ) -> Result<(User, Vec<SessionId>), Error> {
+        if disabled == Some(true) && actor == Actor::User(user) {
+            return Err(Error::SelfDisable);
+        }
         let roles = roles.map(normalize_roles).transpose().map_err(roles_error)?;
         let change = UserChange { password_hash: None, roles, disabled };
         let changed = self.store.update_user(user, &change, None).await?;

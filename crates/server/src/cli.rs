@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::manager::Actor;
 use cloakroom_core::password::{Cost, Password};
 use cloakroom_core::token::{SecretKind, Token};
 use cloakroom_core::{Role, SessionId, SessionManager, Timestamp, User, Username};
@@ -349,7 +350,8 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
             let mut roles: Vec<Role> =
                 user.roles.iter().filter(|r| !remove.contains(r)).cloned().collect();
             roles.extend(add);
-            let (updated, _) = manager.update_user(&user.id, Some(roles), None).await?;
+            let (updated, _) =
+                manager.update_user(Actor::Operator, &user.id, Some(roles), None).await?;
             let list = updated.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
             audit(
                 manager,
@@ -362,7 +364,8 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
         }
         UserCmd::Disable { name } => {
             let user = existing(manager, &name).await?;
-            let (user, revoked) = manager.update_user(&user.id, None, Some(true)).await?;
+            let (user, revoked) =
+                manager.update_user(Actor::Operator, &user.id, None, Some(true)).await?;
             audit(
                 manager,
                 AuditEvent::new(AuditKind::UserDisabled, "cli")
@@ -377,7 +380,8 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
         }
         UserCmd::Enable { name } => {
             let user = existing(manager, &name).await?;
-            let (user, _) = manager.update_user(&user.id, None, Some(false)).await?;
+            let (user, _) =
+                manager.update_user(Actor::Operator, &user.id, None, Some(false)).await?;
             audit(
                 manager,
                 AuditEvent::new(AuditKind::UserEnabled, "cli").user(Some(&user.id), &user.username),

@@ -17,10 +17,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom_core::audit::{AuditEvent, AuditKind};
-use cloakroom_core::manager::Checked;
-use cloakroom_core::manager::ClientInfo;
+use cloakroom_core::manager::{Actor, Checked, ClientInfo};
 use cloakroom_core::token::{SecretKind, Token};
-use cloakroom_core::{ActiveSession, Role};
+use cloakroom_core::{ActiveSession, Role, UserId};
 use serde::de::DeserializeOwned;
 
 use crate::config::{Config, TrustedProxies};
@@ -236,6 +235,24 @@ impl FromRequestParts<AppState> for Caller {
 pub struct Service {
     /// For the audit log: `apikey:NAME` or `user:NAME`.
     pub actor: String,
+    /// The admin's user id when a session (not an API key) calls: the domain's rules about
+    /// acting on one's own account apply to it.
+    pub user: Option<UserId>,
+}
+
+impl Service {
+    /// An admin's session as a service-API caller.
+    pub fn admin(session: &ActiveSession) -> Self {
+        Service { actor: format!("user:{}", session.username()), user: Some(session.user_id()) }
+    }
+
+    /// Who acts, for the domain.
+    pub fn as_actor(&self) -> Actor<'_> {
+        match &self.user {
+            Some(id) => Actor::User(id),
+            None => Actor::Operator,
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Service {
@@ -243,13 +260,13 @@ impl FromRequestParts<AppState> for Service {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(name) = api_key_name(parts, state).await? {
-            return Ok(Service { actor: format!("apikey:{name}") });
+            return Ok(Service { actor: format!("apikey:{name}"), user: None });
         }
         let caller = Caller::from_request_parts(parts, state).await?;
         if !caller.session.has_role(Role::ADMIN) {
             return Err(ApiError::forbidden("the service API needs an API key or the admin role"));
         }
-        Ok(Service { actor: format!("user:{}", caller.session.username()) })
+        Ok(Service::admin(&caller.session))
     }
 }
 

@@ -396,7 +396,7 @@ async fn password_submit(
 /// An admin for a page: the caller with the `admin` role, as a service-API caller.
 fn as_admin(caller: &Caller) -> Result<Service, ApiError> {
     if caller.session.has_role(Role::ADMIN) {
-        Ok(Service { actor: format!("user:{}", caller.session.username()) })
+        Ok(Service::admin(&caller.session))
     } else {
         Err(ApiError::forbidden("this page needs the admin role"))
     }
@@ -483,9 +483,8 @@ async fn set_disabled(
         Ok(s) => s,
         Err(e) => return error_page(e, Some(&caller)),
     };
-    if disabled && caller.session.username() == username {
-        return error_page(ApiError::invalid("you cannot disable yourself"), Some(&caller));
-    }
+    // Disabling one's own account is refused by the domain (`SessionManager::update_user`),
+    // for this page and the API alike.
     let change = admin::PutUser { password: None, roles: None, disabled: Some(disabled) };
     match admin::put_user(State(state), service, ApiPath(username.clone()), ApiJson(change)).await {
         Ok(_) => admin_back(&username, if disabled { "disabled" } else { "enabled" }),

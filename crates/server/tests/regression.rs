@@ -262,6 +262,51 @@ async fn the_cli_never_prints_control_characters_from_a_user_agent() {
     assert_eq!(v["sessions"][0]["user_agent"], ua);
 }
 
+// ---------------------------------------------------------------- 6. disabling oneself
+
+#[tokio::test]
+async fn an_admin_cannot_disable_their_own_account_by_any_spelling() {
+    let h = harness().await;
+    h.add_user("admin2", &["admin"]).await;
+    let b = h.login("admin2").await;
+    // The API, by an admin's session: 409, in any case of the name.
+    for name in ["admin2", "ADMIN2", "Admin2"] {
+        let uri = format!("/v1/admin/users/{name}");
+        let r = h.send(b.send(Method::PUT, &uri, Some(json!({"disabled": true})))).await;
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::CONFLICT, "conflict"), "{name}");
+    }
+    // The admin page, the same rule.
+    let form = req(Method::POST, "/admin/users/ADMIN2/disable")
+        .header(header::COOKIE, b.cookie())
+        .header(header::ORIGIN, ORIGIN)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf_token={}", b.csrf)))
+        .unwrap();
+    assert_eq!(h.send(form).await.status, StatusCode::CONFLICT);
+    let me = h.state.manager.user(&Username::parse("admin2").unwrap()).await.unwrap().unwrap();
+    assert!(!me.disabled);
+    assert_eq!(h.send(b.get("/v1/session")).await.status, StatusCode::OK);
+    // Other changes to oneself, and disabling others, still work.
+    h.add_user("bob", &[]).await;
+    let r = h.send(b.send(Method::PUT, "/v1/admin/users/bob", Some(json!({"disabled": true}))));
+    assert_eq!(r.await.status, StatusCode::OK);
+    let r = h.send(b.send(Method::PUT, "/v1/admin/users/admin2", Some(json!({"disabled": false}))));
+    assert_eq!(r.await.status, StatusCode::OK);
+    // An API key is no user: it may disable anyone.
+    let key = h.api_key().await;
+    let r = h
+        .send(
+            req(Method::PUT, "/v1/admin/users/admin2")
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json!({"disabled": true}).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["user"]["disabled"], true);
+}
+
 // ---------------------------------------------------------------- 7. security headers
 
 fn assert_hardened(r: &Reply, hsts: bool, what: &str) {

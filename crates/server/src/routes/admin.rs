@@ -50,7 +50,8 @@ pub struct PutUser {
 }
 
 /// `PUT /v1/admin/users/{username}`: creates (201) or updates (200). A new password or disabling
-/// revokes the user's sessions; role changes show on the next check.
+/// revokes the user's sessions; role changes show on the next check. An admin's session cannot
+/// disable its own account (409); an API key may disable anyone.
 #[utoipa::path(put, path = "/v1/admin/users/{username}", tag = "service", request_body = PutUser,
     params(("username" = String, Path)),
     responses(
@@ -59,6 +60,7 @@ pub struct PutUser {
         (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 403, description = "forbidden / csrf_failed", body = crate::openapi::ErrorBody),
+        (status = 409, description = "conflict: an admin's session disabling its own account", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn put_user(
     State(state): State<AppState>,
@@ -102,7 +104,7 @@ pub async fn put_user(
                 )
                 .await;
             let user = if req.disabled == Some(true) {
-                apply_flags(&state, actor, &user, None, Some(true)).await?
+                apply_flags(&state, &service, &user, None, Some(true)).await?
             } else {
                 user
             };
@@ -124,7 +126,7 @@ pub async fn put_user(
                 user = updated;
             }
             if roles.is_some() || req.disabled.is_some() {
-                user = apply_flags(&state, actor, &user, roles, req.disabled).await?;
+                user = apply_flags(&state, &service, &user, roles, req.disabled).await?;
             }
             (user, false)
         }
@@ -136,12 +138,14 @@ pub async fn put_user(
 /// Applies roles and the disabled flag, auditing what changed.
 async fn apply_flags(
     state: &AppState,
-    actor: &str,
+    service: &Service,
     before: &User,
     roles: Option<Vec<Role>>,
     disabled: Option<bool>,
 ) -> Result<User, ApiError> {
-    let (user, revoked) = state.manager.update_user(&before.id, roles, disabled).await?;
+    let (user, revoked) =
+        state.manager.update_user(service.as_actor(), &before.id, roles, disabled).await?;
+    let actor = service.actor.as_str();
     if user.roles != before.roles {
         let list = user.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
         state
