@@ -2,7 +2,7 @@
 //! or the session cookie), whether the method changes state, and whether its origin is allowed.
 //! Shared by this crate's layer and by the Cloakroom server, so both judge requests alike.
 
-use axum::http::{HeaderMap, HeaderName, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
 /// `X-CSRF-Token`, where cookie callers send the session's CSRF token. Header names made once: a
 /// name given as text is parsed and checked again on every lookup.
@@ -73,14 +73,27 @@ fn cookie_in<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a str> {
 /// Whether a state-changing request may come from where it says: an `Origin` header, when
 /// present, must be one of `allowed` (lowercase `scheme://host[:port]`); without one,
 /// `Sec-Fetch-Site`, when present, must be `same-origin` or `none`.
+///
+/// A browser sends each of these headers at most once. A request with two of either is refused:
+/// looking only at the first would let a forged second one (or a proxy that appends its own)
+/// decide, and no honest client needs two.
 pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    if let Some(origin) = headers.get(header::ORIGIN) {
+    let Some(origin) = single(headers, &header::ORIGIN) else { return false };
+    if let Some(origin) = origin {
         return origin.to_str().is_ok_and(|o| allowed.contains(&o.to_ascii_lowercase()));
     }
-    matches!(
-        headers.get(SEC_FETCH_SITE).map(|v| v.as_bytes()),
-        None | Some(b"same-origin") | Some(b"none")
-    )
+    match single(headers, &SEC_FETCH_SITE) {
+        Some(site) => matches!(site.map(|v| v.as_bytes()), None | Some(b"same-origin" | b"none")),
+        None => false,
+    }
+}
+
+/// The one value of header `name`: `Some(None)` when absent, `None` when it appears more than
+/// once.
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Option<&'a HeaderValue>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    values.next().is_none().then_some(first)
 }
 
 /// Whether the method may change state.
@@ -92,7 +105,6 @@ pub fn is_unsafe(method: &Method) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -170,5 +182,18 @@ mod tests {
         assert!(!origin_allowed(&headers(&[("sec-fetch-site", "cross-site")]), &allowed));
         assert!(origin_allowed(&headers(&[("sec-fetch-site", "same-origin")]), &allowed));
         assert!(origin_allowed(&HeaderMap::new(), &allowed));
+    }
+
+    #[test]
+    fn several_origin_or_sec_fetch_site_headers_are_refused() {
+        let allowed = vec!["https://app.example".to_owned()];
+        let twice = [("origin", "https://app.example"), ("origin", "https://app.example")];
+        assert!(!origin_allowed(&headers(&twice), &allowed));
+        let mixed = [("origin", "https://app.example"), ("origin", "https://evil.example")];
+        assert!(!origin_allowed(&headers(&mixed), &allowed));
+        let sites = [("sec-fetch-site", "same-origin"), ("sec-fetch-site", "cross-site")];
+        assert!(!origin_allowed(&headers(&sites), &allowed));
+        let sites = [("sec-fetch-site", "same-origin"), ("sec-fetch-site", "same-origin")];
+        assert!(!origin_allowed(&headers(&sites), &allowed));
     }
 }

@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use cloakroom_axum::{CurrentSession, RequireRole, RoleName, Sessions};
 use cloakroom_core::cache::{CacheConfig, SessionCache};
-use cloakroom_core::manager::{ClientInfo, ManagerConfig};
+use cloakroom_core::manager::{Actor, ClientInfo, ManagerConfig};
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::{Role, SessionManager, Store, User, Username};
 use cloakroom_store_redis::RedisStore;
@@ -188,7 +188,7 @@ async fn sessions_roles_csrf_and_origins_on_the_embedded_store() {
     })
     .await;
     // A role taken away elsewhere is seen as soon.
-    other.update_user(&alice.id, Some(vec![]), None).await.unwrap();
+    other.update_user(Actor::Operator, &alice.id, Some(vec![]), None).await.unwrap();
     until(Duration::from_secs(1), async || {
         send(&app, get_with("/admin", Some(&at))).await.status == 403
     })

@@ -75,4 +75,7 @@ pub enum Error {
     /// No such user.
     #[error("unknown user")]
     UnknownUser,
+    /// A user asked to disable their own account.
+    #[error("you cannot disable your own account")]
+    SelfDisable,
 }

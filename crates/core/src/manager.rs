@@ -82,6 +82,17 @@ enum Cached {
     Miss(TokenHash),
 }
 
+/// Who asks for a change to a user. A user acting on accounts (an admin's session) is bound by
+/// rules that protect them from themselves; an operator who is no user (an API key, the command
+/// line) has no account of its own to lock out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// A signed-in user, by id.
+    User(&'a UserId),
+    /// An API key or the command line.
+    Operator,
+}
+
 /// Client details recorded with a session.
 #[derive(Clone, Debug, Default)]
 pub struct ClientInfo {
@@ -434,6 +445,7 @@ impl SessionManager {
         password: Option<&Password>,
         roles: Vec<Role>,
     ) -> Result<User, Error> {
+        let roles = normalize_roles(roles).map_err(roles_error)?;
         let password_hash = match password {
             Some(p) => {
                 p.check_policy()?;
@@ -444,7 +456,7 @@ impl SessionManager {
         let new = NewUser {
             id: UserId::generate()?,
             username,
-            roles: normalize_roles(roles),
+            roles,
             password_hash,
             created_at: Timestamp::now(),
         };
@@ -467,15 +479,22 @@ impl SessionManager {
         Ok(changed)
     }
 
-    /// Changes roles and/or the disabled flag. Disabling revokes every session of the user.
+    /// Changes roles and/or the disabled flag, as `actor` asks. Disabling revokes every session of
+    /// the user. A user may not disable their own account ([`Error::SelfDisable`]): an admin
+    /// would lock themselves out, perhaps as the last admin, with one click. Compared by id, so no
+    /// spelling of the name gets around it.
     pub async fn update_user(
         &self,
+        actor: Actor<'_>,
         user: &UserId,
         roles: Option<Vec<Role>>,
         disabled: Option<bool>,
     ) -> Result<(User, Vec<SessionId>), Error> {
-        let change =
-            UserChange { password_hash: None, roles: roles.map(normalize_roles), disabled };
+        if disabled == Some(true) && actor == Actor::User(user) {
+            return Err(Error::SelfDisable);
+        }
+        let roles = roles.map(normalize_roles).transpose().map_err(roles_error)?;
+        let change = UserChange { password_hash: None, roles, disabled };
         let changed = self.store.update_user(user, &change, None).await?;
         self.invalidate(user);
         if disabled == Some(true) {
@@ -488,6 +507,10 @@ impl SessionManager {
     pub async fn user(&self, username: &Username) -> Result<Option<User>, StoreError> {
         Ok(self.store.user_by_name(username).await?.map(|r| r.user))
     }
+}
+
+fn roles_error(source: crate::user::NameError) -> Error {
+    Error::Name { field: "roles", source }
 }
 
 fn truncate(mut s: String, max: usize) -> String {

@@ -18,7 +18,16 @@ pub enum NameError {
     /// A character outside the allowed set.
     #[error("may contain only letters a-z, digits and {0}")]
     Characters(&'static str),
+    /// More roles than a user may hold ([`MAX_ROLES`]).
+    #[error("a user may hold at most {MAX_ROLES} roles, not {0}")]
+    TooMany(usize),
 }
+
+/// Most roles one user may hold. Every check carries the user's roles (the cache keeps them with
+/// each session, the forward-auth answer sends them in one header), so they are bounded: 32
+/// roles of at most 64 bytes stay well inside what a session's compact form and a proxy's header
+/// limits hold.
+pub const MAX_ROLES: usize = 32;
 
 /// A username: 1 to 64 characters from `a-z 0-9 . _ - @ +`, stored lowercased so that `Alice` and
 /// `alice` are one account. Emails fit.
@@ -207,11 +216,14 @@ impl UserChange {
     }
 }
 
-/// Sorts and deduplicates roles.
-pub fn normalize_roles(mut roles: Vec<Role>) -> Vec<Role> {
+/// Sorts and deduplicates roles, and refuses more than [`MAX_ROLES`] distinct ones.
+pub fn normalize_roles(mut roles: Vec<Role>) -> Result<Vec<Role>, NameError> {
     roles.sort();
     roles.dedup();
-    roles
+    if roles.len() > MAX_ROLES {
+        return Err(NameError::TooMany(roles.len()));
+    }
+    Ok(roles)
 }
 
 #[cfg(test)]
@@ -237,7 +249,21 @@ mod tests {
             Role::parse("b").unwrap(),
             Role::parse("a").unwrap(),
             Role::parse("b").unwrap(),
-        ]);
+        ])
+        .unwrap();
         assert_eq!(roles.iter().map(Role::as_str).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn roles_are_bounded_in_count_and_length() {
+        let many = |n: usize| (0..n).map(|i| Role::parse(&format!("r{i}")).unwrap()).collect();
+        assert_eq!(normalize_roles(many(MAX_ROLES)).unwrap().len(), MAX_ROLES);
+        assert_eq!(normalize_roles(many(MAX_ROLES + 1)), Err(NameError::TooMany(MAX_ROLES + 1)));
+        // Duplicates count once.
+        let mut twice: Vec<Role> = many(MAX_ROLES);
+        twice.extend(many(MAX_ROLES));
+        assert_eq!(normalize_roles(twice).unwrap().len(), MAX_ROLES);
+        assert!(Role::parse(&"r".repeat(64)).is_ok());
+        assert_eq!(Role::parse(&"r".repeat(65)), Err(NameError::Length));
     }
 }

@@ -3,14 +3,14 @@
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
 use crate::extract::CookieSlot;
-use crate::routes::{admin, auth, check, grants, health, session, sessions};
+use crate::routes::{admin, auth, check, grants, harden, health, session, sessions};
 use crate::state::AppState;
 use crate::{extract, metrics};
 
@@ -44,18 +44,19 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(crate::pages::router())
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .route_layer(middleware::from_fn(per_request))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(state.clone(), per_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
 /// Every routed request passes here, once (one layer: each `from_fn` layer costs a boxed future
-/// per request): the form CSRF field is lifted, a slot for a rotated cookie is attached, and the
-/// request is counted and timed. (`cloakroom serve` answers the forward-auth check, the one hot
-/// route, before the router: `serve.rs`.)
-async fn per_request(mut req: Request, next: Next) -> Response {
+/// per request): the form CSRF field is lifted, a slot for a rotated cookie is attached, the
+/// response gets the headers every response carries, and the request is counted and timed.
+/// (`cloakroom serve` answers the forward-auth check, the one hot route, before the router:
+/// `serve.rs`; `check::answer` adds the same headers.)
+async fn per_request(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let slot = CookieSlot::attach(&mut req);
@@ -64,6 +65,21 @@ async fn per_request(mut req: Request, next: Next) -> Response {
         Err(refused) => refused,
     };
     slot.apply(&mut response);
+    harden(response.headers_mut(), &state.config);
     metrics::record(route.as_ref(), start, response.status());
+    response
+}
+
+// The fallbacks answer outside the route layer: they add the common headers themselves.
+
+async fn not_found(State(state): State<AppState>) -> Response {
+    let mut response = ApiError::not_found("no such route").into_response();
+    harden(response.headers_mut(), &state.config);
+    response
+}
+
+async fn method_not_allowed(State(state): State<AppState>) -> Response {
+    let mut response = ApiError::method_not_allowed().into_response();
+    harden(response.headers_mut(), &state.config);
     response
 }

@@ -3,7 +3,7 @@
 //! prints a table (or JSON with `--json`), and exits 0 on success, 1 on failure, 2 on a usage
 //! error. Passwords come from a terminal prompt or `--password-stdin`, never from an argument.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,12 +11,17 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::manager::Actor;
 use cloakroom_core::password::{Cost, Password};
 use cloakroom_core::token::{SecretKind, Token};
 use cloakroom_core::{Role, SessionId, SessionManager, Timestamp, User, Username};
 use serde_json::json;
 
 use crate::config::{Config, LogFormat, RawConfig};
+
+mod output;
+
+use output::{Output, closed_pipe, say_err, table};
 
 /// Cloakroom: server-side sessions that are secure by default and revocable at once.
 #[derive(Debug, Parser)]
@@ -175,7 +180,7 @@ pub fn main() -> ExitCode {
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cloakroom: {e:#}");
+            say_err(&format!("cloakroom: {e:#}"));
             return ExitCode::from(2);
         }
     };
@@ -183,14 +188,16 @@ pub fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cloakroom: cannot start the runtime: {e}");
+            say_err(&format!("cloakroom: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `| head -1` went away: what it wanted was printed, nothing failed.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cloakroom: {e:#}");
+            say_err(&format!("cloakroom: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -230,7 +237,8 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         // Needs no store: a fresh key for CLOAKROOM_GRANT_KEY.
         use base64::Engine as _;
         let key = cloakroom_grant::SymmetricKey::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes()));
+        let out = Output { json: cli.json };
+        out.line(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes()))?;
         return Ok(());
     }
     let store = crate::serve::open_store(&config.store, config.store_ca.as_deref()).await?;
@@ -245,7 +253,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Audit { user, limit } => {
             let username = user.as_deref().map(parse_username).transpose()?;
             let events = manager.store().list_audit(&AuditFilter { username, limit }).await?;
-            out.audit(&events);
+            out.audit(&events)?;
             Ok(())
         }
     }
@@ -273,7 +281,7 @@ async fn existing(manager: &SessionManager, name: &str) -> anyhow::Result<User> 
 
 async fn audit(manager: &SessionManager, event: AuditEvent) {
     if let Err(e) = manager.store().append_audit(&event).await {
-        eprintln!("cloakroom: warning: could not record the audit event: {e}");
+        say_err(&format!("cloakroom: warning: could not record the audit event: {e}"));
     }
 }
 
@@ -318,7 +326,7 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
                 AuditEvent::new(AuditKind::UserCreated, "cli").user(Some(&user.id), &user.username),
             )
             .await;
-            out.users(&[user]);
+            out.users(&[user])?;
         }
         UserCmd::Passwd { name, password } => {
             let user = existing(manager, &name).await?;
@@ -334,7 +342,7 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
             out.message(
                 &format!("password changed; {} session(s) revoked", revoked.len()),
                 json!({ "user": user, "revoked": revoked.len() }),
-            );
+            )?;
         }
         UserCmd::Role { name, add, remove } => {
             let user = existing(manager, &name).await?;
@@ -342,7 +350,8 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
             let mut roles: Vec<Role> =
                 user.roles.iter().filter(|r| !remove.contains(r)).cloned().collect();
             roles.extend(add);
-            let (updated, _) = manager.update_user(&user.id, Some(roles), None).await?;
+            let (updated, _) =
+                manager.update_user(Actor::Operator, &user.id, Some(roles), None).await?;
             let list = updated.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
             audit(
                 manager,
@@ -351,11 +360,12 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
                     .detail(format!("roles: [{list}]")),
             )
             .await;
-            out.users(&[updated]);
+            out.users(&[updated])?;
         }
         UserCmd::Disable { name } => {
             let user = existing(manager, &name).await?;
-            let (user, revoked) = manager.update_user(&user.id, None, Some(true)).await?;
+            let (user, revoked) =
+                manager.update_user(Actor::Operator, &user.id, None, Some(true)).await?;
             audit(
                 manager,
                 AuditEvent::new(AuditKind::UserDisabled, "cli")
@@ -366,19 +376,20 @@ async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::R
             out.message(
                 &format!("{} disabled; {} session(s) revoked", user.username, revoked.len()),
                 json!({ "user": user, "revoked": revoked.len() }),
-            );
+            )?;
         }
         UserCmd::Enable { name } => {
             let user = existing(manager, &name).await?;
-            let (user, _) = manager.update_user(&user.id, None, Some(false)).await?;
+            let (user, _) =
+                manager.update_user(Actor::Operator, &user.id, None, Some(false)).await?;
             audit(
                 manager,
                 AuditEvent::new(AuditKind::UserEnabled, "cli").user(Some(&user.id), &user.username),
             )
             .await;
-            out.users(&[user]);
+            out.users(&[user])?;
         }
-        UserCmd::List => out.users(&manager.store().list_users().await?),
+        UserCmd::List => out.users(&manager.store().list_users().await?)?,
     }
     Ok(())
 }
@@ -403,7 +414,7 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
                 .store()
                 .list_sessions(user.as_ref().map(|u| &u.id), Timestamp::now())
                 .await?;
-            out.sessions(&sessions);
+            out.sessions(&sessions)?;
         }
         SessionCmd::Revoke { id: Some(id), .. } => {
             let id = SessionId::parse(&id)
@@ -419,7 +430,7 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
                 e = e.user(Some(&a.user.id), &a.user.username);
             }
             audit(manager, e).await;
-            out.message(&format!("revoked {id}"), json!({ "revoked": 1 }));
+            out.message(&format!("revoked {id}"), json!({ "revoked": 1 }))?;
         }
         SessionCmd::Revoke { user: Some(name), .. } => {
             let user = existing(manager, &name).await?;
@@ -434,7 +445,7 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
             out.message(
                 &format!("revoked {} session(s) of {}", revoked.len(), user.username),
                 json!({ "revoked": revoked.len() }),
-            );
+            )?;
         }
         SessionCmd::Revoke { all: true, .. } => {
             let mut total = 0;
@@ -451,7 +462,7 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
                     .await;
                 }
             }
-            out.message(&format!("revoked {total} session(s)"), json!({ "revoked": total }));
+            out.message(&format!("revoked {total} session(s)"), json!({ "revoked": total }))?;
         }
         SessionCmd::Revoke { .. } => bail!("name a session id, --user NAME or --all"),
     }
@@ -484,7 +495,7 @@ async fn keys(
                     key.id, key.active_from
                 ),
                 json!({ "id": key.id, "paserk": key.public, "active_from": key.active_from }),
-            );
+            )?;
         }
         KeysCmd::List => {
             grants.issuer.ensure_key(now).await?;
@@ -498,7 +509,7 @@ async fn keys(
                         "signing": k.signs_at(now), "published": k.published_at(now) })
                     })
                     .collect();
-                println!("{}", json!({ "keys": keys }));
+                out.line(&json!({ "keys": keys }).to_string())?;
             } else {
                 let state = |k: &cloakroom_core::grant::SigningKeyRecord| {
                     if k.signs_at(now) {
@@ -523,7 +534,7 @@ async fn keys(
                             ]
                         })
                         .collect(),
-                );
+                )?;
             }
         }
         KeysCmd::Secret => bail!("handled before the store is opened"),
@@ -557,26 +568,26 @@ async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyho
             )
             .await;
             if out.json {
-                println!(
-                    "{}",
-                    json!({ "name": created.name, "created_at": created.created_at, "key": key.expose() })
-                );
+                out.line(
+                    &json!({ "name": created.name, "created_at": created.created_at, "key": key.expose() })
+                        .to_string(),
+                )?;
             } else {
-                println!("{}", key.expose());
-                eprintln!(
+                out.line(&key.expose())?;
+                say_err(&format!(
                     "API key {name} created. It is shown once and stored only as a hash: keep it now."
-                );
+                ));
             }
         }
         ApikeyCmd::List => {
             let keys = store.list_api_keys().await?;
             if out.json {
-                println!("{}", json!({ "api_keys": keys }));
+                out.line(&json!({ "api_keys": keys }).to_string())?;
             } else {
                 table(
                     &["NAME", "CREATED"],
                     keys.iter().map(|k| vec![k.name.clone(), k.created_at.to_string()]).collect(),
-                );
+                )?;
             }
         }
         ApikeyCmd::Revoke { name } => {
@@ -588,114 +599,8 @@ async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyho
                 AuditEvent::new(AuditKind::ApiKeyRevoked, "cli").detail(format!("apikey:{name}")),
             )
             .await;
-            out.message(&format!("revoked API key {name}"), json!({ "revoked": name }));
+            out.message(&format!("revoked API key {name}"), json!({ "revoked": name }))?;
         }
     }
     Ok(())
-}
-
-struct Output {
-    json: bool,
-}
-
-impl Output {
-    fn message(&self, text: &str, value: serde_json::Value) {
-        if self.json {
-            println!("{value}");
-        } else {
-            println!("{text}");
-        }
-    }
-
-    fn users(&self, users: &[User]) {
-        if self.json {
-            println!("{}", json!({ "users": users }));
-            return;
-        }
-        let rows = users
-            .iter()
-            .map(|u| {
-                vec![
-                    u.username.to_string(),
-                    u.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(","),
-                    if u.disabled { "disabled".into() } else { "active".into() },
-                    if u.has_password { "yes".into() } else { "no".into() },
-                    u.id.to_string(),
-                    u.created_at.to_string(),
-                ]
-            })
-            .collect();
-        table(&["USERNAME", "ROLES", "STATUS", "PASSWORD", "ID", "CREATED"], rows);
-    }
-
-    fn sessions(&self, sessions: &[cloakroom_core::Authenticated]) {
-        if self.json {
-            let views: Vec<_> = sessions.iter().map(|a| a.view(None)).collect();
-            println!("{}", json!({ "sessions": views }));
-            return;
-        }
-        let rows = sessions
-            .iter()
-            .map(|a| {
-                let s = &a.session;
-                vec![
-                    s.id.to_string(),
-                    a.user.username.to_string(),
-                    s.ip.clone().unwrap_or_default(),
-                    s.created_at.to_string(),
-                    s.last_seen_at.to_string(),
-                    s.user_agent.clone().unwrap_or_default().chars().take(40).collect(),
-                ]
-            })
-            .collect();
-        table(&["ID", "USER", "IP", "CREATED", "LAST SEEN", "USER AGENT"], rows);
-    }
-
-    fn audit(&self, events: &[AuditEvent]) {
-        if self.json {
-            println!("{}", json!({ "events": events }));
-            return;
-        }
-        let rows = events
-            .iter()
-            .map(|e| {
-                vec![
-                    e.at.to_string(),
-                    e.kind.to_string(),
-                    e.username.as_ref().map(Username::to_string).unwrap_or_default(),
-                    e.actor.clone(),
-                    e.session_id.as_ref().map(SessionId::to_string).unwrap_or_default(),
-                    e.ip.clone().unwrap_or_default(),
-                    e.detail.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        table(&["AT", "EVENT", "USER", "ACTOR", "SESSION", "IP", "DETAIL"], rows);
-    }
-}
-
-/// Prints rows as left-aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut stdout = std::io::stdout().lock();
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        s.trim_end().to_owned()
-    };
-    let _ = writeln!(stdout, "{}", line(headers.to_vec()));
-    for row in &rows {
-        let _ = writeln!(stdout, "{}", line(row.iter().map(String::as_str).collect()));
-    }
 }

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod proxies;
+
+pub use proxies::TrustedProxies;
+
 /// Settings as given, before validation. Every field is a flag (with its `CLOAKROOM_` variable)
 /// and a key of the TOML file.
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
@@ -45,7 +49,7 @@ pub struct RawConfig {
     /// text or json [default: text]
     #[arg(long, env = "CLOAKROOM_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
-    /// Proxies whose X-Forwarded-For is believed (comma-separated IP addresses)
+    /// Proxies whose X-Forwarded-For is believed (comma-separated IP addresses or networks, e.g. 10.0.0.0/8)
     #[arg(long, env = "CLOAKROOM_TRUSTED_PROXIES", global = true, value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
     /// A client must send a request's headers within this long, e.g. 10s [default: 10s]
@@ -161,8 +165,8 @@ pub struct Config {
     pub max_sessions_per_user: u32,
     /// Log format.
     pub log_format: LogFormat,
-    /// Trusted proxy addresses.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Trusted proxies: addresses and networks.
+    pub trusted_proxies: TrustedProxies,
     /// Time allowed for a request's headers (slow clients are cut off).
     pub header_timeout: Duration,
     /// Time allowed for a request's body (slow uploads are cut off).
@@ -328,17 +332,8 @@ impl RawConfig {
                 return Err(invalid("log_format", format!("`{other}`: expected text or json")));
             }
         };
-        let trusted_proxies = self
-            .trusted_proxies
-            .unwrap_or_default()
-            .iter()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                s.trim()
-                    .parse()
-                    .map_err(|_| invalid("trusted_proxies", format!("`{s}` is not an IP address")))
-            })
-            .collect::<Result<_, _>>()?;
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies.unwrap_or_default())
+            .map_err(|e| invalid("trusted_proxies", e))?;
         let header_timeout = duration("header_timeout", self.header_timeout.as_deref(), "10s")?;
         if header_timeout.is_zero() || header_timeout > Duration::from_secs(300) {
             return Err(invalid("header_timeout", "must be between 1s and 5m"));

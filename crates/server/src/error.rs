@@ -169,6 +169,9 @@ impl From<Error> for ApiError {
             Error::Policy(p) => ApiError::invalid(p.to_string()),
             Error::Name { .. } => ApiError::invalid(e.to_string()),
             Error::UnknownUser => ApiError::not_found("user not found"),
+            // 409: the request is well-formed and allowed in general; it conflicts with who makes
+            // it (the account it would disable is the caller's own).
+            Error::SelfDisable => ApiError::conflict("you cannot disable your own account"),
             other => {
                 tracing::error!(error = %other, "internal failure");
                 ApiError::internal()

@@ -17,17 +17,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom_core::audit::{AuditEvent, AuditKind};
-use cloakroom_core::manager::Checked;
-use cloakroom_core::manager::ClientInfo;
+use cloakroom_core::manager::{Actor, Checked, ClientInfo};
 use cloakroom_core::token::{SecretKind, Token};
-use cloakroom_core::{ActiveSession, Role};
+use cloakroom_core::{ActiveSession, Role, UserId};
 use serde::de::DeserializeOwned;
 
-use crate::config::Config;
+use crate::config::{Config, TrustedProxies};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use cloakroom_axum::request::{Via, find_cookie, is_unsafe};
+pub use exact_json::ExactJson;
+
+mod exact_json;
 
 /// The token a request carries, and how (the one reading shared with `cloakroom-axum`); a
 /// malformed `Authorization` header is 401.
@@ -233,6 +235,24 @@ impl FromRequestParts<AppState> for Caller {
 pub struct Service {
     /// For the audit log: `apikey:NAME` or `user:NAME`.
     pub actor: String,
+    /// The admin's user id when a session (not an API key) calls: the domain's rules about
+    /// acting on one's own account apply to it.
+    pub user: Option<UserId>,
+}
+
+impl Service {
+    /// An admin's session as a service-API caller.
+    pub fn admin(session: &ActiveSession) -> Self {
+        Service { actor: format!("user:{}", session.username()), user: Some(session.user_id()) }
+    }
+
+    /// Who acts, for the domain.
+    pub fn as_actor(&self) -> Actor<'_> {
+        match &self.user {
+            Some(id) => Actor::User(id),
+            None => Actor::Operator,
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Service {
@@ -240,13 +260,13 @@ impl FromRequestParts<AppState> for Service {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(name) = api_key_name(parts, state).await? {
-            return Ok(Service { actor: format!("apikey:{name}") });
+            return Ok(Service { actor: format!("apikey:{name}"), user: None });
         }
         let caller = Caller::from_request_parts(parts, state).await?;
         if !caller.session.has_role(Role::ADMIN) {
             return Err(ApiError::forbidden("the service API needs an API key or the admin role"));
         }
-        Ok(Service { actor: format!("user:{}", caller.session.username()) })
+        Ok(Service::admin(&caller.session))
     }
 }
 
@@ -296,12 +316,7 @@ impl FromRequestParts<AppState> for Client {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let ip = match peer {
-            Some(p) if state.config.trusted_proxies.contains(&p) => {
-                forwarded_for(&parts.headers, &state.config.trusted_proxies).or(Some(p))
-            }
-            other => other,
-        };
+        let ip = peer.map(|p| client_ip(&parts.headers, &state.config.trusted_proxies, p));
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -311,17 +326,34 @@ impl FromRequestParts<AppState> for Client {
     }
 }
 
-/// The rightmost `X-Forwarded-For` address that is not a trusted proxy.
-fn forwarded_for(headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let all: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    all.into_iter().rev().find(|ip| !trusted.contains(ip))
+/// The client's address for a request from `peer`. From a trusted proxy, it is the first
+/// `X-Forwarded-For` hop from the right (the nearest) that is not a trusted proxy itself, each
+/// trusted hop vouching for the one to its left; several headers make one list, joined in order.
+/// A hop that does not parse as a bare IP address (`ip:port`, `[v6]:port`, `unknown`, an empty
+/// one, bytes that are not text) ends the walk before such an address is found, and the answer is
+/// the peer: nothing vouches for what lies left of it, which the client itself may have written.
+/// Skipping such hops instead made an attacker's leftmost value the client IP of the throttle
+/// and the audit. When every hop is trusted, the leftmost is the client.
+pub fn client_ip(headers: &HeaderMap, trusted: &TrustedProxies, peer: IpAddr) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut nearest_trusted = peer;
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(value) = value.to_str() else { return peer };
+        for hop in value.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted.contains(ip) => nearest_trusted = ip.to_canonical(),
+                Ok(ip) => return ip.to_canonical(),
+                Err(_) => return peer,
+            }
+        }
+    }
+    nearest_trusted
 }
+
+/// `X-Forwarded-For`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 // ---------------------------------------------------------------- bodies, paths, queries
 
@@ -440,11 +472,57 @@ mod tests {
         assert!(credential(&h, "__Host-cloakroom").is_err());
     }
 
+    fn walk(trusted: &[&str], peer: &str, headers: &[&'static [u8]]) -> IpAddr {
+        let trusted = TrustedProxies::parse(trusted).unwrap();
+        let mut h = HeaderMap::new();
+        for v in headers {
+            h.append("x-forwarded-for", HeaderValue::from_bytes(v).unwrap());
+        }
+        client_ip(&h, &trusted, peer.parse().unwrap())
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn forwarded_for_takes_the_rightmost_untrusted_hop() {
-        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.1"));
-        assert_eq!(forwarded_for(&h, &trusted), Some("203.0.113.9".parse().unwrap()));
+        let xff: &[&[u8]] = &[b"6.6.6.6, 203.0.113.9, 10.0.0.1"];
+        assert_eq!(walk(&["10.0.0.1"], "10.0.0.1", xff), ip("203.0.113.9"));
+        // Through a trusted network of proxies.
+        let xff: &[&[u8]] = &[b"6.6.6.6, 203.0.113.9, 10.0.0.7, 10.1.0.3"];
+        assert_eq!(walk(&["10.0.0.0/8"], "10.0.0.1", xff), ip("203.0.113.9"));
+        // From a peer that is no trusted proxy, the header counts for nothing.
+        assert_eq!(walk(&["10.0.0.1"], "198.51.100.4", xff), ip("198.51.100.4"));
+        // Every hop trusted: the leftmost.
+        assert_eq!(walk(&["10.0.0.0/8"], "10.0.0.1", &[b"10.0.0.9, 10.0.0.8"]), ip("10.0.0.9"));
+        // No header: the peer.
+        assert_eq!(walk(&["10.0.0.1"], "10.0.0.1", &[]), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn forwarded_for_with_an_unparsable_hop_falls_back_to_the_peer() {
+        for bad in [
+            &b"6.6.6.6, 203.0.113.9:4711"[..],
+            b"6.6.6.6, unknown",
+            b"6.6.6.6, [2001:db8::1]:443",
+            b"6.6.6.6, , 10.0.0.2",
+            b"6.6.6.6, \xff",
+        ] {
+            assert_eq!(walk(&["10.0.0.0/8"], "10.0.0.1", &[bad]), ip("10.0.0.1"), "{bad:?}");
+        }
+        // An unparsable hop left of the first untrusted one no longer matters.
+        let xff: &[&[u8]] = &[b"garbage, 203.0.113.9, 10.0.0.2"];
+        assert_eq!(walk(&["10.0.0.0/8"], "10.0.0.1", xff), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn several_forwarded_for_headers_are_one_list_in_order() {
+        let xff: &[&[u8]] = &[b"6.6.6.6", b"203.0.113.9, 10.0.0.2"];
+        assert_eq!(walk(&["10.0.0.0/8"], "10.0.0.1", xff), ip("203.0.113.9"));
+        let xff: &[&[u8]] = &[b"6.6.6.6, 203.0.113.9", b"10.0.0.2"];
+        assert_eq!(walk(&["10.0.0.0/8"], "10.0.0.1", xff), ip("203.0.113.9"));
+        let xff: &[&[u8]] = &[b"6.6.6.6", b"unknown", b"10.0.0.2"];
+        assert_eq!(walk(&["10.0.0.0/8"], "10.0.0.1", xff), ip("10.0.0.1"));
     }
 }

@@ -90,12 +90,16 @@ fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     r
 }
 
+/// A redirect after a form post, with the pages' referrer policy: the page it leads to is
+/// fetched under the redirect's policy.
 fn see_other(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(to) {
-        r.headers_mut().insert(header::LOCATION, v);
+        h.insert(header::LOCATION, v);
     }
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     r
 }
 
@@ -392,7 +396,7 @@ async fn password_submit(
 /// An admin for a page: the caller with the `admin` role, as a service-API caller.
 fn as_admin(caller: &Caller) -> Result<Service, ApiError> {
     if caller.session.has_role(Role::ADMIN) {
-        Ok(Service { actor: format!("user:{}", caller.session.username()) })
+        Ok(Service::admin(&caller.session))
     } else {
         Err(ApiError::forbidden("this page needs the admin role"))
     }
@@ -479,9 +483,8 @@ async fn set_disabled(
         Ok(s) => s,
         Err(e) => return error_page(e, Some(&caller)),
     };
-    if disabled && caller.session.username() == username {
-        return error_page(ApiError::invalid("you cannot disable yourself"), Some(&caller));
-    }
+    // Disabling one's own account is refused by the domain (`SessionManager::update_user`),
+    // for this page and the API alike.
     let change = admin::PutUser { password: None, roles: None, disabled: Some(disabled) };
     match admin::put_user(State(state), service, ApiPath(username.clone()), ApiJson(change)).await {
         Ok(_) => admin_back(&username, if disabled { "disabled" } else { "enabled" }),

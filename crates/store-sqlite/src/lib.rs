@@ -54,8 +54,11 @@ impl SqliteStore {
         Self::open(path).await
     }
 
-    /// Opens (creating when missing) the database file at `path`.
+    /// Opens (creating when missing) the database file at `path`. A new file is made mode 0600,
+    /// whatever the umask: it holds password hashes. SQLite gives the `-wal` and `-shm` files it
+    /// makes beside it the database file's mode, so they are 0600 too.
     pub async fn open(path: &str) -> StoreResult<Self> {
+        create_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::unavailable)?
             .filename(path)
@@ -83,6 +86,28 @@ impl SqliteStore {
     async fn write_tx(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::unavailable)
     }
+}
+
+/// Creates the database file at `path`, empty and mode 0600, unless it exists: SQLite would make
+/// it 0644 less the umask, readable by every local user. An existing file keeps the mode its
+/// owner gave it.
+#[cfg(unix)]
+fn create_private(path: &str) -> StoreResult<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // In-memory and URI names are no file of ours to make.
+    if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::unavailable(e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &str) -> StoreResult<()> {
+    Ok(())
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {

@@ -141,9 +141,14 @@ async fn another_process_revoking_or_changing_roles_reaches_this_cache_within_a_
         assert!(a.authenticate(&token).await.unwrap().is_some());
     }
     // A role change on B is seen by A.
-    b.update_user(&user.id, Some(vec![cloakroom_core::Role::parse("billing").unwrap()]), None)
-        .await
-        .unwrap();
+    b.update_user(
+        cloakroom_core::manager::Actor::Operator,
+        &user.id,
+        Some(vec![cloakroom_core::Role::parse("billing").unwrap()]),
+        None,
+    )
+    .await
+    .unwrap();
     within(Duration::from_secs(1), async || {
         a.authenticate(&token).await.unwrap().is_some_and(|s| s.has_role("billing"))
     })

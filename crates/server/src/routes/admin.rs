@@ -7,12 +7,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::password::Password;
+use cloakroom_core::user::normalize_roles;
 use cloakroom_core::{Role, SessionId, Timestamp, User, Username};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, Service};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, ExactJson, Service};
 use crate::routes::no_store;
 use crate::routes::session::DATA_LIMIT;
 use crate::state::AppState;
@@ -49,7 +50,8 @@ pub struct PutUser {
 }
 
 /// `PUT /v1/admin/users/{username}`: creates (201) or updates (200). A new password or disabling
-/// revokes the user's sessions; role changes show on the next check.
+/// revokes the user's sessions; role changes show on the next check. An admin's session cannot
+/// disable its own account (409); an API key may disable anyone.
 #[utoipa::path(put, path = "/v1/admin/users/{username}", tag = "service", request_body = PutUser,
     params(("username" = String, Path)),
     responses(
@@ -58,6 +60,7 @@ pub struct PutUser {
         (status = 400, description = "invalid_request", body = crate::openapi::ErrorBody),
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 403, description = "forbidden / csrf_failed", body = crate::openapi::ErrorBody),
+        (status = 409, description = "conflict: an admin's session disabling its own account", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn put_user(
     State(state): State<AppState>,
@@ -77,6 +80,12 @@ pub async fn put_user(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
+    // The domain refuses too many roles as well; checked here first so that a refused request
+    // changes nothing (a new password would be set before the roles).
+    if let Some(rs) = &roles {
+        normalize_roles(rs.clone())
+            .map_err(|e| ApiError::invalid(format!("invalid roles: {e}")))?;
+    }
     let password = req.password.map(Password::new);
     if let Some(p) = &password {
         p.check_policy().map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -95,7 +104,7 @@ pub async fn put_user(
                 )
                 .await;
             let user = if req.disabled == Some(true) {
-                apply_flags(&state, actor, &user, None, Some(true)).await?
+                apply_flags(&state, &service, &user, None, Some(true)).await?
             } else {
                 user
             };
@@ -117,7 +126,7 @@ pub async fn put_user(
                 user = updated;
             }
             if roles.is_some() || req.disabled.is_some() {
-                user = apply_flags(&state, actor, &user, roles, req.disabled).await?;
+                user = apply_flags(&state, &service, &user, roles, req.disabled).await?;
             }
             (user, false)
         }
@@ -129,12 +138,14 @@ pub async fn put_user(
 /// Applies roles and the disabled flag, auditing what changed.
 async fn apply_flags(
     state: &AppState,
-    actor: &str,
+    service: &Service,
     before: &User,
     roles: Option<Vec<Role>>,
     disabled: Option<bool>,
 ) -> Result<User, ApiError> {
-    let (user, revoked) = state.manager.update_user(&before.id, roles, disabled).await?;
+    let (user, revoked) =
+        state.manager.update_user(service.as_actor(), &before.id, roles, disabled).await?;
+    let actor = service.actor.as_str();
     if user.roles != before.roles {
         let list = user.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
         state
@@ -200,7 +211,7 @@ pub struct CreateSession {
 pub async fn create_session(
     State(state): State<AppState>,
     service: Service,
-    ApiJson(req): ApiJson<CreateSession>,
+    ExactJson(req): ExactJson<CreateSession>,
 ) -> ApiResult<Response> {
     let user = active_user(&state, &req.username).await?;
     if let Some(d) = &req.data {

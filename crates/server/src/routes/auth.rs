@@ -167,8 +167,9 @@ async fn revoked_audit(
         .await;
 }
 
-/// `POST /v1/logout`: ends the current session and clears the cookie. Without a valid session it
-/// still clears the cookie (idempotent); with one, a cookie caller needs the CSRF token.
+/// `POST /v1/logout`: ends the current session (a login session or one scoped to a service) and
+/// clears the cookie. Without a valid session it still clears the cookie (idempotent); with one, a
+/// cookie caller needs the CSRF token.
 #[utoipa::path(post, path = "/v1/logout", tag = "sessions",
     responses(
         (status = 204, description = "Ended; the cookie is cleared"),
@@ -179,7 +180,11 @@ pub async fn logout(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
 ) -> ApiResult<Response> {
-    if let Some(caller) = Caller::optional(&parts, &state).await? {
+    // Any live session the request presents ends here, a scoped one (traded for a grant) too:
+    // `Caller::optional` skips those, as they are no session for Cloakroom's own endpoints, but
+    // ending one is what its holder asks, and answering 204 while it lived on would lie.
+    // No rotation: the session is about to end.
+    if let Some(caller) = Caller::optional_for(&parts, &state, true, false).await? {
         if state.manager.revoke(&caller.session.session_id()).await?.is_some() {
             metrics::counter!("cloakroom_revocations_total", "reason" => "logout").increment(1);
             state

@@ -55,6 +55,13 @@ pub async fn check(State(state): State<AppState>, req: Request) -> Response {
 /// never rotates a token: a proxy does not hand the check's `Set-Cookie` to the browser (the next
 /// request to Cloakroom itself rotates), or a role change would log the user out.
 pub async fn answer(state: &AppState, parts: &Parts) -> Response {
+    let mut response = decide(state, parts).await;
+    // Served before the router by `cloakroom serve`: the common headers are added here.
+    crate::routes::harden(response.headers_mut(), &state.config);
+    response
+}
+
+async fn decide(state: &AppState, parts: &Parts) -> Response {
     let query = match parts.uri.query() {
         None => Ok(CheckQuery::default()),
         Some(_) => ApiQuery::from_uri(&parts.uri),

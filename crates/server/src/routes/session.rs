@@ -7,7 +7,7 @@ use cloakroom_core::session::DataWrite;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{Caller, ExactJson};
 use crate::routes::{no_store, session_body};
 use crate::state::AppState;
 
@@ -67,11 +67,13 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// `PUT /v1/session/data`: replaces the object; with `If-Match`, only if still at that version.
+/// A body over 16 KiB is 413 before it is parsed; a number that would not come back exactly
+/// (an integer beyond ±2^53, a decimal with more digits than a double keeps) is 400.
 #[utoipa::path(put, path = "/v1/session/data", tag = "sessions", request_body = Object,
     params(("If-Match" = Option<String>, Header, description = "The ETag the write is based on")),
     responses(
         (status = 204, description = "Stored; the new ETag in the header"),
-        (status = 400, description = "Not a JSON object", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Not a JSON object, or a number that would not be kept exactly", body = crate::openapi::ErrorBody),
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 403, description = "csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
         (status = 412, description = "precondition_failed: If-Match no longer matches", body = crate::openapi::ErrorBody),
@@ -81,11 +83,12 @@ pub async fn put_data(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    ApiJson(value): ApiJson<Value>,
+    ExactJson(value): ExactJson<Value, DATA_LIMIT>,
 ) -> ApiResult<Response> {
     if !value.is_object() {
         return Err(ApiError::invalid("session data must be a JSON object"));
     }
+    // The body was at most the limit; written compactly it may still grow (`1e2` is `100.0`).
     if value.to_string().len() > DATA_LIMIT {
         return Err(ApiError::payload_too_large("session data is limited to 16 KiB"));
     }

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use cloakroom_core::Role;
+use cloakroom_core::manager::Actor;
 use cloakroom_core::password::{Cost, Password};
 use cloakroom_core::token::{SecretKind, Token};
 use cloakroom_server::config::{Config, RawConfig};
@@ -107,7 +108,7 @@ impl Harness {
         let m = &self.state.manager;
         let user = m.user(&cloakroom_core::Username::parse(name).unwrap()).await.unwrap().unwrap();
         let roles = roles.iter().map(|r| Role::parse(r).unwrap()).collect();
-        m.update_user(&user.id, Some(roles), None).await.unwrap();
+        m.update_user(Actor::Operator, &user.id, Some(roles), None).await.unwrap();
     }
 
     pub async fn api_key(&self) -> String {
