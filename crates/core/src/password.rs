@@ -152,18 +152,77 @@ impl Cost {
     pub const INSECURE_TEST: Cost = Cost { m_kib: 64, t: 1, p: 1 };
 }
 
-/// Hashes and verifies passwords on the blocking pool, at most `concurrency` at a time, so that a
-/// login storm queues here instead of starving the executor that serves session checks.
+/// Hashes and verifies passwords on threads of its own, at most `concurrency` at a time, so that a
+/// login storm queues here instead of starving the executor that serves session checks. The
+/// threads run at a lower scheduling priority (a higher nice value, [`PasswordHasher::with_niceness`])
+/// than the rest of the process: on a busy machine the kernel gives the checks that every app
+/// waits on the CPU first, and Argon2 the rest; on an idle one hashing runs at full speed.
 #[derive(Clone)]
 pub struct PasswordHasher {
     inner: Arc<Inner>,
 }
 
+/// A job for the hashing threads.
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Inner {
     permits: Semaphore,
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    threads: usize,
+    niceness: i32,
     cost: Cost,
     pepper: Option<Vec<u8>>,
     dummy: OnceCell<PasswordHash>,
+}
+
+/// The hashing threads' default nice value: well below the checks, never starved (nice 10 gets
+/// about a tenth of a contended CPU's time against nice 0, and all of an idle one).
+pub const DEFAULT_NICENESS: i32 = 10;
+
+impl Inner {
+    /// Hands `job` to the hashing threads, starting them the first time.
+    fn submit(&self, job: Job) -> Result<(), HashError> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if jobs.is_none() {
+            *jobs = Some(self.start()?);
+        }
+        match jobs.as_ref().map(|tx| tx.send(job)) {
+            Some(Ok(())) => Ok(()),
+            _ => {
+                // Every thread is gone (none should ever be): start afresh next time.
+                *jobs = None;
+                Err(HashError::Task)
+            }
+        }
+    }
+
+    fn start(&self) -> Result<std::sync::mpsc::Sender<Job>, HashError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..self.threads {
+            let rx = Arc::clone(&rx);
+            let niceness = self.niceness;
+            std::thread::Builder::new()
+                .name(format!("cloakroom-argon2-{i}"))
+                .spawn(move || {
+                    // Linux applies a nice value to the thread whose id it is given.
+                    if niceness > 0 {
+                        let me = rustix::thread::gettid();
+                        let _ = rustix::process::setpriority_process(Some(me), niceness);
+                    }
+                    loop {
+                        let job =
+                            rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|_| HashError::Task)?;
+        }
+        Ok(tx)
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -178,9 +237,23 @@ impl fmt::Debug for PasswordHasher {
 impl PasswordHasher {
     /// A hasher running at most `concurrency` (at least 1) hashes at once.
     pub fn new(cost: Cost, concurrency: usize, pepper: Option<Vec<u8>>) -> Self {
+        Self::with_niceness(cost, concurrency, pepper, DEFAULT_NICENESS)
+    }
+
+    /// [`PasswordHasher::new`] with the hashing threads' nice value (0 to 19; 0 = the same
+    /// priority as everything else). The threads start at the first hash.
+    pub fn with_niceness(
+        cost: Cost,
+        concurrency: usize,
+        pepper: Option<Vec<u8>>,
+        niceness: i32,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 permits: Semaphore::new(concurrency.max(1)),
+                jobs: std::sync::Mutex::new(None),
+                threads: concurrency.max(1),
+                niceness: niceness.clamp(0, 19),
                 cost,
                 pepper,
                 dummy: OnceCell::new(),
@@ -251,7 +324,12 @@ impl PasswordHasher {
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let _permit = self.inner.permits.acquire().await.map_err(|_| HashError::Task)?;
-        tokio::task::spawn_blocking(work).await.map_err(|_| HashError::Task)?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        self.inner.submit(job)?;
+        rx.await.map_err(|_| HashError::Task)?
     }
 }
 
@@ -302,6 +380,37 @@ mod tests {
         assert_eq!(pw("password").check_policy(), Err(PolicyError::Common));
         assert_eq!(pw("Password1").check_policy(), Err(PolicyError::Common));
         assert_eq!(pw("qwertyuiop").check_policy(), Err(PolicyError::Common));
+    }
+
+    /// The nice values of this process's hashing threads, read from `/proc`.
+    fn hashing_thread_niceness() -> Vec<i32> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if !comm.starts_with("cloakroom-argon") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // After the parenthesised name: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+        out
+    }
+
+    /// Checks wait on the CPU behind Argon2 no more: the hashing threads run niced.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_on_threads_of_lower_priority() {
+        let hasher = PasswordHasher::with_niceness(Cost::INSECURE_TEST, 2, None, 7);
+        let pw = Password::new("correct horse battery staple".into());
+        let hash = hasher.hash(&pw).await.unwrap();
+        assert!(matches!(hasher.verify(&pw, Some(&hash)).await.unwrap(), Verified::Yes { .. }));
+        let nice = hashing_thread_niceness();
+        assert!(nice.len() >= 2, "{nice:?}");
+        assert!(nice.iter().all(|n| *n == 7 || *n == DEFAULT_NICENESS), "{nice:?}");
+        assert!(nice.contains(&7), "{nice:?}");
     }
 
     #[tokio::test]

@@ -9,6 +9,10 @@ use crate::time::Timestamp;
 use crate::token::{CsrfToken, TokenHash};
 use crate::user::User;
 
+/// The longest any session may live from its creation (the configuration refuses a longer
+/// absolute timeout): a store may forget anything created before `now - MAX_LIFETIME`.
+pub const MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// How long sessions live, enforced by the server on every check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExpiryPolicy {

@@ -769,6 +769,30 @@ pub async fn grants_are_redeemed_once(store: Arc<dyn Store>) {
     assert!(revs.iter().any(|r| r.subject == Revoked::Grant(g.id.clone())));
 }
 
+/// A user's grant revocations are coalesced into one entry with the latest times, however often
+/// they are made: what every verifier reads on connect does not grow with one user's calls.
+pub async fn user_grant_revocations_are_coalesced(store: &dyn Store) {
+    let alice = user(store, "alice", &[]).await;
+    let bob = user(store, "bob", &[]).await;
+    for i in 0..50u32 {
+        let at = t0().plus(Duration::from_millis(u64::from(i) * 10));
+        store.revoke_grants(&GrantRevocation::user(&alice.id, at)).await.unwrap();
+    }
+    // An older one arriving late changes nothing.
+    store.revoke_grants(&GrantRevocation::user(&alice.id, t0())).await.unwrap();
+    store.revoke_grants(&GrantRevocation::user(&bob.id, t0())).await.unwrap();
+    let revs = store.grant_revocations(t0(), t0()).await.unwrap();
+    let alices: Vec<_> =
+        revs.iter().filter(|r| r.subject == Revoked::User(alice.id.clone())).collect();
+    assert_eq!(alices.len(), 1, "one entry for alice: {revs:?}");
+    let latest = GrantRevocation::user(&alice.id, t0().plus(Duration::from_millis(490)));
+    assert_eq!(*alices[0], latest, "with the latest times");
+    assert_eq!(revs.len(), 2, "and one for bob");
+    // And the coalesced entry still revokes what it covers.
+    let g = grant_use(&alice, t0().plus(Duration::from_millis(400)));
+    assert_eq!(store.redeem_grant(&g, t0()).await.unwrap(), Redemption::Revoked);
+}
+
 /// Revoking a user's grants refuses those issued at or before the revocation, not later ones;
 /// revoking one grant refuses that one; revocations are listed since a time until they lapse.
 pub async fn grant_revocations(store: &dyn Store) {
@@ -834,7 +858,8 @@ macro_rules! store_conformance_tests {
             absolute_expiry, revoke_one, revoke_others_and_all, list_by_user, cap_per_user,
             user_changes, users_are_unique_and_listed, replace_password_hash_is_compare_and_set,
             rotate, privilege_changes_are_stamped, invalidations_reach_subscribers, session_data_compare_and_set, delete_expired, api_keys, audit_events, event_logs,
-            scoped_sessions_keep_their_audience, grant_revocations, signing_keys);
+            scoped_sessions_keep_their_audience, grant_revocations, signing_keys,
+            user_grant_revocations_are_coalesced);
         $crate::store_conformance_tests!(@shared $factory;
             concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected,
             grants_are_redeemed_once, event_reservations_hold_under_races);

@@ -14,6 +14,10 @@ mod proxies;
 
 pub use proxies::TrustedProxies;
 
+/// The default `max_sessions_per_user`: far above any person's devices, low enough that the
+/// work a login, a listing or a revoke-all does over one user's sessions stays small.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 100;
+
 /// Settings as given, before validation. Every field is a flag (with its `CLOAKROOM_` variable)
 /// and a key of the TOML file.
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
@@ -43,7 +47,7 @@ pub struct RawConfig {
     /// A session ends this long after login, e.g. 12h [default: 12h]
     #[arg(long, env = "CLOAKROOM_ABSOLUTE_TIMEOUT", global = true)]
     pub absolute_timeout: Option<String>,
-    /// Most sessions per user, 0 = no cap; the oldest is evicted [default: 0]
+    /// Most sessions per user, 0 = no cap; the oldest is evicted [default: 100]
     #[arg(long, env = "CLOAKROOM_MAX_SESSIONS_PER_USER", global = true)]
     pub max_sessions_per_user: Option<String>,
     /// text or json [default: text]
@@ -64,6 +68,9 @@ pub struct RawConfig {
     /// Most password hashes computed at once [default: number of CPUs]
     #[arg(long, env = "CLOAKROOM_LOGIN_CONCURRENCY", global = true)]
     pub login_concurrency: Option<String>,
+    /// Nice value (0 to 19) of the password-hashing threads, so checks get the CPU first [default: 10]
+    #[arg(long, env = "CLOAKROOM_LOGIN_NICENESS", global = true)]
+    pub login_niceness: Option<String>,
     /// A secret mixed into every password hash, kept apart from the store (env or file only)
     #[arg(skip)]
     #[serde(default)]
@@ -92,6 +99,7 @@ const KEYS: &[&str] = &[
     "body_timeout",
     "max_connections",
     "login_concurrency",
+    "login_niceness",
     "password_pepper",
     "grant_key",
 ];
@@ -175,6 +183,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Concurrent password hashes.
     pub login_concurrency: usize,
+    /// Nice value of the hashing threads.
+    pub login_niceness: i32,
     /// Pepper bytes, if configured.
     pub password_pepper: Option<Vec<u8>>,
     /// The 32-byte key that seals grant-signing keys, if configured.
@@ -200,6 +210,7 @@ impl RawConfig {
             body_timeout: self.body_timeout.or(lower.body_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             login_concurrency: self.login_concurrency.or(lower.login_concurrency),
+            login_niceness: self.login_niceness.or(lower.login_niceness),
             password_pepper: self.password_pepper.or(lower.password_pepper),
             grant_key: self.grant_key.or(lower.grant_key),
         }
@@ -314,12 +325,14 @@ impl RawConfig {
         if absolute_timeout < idle_timeout {
             return Err(invalid("absolute_timeout", "must be at least idle_timeout"));
         }
-        if absolute_timeout > Duration::from_secs(30 * 24 * 3600) {
+        if absolute_timeout > cloakroom_core::session::MAX_LIFETIME {
             return Err(invalid("absolute_timeout", "must be at most 30 days"));
         }
 
         let max_sessions_per_user = match self.max_sessions_per_user.as_deref() {
-            None => 0,
+            // A cap by default: what one user can pile up (sessions, and the work each login,
+            // listing and revoke-all does over them) stays bounded. 0 turns it off.
+            None => DEFAULT_MAX_SESSIONS_PER_USER,
             Some(v) => v
                 .trim()
                 .parse()
@@ -363,6 +376,13 @@ impl RawConfig {
                 }
             },
         };
+        let login_niceness = match self.login_niceness.as_deref().map(str::trim) {
+            None => cloakroom_core::password::DEFAULT_NICENESS,
+            Some(v) => match v.parse::<i32>() {
+                Ok(n) if (0..=19).contains(&n) => n,
+                _ => return Err(invalid("login_niceness", "expected a number from 0 to 19")),
+            },
+        };
         let password_pepper = match self.password_pepper {
             None => None,
             Some(p) if p.len() >= 16 => Some(p.into_bytes()),
@@ -392,6 +412,7 @@ impl RawConfig {
             body_timeout,
             max_connections,
             login_concurrency,
+            login_niceness,
             password_pepper,
             grant_key,
         })
@@ -467,7 +488,7 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(1800));
         assert_eq!(c.absolute_timeout, Duration::from_secs(12 * 3600));
         assert_eq!(c.allowed_origins, ["http://127.0.0.1:7878", "http://localhost:7878"]);
-        assert_eq!(c.max_sessions_per_user, 0);
+        assert_eq!(c.max_sessions_per_user, 100);
     }
 
     #[test]

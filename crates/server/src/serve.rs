@@ -43,8 +43,12 @@ pub async fn open_store(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.
 pub fn manager(store: Arc<dyn Store>, config: &Config, cost: Cost) -> SessionManager {
     let _ = crate::metrics::handle(); // the recorder first: the manager registers its counters
-    let hasher =
-        PasswordHasher::new(cost, config.login_concurrency, config.password_pepper.clone());
+    let hasher = PasswordHasher::with_niceness(
+        cost,
+        config.login_concurrency,
+        config.password_pepper.clone(),
+        config.login_niceness,
+    );
     let expiry = ExpiryPolicy {
         idle: config.idle_timeout,
         absolute: config.absolute_timeout,

@@ -49,6 +49,20 @@ pub struct Limits {
     pub ip: Limit,
     /// How long a successful login makes an IP known for its account.
     pub known_for: Duration,
+    /// Grants issued per user (each leaves a signed token, and its redemption a row).
+    pub grant_issue: Limit,
+    /// `revoke-others` per user (each leaves a grant-revocation entry that every verifier reads).
+    pub revoke_others: Limit,
+}
+
+/// A per-user action whose every call leaves work behind for the store or for every verifier,
+/// so that one logged-in user cannot pile it up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserAction {
+    /// `POST /v1/grants`.
+    GrantIssue,
+    /// `POST /v1/sessions/revoke-others`.
+    RevokeOthers,
 }
 
 impl Default for Limits {
@@ -59,6 +73,8 @@ impl Default for Limits {
             account_ip: Limit { max: 10, window: Duration::from_secs(15 * 60) },
             ip: Limit { max: 50, window: Duration::from_secs(15 * 60) },
             known_for: Duration::from_secs(30 * 24 * 3600),
+            grant_issue: Limit { max: 120, window: Duration::from_secs(60) },
+            revoke_others: Limit { max: 10, window: Duration::from_secs(60) },
         }
     }
 }
@@ -120,6 +136,27 @@ impl Throttle {
 
     fn known_key(account: &str, ip: &str) -> String {
         format!("login:known:{account}|{ip}")
+    }
+
+    /// Counts one `action` by `user`: `Ok(Err(retry_after))` when the user is at its limit
+    /// (nothing is then counted). Shared by every node, like the login windows.
+    pub async fn user_action(
+        &self,
+        action: UserAction,
+        user: &cloakroom_core::UserId,
+    ) -> ThrottleResult<Result<(), Duration>> {
+        let (name, limit) = match action {
+            UserAction::GrantIssue => ("grant", self.limits.grant_issue),
+            UserAction::RevokeOthers => ("revoke-others", self.limits.revoke_others),
+        };
+        let key = format!("rate:{name}:{}", user.as_str());
+        let now = Timestamp::now();
+        Ok(match self.store.reserve_event(&key, now, limit.window, limit.max, true).await? {
+            Reservation::Reserved(_) => Ok(()),
+            Reservation::Full(first) => {
+                Err(limit.window.saturating_sub(now.since(first)).max(Duration::from_secs(1)))
+            }
+        })
     }
 
     /// Reserves an attempt for `account` from `ip`: `Ok(Err(retry_after))` when a limit is

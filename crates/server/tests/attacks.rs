@@ -173,3 +173,41 @@ async fn a_trickled_body_is_cut_off_at_the_body_deadline() {
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
+
+/// Regression: any logged-in user could issue grants (and trade them for sessions) and call
+/// revoke-others as fast as the server answered, each call leaving rows behind that every node
+/// and every verifier then read. Both are limited per user now, across nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_issue_and_revoke_others_are_rate_limited_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    common::process::add_user(&db, "alice", "staff", PASSWORD);
+    let server = Server::start(&db, &dir.path().join("r.log"));
+    let http = reqwest::Client::new();
+    let who = common::process::http_login(&http, &server.base, "alice", PASSWORD).await;
+    let post = |path: &str, body: serde_json::Value| {
+        who.write(&http, reqwest::Method::POST, format!("{}{path}", server.base)).json(&body)
+    };
+    let grant = serde_json::json!({"audience": "files"});
+    for i in 0..120 {
+        assert_eq!(post("/v1/grants", grant.clone()).send().await.unwrap().status(), 201, "{i}");
+    }
+    let r = post("/v1/grants", grant).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    for i in 0..10 {
+        let r = post("/v1/sessions/revoke-others", serde_json::json!({})).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{i}");
+    }
+    let r = post("/v1/sessions/revoke-others", serde_json::json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    // Another user is not affected.
+    common::process::add_user(&db, "bob", "staff", PASSWORD);
+    let bob = common::process::http_login(&http, &server.base, "bob", PASSWORD).await;
+    let r = bob
+        .write(&http, reqwest::Method::POST, format!("{}/v1/sessions/revoke-others", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

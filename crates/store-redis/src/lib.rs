@@ -5,9 +5,10 @@
 //! be atomic is one Lua script over one slot:
 //! - `cr:u:{uid}` hash: the user; `cr:n:<username>`: username → uid; `cr:users`: usernames;
 //! - `cr:s:{uid}:<sid>` hash: a session, expiring (Redis TTL) at its idle deadline;
-//! - `cr:x:{uid}` sorted set: the user's sessions by creation time. Scripts that read it delete
-//!   members whose session is gone or dead, so it never keeps revoked or expired sessions beyond
-//!   the next access, and it expires with the user's newest session;
+//! - `cr:x:{uid}` sorted set: the user's sessions by creation time. A creation looks at a bounded
+//!   number of its oldest members (never the whole set: work per login must not grow with what
+//!   one user piles up) and deletes those whose session is gone or dead; it expires with the
+//!   user's newest session;
 //! - `cr:t:<token hash>` → `uid sid` and `cr:i:<sid>` → `uid`: lookups, expiring at the absolute
 //!   deadline. They are hints: a session is what its hash says, so a stale index entry finds
 //!   nothing;
@@ -15,11 +16,15 @@
 //!   streams: audit events, capped;
 //! - grants: `cr:sk` hash: signing keys (sealed); `cr:g:{gid}:u` / `:r`: a grant used / revoked,
 //!   expiring with it; `cr:gr:{uid}`: grants of the user issued up to this time are revoked;
-//!   `cr:grv` sorted set: the revocation log that `/v1/revocations` serves.
+//!   `cr:grv` sorted set: the revocation log that `/v1/revocations` serves, one entry per user
+//!   (coalesced through `{cr:grv}:user`);
+//! - `cr:ev:<key>` sorted sets: sliding-window logs (login throttle, per-user rate limits);
+//! - `cr:bus:seq`: the number of the last change announced on `cr:bus` (not on a Cluster).
 //!
 //! Liveness is always judged against the caller's `now`; TTLs only reclaim memory. Invalidations
-//! are published on `cr:bus` after each change commits, and [`Store::subscribe`] turns them into
-//! [`BusEvent`]s, with `Disconnected` whenever the subscription is lost.
+//! are published on `cr:bus` from inside the script that makes the change (so a committed change
+//! is never left unannounced), numbered on one Redis, and [`Store::subscribe`] turns them into
+//! [`BusEvent`]s, with `Disconnected` whenever the subscription is lost or a number is skipped.
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -120,6 +125,7 @@ struct Scripts {
     add_signing_key: Script,
     redeem_grant: Script,
     revoke_user_grants: Script,
+    log_revocation: Script,
 }
 
 impl Scripts {
@@ -156,6 +162,7 @@ impl Scripts {
             add_signing_key: Script::new(include_str!("lua/add_signing_key.lua")),
             redeem_grant: Script::new(include_str!("lua/redeem_grant.lua")),
             revoke_user_grants: Script::new(include_str!("lua/revoke_user_grants.lua")),
+            log_revocation: Script::new(include_str!("lua/log_revocation.lua")),
         }
     }
 }
@@ -185,6 +192,8 @@ fn name_key(name: &str) -> String {
 const SIGNING_KEYS: &str = "cr:sk";
 /// Grant revocations (and redemptions) by time, for `/v1/revocations`: `kind|subject|at|until`.
 const GRANT_REVOCATIONS: &str = "cr:grv";
+/// Each user's entry in [`GRANT_REVOCATIONS`], for coalescing (hash-tagged into its slot).
+const GRANT_REVOCATIONS_LATEST: &str = "{cr:grv}:user";
 fn grant_used_key(gid: &str) -> String {
     format!("cr:g:{{{gid}}}:u")
 }
@@ -362,15 +371,17 @@ impl RedisStore {
             Revoked::Grant(id) => ("grant", id.as_str()),
             Revoked::User(u) => ("user", u.as_str()),
         };
-        let member = format!("{kind}|{subject}|{}|{}", r.at.as_millis(), r.until.as_millis());
         let horizon = r.at.minus(MAX_GRANT_TTL + KEY_PUBLISH_MARGIN).as_millis();
-        let _: () = redis::pipe()
-            .atomic()
-            .zadd(GRANT_REVOCATIONS, member, r.at.as_millis())
-            .ignore()
-            .zrembyscore(GRANT_REVOCATIONS, "-inf", horizon)
-            .ignore()
-            .query_async(&mut self.conn())
+        let _: i64 = self
+            .scripts
+            .log_revocation
+            .key(GRANT_REVOCATIONS)
+            .key(GRANT_REVOCATIONS_LATEST)
+            .arg(format!("{kind}|{subject}"))
+            .arg(r.at.as_millis())
+            .arg(r.until.as_millis())
+            .arg(horizon)
+            .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
         Ok(())
@@ -737,6 +748,7 @@ impl Store for RedisStore {
             .arg(if s.user_agent.is_some() { "1" } else { "0" })
             .arg(uid)
             .arg(s.audience.as_deref().unwrap_or(""))
+            .arg(now.minus(cloakroom_core::session::MAX_LIFETIME).as_millis())
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| script_error(e, "session"))?;

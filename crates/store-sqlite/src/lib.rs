@@ -972,11 +972,27 @@ async fn insert_revocation(
         Revoked::Grant(id) => ("grant", id.as_str()),
         Revoked::User(u) => ("user", u.as_str()),
     };
+    let (mut at, mut until) = (r.at.as_millis(), r.until.as_millis());
+    if kind == "user" {
+        // Coalesced: a later user revocation covers every earlier one, so the user keeps one
+        // entry with the latest times, not one per call, for every verifier to read on connect.
+        let prev: Vec<(i64, i64)> = sqlx::query_as(
+            "DELETE FROM grant_revocations WHERE kind = 'user' AND subject = ?
+             RETURNING at, until",
+        )
+        .bind(subject)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        for (a, u) in prev {
+            (at, until) = (at.max(a), until.max(u));
+        }
+    }
     sqlx::query("INSERT INTO grant_revocations (kind, subject, at, until) VALUES (?, ?, ?, ?)")
         .bind(kind)
         .bind(subject)
-        .bind(r.at.as_millis())
-        .bind(r.until.as_millis())
+        .bind(at)
+        .bind(until)
         .execute(&mut **tx)
         .await
         .map_err(db_err)?;

@@ -28,6 +28,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Caller, Client, api_key_name};
 use crate::grants::{FeedEvent, Grants};
 use crate::state::AppState;
+use crate::throttle::UserAction;
 
 /// Default grant lifetime.
 const DEFAULT_TTL: u64 = 60;
@@ -76,6 +77,7 @@ pub struct IssueBody {
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 403, description = "csrf_failed / origin_mismatch / the user is disabled", body = crate::openapi::ErrorBody),
         (status = 404, description = "not_found (API key callers naming no user)", body = crate::openapi::ErrorBody),
+        (status = 429, description = "rate_limited: more than 120 grants a minute for this user", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn issue(
     State(state): State<AppState>,
@@ -98,6 +100,9 @@ pub async fn issue(
             (active_user(&state, username).await?, format!("apikey:{name}"))
         }
     };
+    if let Err(wait) = state.throttle.user_action(UserAction::GrantIssue, &user.id).await? {
+        return Err(ApiError::rate_limited(wait));
+    }
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL);
     let req = GrantRequest {
         audience: body.audience,

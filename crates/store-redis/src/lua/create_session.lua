@@ -1,19 +1,13 @@
 -- KEYS: user, index, session, [bus sequence]. ARGV: sid, token hash, csrf, created, idle, exp, ip, ua, data, cap,
--- now, session key prefix, has ip, has ua, uid, audience ('' for none).
--- Prunes the index (members whose session is gone or dead at `now` are deleted), evicts the oldest
--- live sessions beyond cap - 1 (announcing the evictions), inserts the session. Returns {evicted pairs, pruned pairs}: sid, th.
+-- now, session key prefix, has ip, has ua, uid, audience ('' for none), horizon (ms: no session
+-- created before it can be live). Makes room under the cap with bounded work (`make_room`),
+-- announcing any eviction, and inserts the session. Returns {evicted pairs, pruned pairs}: sid, th.
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOUSER') end
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('CONFLICT') end
 local now = tonumber(ARGV[11])
 local prefix = ARGV[12]
 local evicted, pruned = {}, {}
-local live = prune(KEYS[2], prefix, now, pruned)
-local cap = tonumber(ARGV[10])
-if cap > 0 then
-  for i = 1, #live - (cap - 1) do
-    drop(KEYS[2], prefix, live[i], redis.call('HGET', prefix .. live[i], 'th'), evicted)
-  end
-end
+make_room(KEYS[2], prefix, now, tonumber(ARGV[17]), tonumber(ARGV[10]), pruned, evicted)
 redis.call('HSET', KEYS[3], 'id', ARGV[1], 'uid', ARGV[15], 'th', ARGV[2], 'csrf', ARGV[3],
   'created', ARGV[4], 'seen', ARGV[4], 'issued', ARGV[4], 'idle', ARGV[5], 'exp', ARGV[6],
   'data', ARGV[9], 'dv', 1)
