@@ -1,5 +1,5 @@
-//! Cloakroom's Redis / Valkey store (`redis://`, `rediss://` with TLS, `redis+cluster://`), for
-//! more than one node.
+//! Cloakroom's Redis / Valkey store (`redis://`, `rediss://` with TLS, `redis+cluster://`,
+//! `redis+sentinel://`), for more than one node.
 //!
 //! Layout: a user's keys share the hash tag `{uid}` (one Cluster slot), so every change that must
 //! be atomic is one Lua script over one slot:
@@ -21,6 +21,7 @@
 //! are published on `cr:bus` after each change commits, and [`Store::subscribe`] turns them into
 //! [`BusEvent`]s, with `Disconnected` whenever the subscription is lost.
 
+mod sentinel;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -61,12 +62,13 @@ pub struct RedisStore {
     scripts: std::sync::Arc<Scripts>,
 }
 
-/// A standalone connection (reconnecting by itself) or a Cluster connection (routing each command
-/// by its keys' slot).
+/// A standalone connection (reconnecting by itself), a Cluster connection (routing each command
+/// by its keys' slot) or the Sentinels' primary (following a failover).
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
+    Sentinel(sentinel::Failover),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -77,6 +79,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -89,6 +92,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -96,6 +100,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -277,7 +282,9 @@ fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
 impl RedisStore {
     /// Connects to `redis://[user:pass@]host:port[/db]`, or to a Redis / Valkey Cluster with
     /// `redis+cluster://[user:pass@]host:port[,host:port…]` (any reachable nodes; the rest of the
-    /// topology is discovered). Commands time out after 2 seconds: a store that does not answer is
+    /// topology is discovered), or to the primary that Sentinels watch with
+    /// `redis+sentinel://[user:pass@]host:port[,host:port…]/MASTER_NAME` (followed through a
+    /// failover). Commands time out after 2 seconds: a store that does not answer is
     /// unavailable, never waited on forever; connections are re-established by themselves.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with_ca(url, None).await
@@ -322,6 +329,14 @@ impl RedisStore {
             return Ok(Self {
                 bus_nodes,
                 conn: Conn::Cluster(conn),
+                scripts: std::sync::Arc::new(Scripts::new()),
+            });
+        }
+        if url.starts_with("redis+sentinel://") {
+            // The bus subscribes wherever the Sentinels say the primary is, at each reconnect.
+            return Ok(Self {
+                bus_nodes: Vec::new(),
+                conn: Conn::Sentinel(sentinel::Failover::connect(url, timeout).await?),
                 scripts: std::sync::Arc::new(Scripts::new()),
             });
         }
@@ -386,7 +401,7 @@ impl RedisStore {
         &self,
         script: &'s mut redis::ScriptInvocation<'a>,
     ) -> &'s mut redis::ScriptInvocation<'a> {
-        if matches!(self.conn, Conn::Single(_)) {
+        if !matches!(self.conn, Conn::Cluster(_)) {
             script.key(BUS_SEQ);
         }
         script
@@ -535,18 +550,25 @@ impl Store for RedisStore {
     async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
         let (tx, rx) = mpsc::channel(1024);
         let nodes = self.bus_nodes.clone();
-        let sequenced = matches!(self.conn, Conn::Single(_));
+        let sequenced = !matches!(self.conn, Conn::Cluster(_));
         let mut conn = self.conn();
         tokio::spawn(async move {
             let mut connected = false;
             let mut next = 0usize;
             loop {
-                // Try the nodes in turn: in a Cluster any node hears every PUBLISH.
-                let client = &nodes[next % nodes.len()];
+                // Try the nodes in turn: in a Cluster any node hears every PUBLISH. Under
+                // Sentinel, the primary as they see it now (after a failover, the new one).
+                let client = match (&conn, nodes.get(next % nodes.len().max(1))) {
+                    (Conn::Sentinel(f), _) => f.primary().await.ok(),
+                    (_, node) => node.cloned(),
+                };
                 next += 1;
-                let pubsub = match client.get_async_pubsub().await {
-                    Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
-                    Err(_) => None,
+                let pubsub = match client.map(|c| async move { c.get_async_pubsub().await }) {
+                    Some(connecting) => match connecting.await {
+                        Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
+                        Err(_) => None,
+                    },
+                    None => None,
                 };
                 // The change number at subscription: announcements after it must follow on
                 // without a gap. (Ones up to it may still arrive; the flush covers them.)

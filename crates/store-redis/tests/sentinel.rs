@@ -1,0 +1,71 @@
+//! The Redis store through Sentinel (`redis+sentinel://`): a primary, a replica and three
+//! Sentinels, started per test. The conformance suite, then what must survive a failover: a
+//! revocation acknowledged before the primary died stays revoked on the promoted replica, and
+//! the store follows the new primary (commands and the bus) by itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use cloakroom_core::store::BusEvent;
+use cloakroom_core::{Store as _, StoreError, testing};
+use cloakroom_store_redis::RedisStore;
+use cloakroom_store_redis::testing::RedisReplicated;
+
+async fn fresh() -> (RedisStore, RedisReplicated) {
+    let redis = RedisReplicated::start().await;
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    (store, redis)
+}
+
+cloakroom_core::store_conformance_tests!(fresh);
+
+/// Retries `f` until it succeeds (the store answers Unavailable during the failover).
+async fn eventually<T, F: AsyncFnMut() -> Result<T, StoreError>>(within: Duration, mut f: F) -> T {
+    let start = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => assert!(start.elapsed() < within, "still failing after {within:?}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_survives_a_failover_and_the_store_follows_it() {
+    let (store, mut redis) = fresh().await;
+    let alice = testing::user(&store, "alice", &[]).await;
+    let now = cloakroom_core::Timestamp::now();
+    let (kept_token, _kept) = testing::session(&store, &alice, now).await;
+    let (gone_token, gone) = testing::session(&store, &alice, now).await;
+    let mut feed = store.subscribe().await.unwrap();
+    assert_eq!(feed.recv().await, Some(BusEvent::Connected));
+
+    // Revoked, and the primary dies at once: the replica must already have it.
+    assert!(store.revoke_session(&gone).await.unwrap().is_some());
+    redis.kill_primary();
+    let promoted = redis.wait_for_promotion(Duration::from_secs(15)).await;
+    eprintln!("replica promoted {promoted:?} after the primary died");
+
+    let later = cloakroom_core::Timestamp::now();
+    let revoked = eventually(Duration::from_secs(10), async || {
+        store.session_by_token(&gone_token.hash(), later).await
+    })
+    .await;
+    assert!(revoked.is_none(), "the revoked session stays revoked");
+    let kept = store.session_by_token(&kept_token.hash(), later).await.unwrap();
+    assert!(kept.is_some(), "a session made before the failover keeps working");
+
+    // The bus noticed (Disconnected: caches are bypassed) and subscribed on the new primary.
+    let mut seen = Vec::new();
+    while seen.last() != Some(&BusEvent::Connected) {
+        let e = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await.unwrap();
+        seen.push(e.unwrap());
+    }
+    assert!(seen.contains(&BusEvent::Disconnected), "{seen:?}");
+    // Writes go to the new primary, and their invalidations arrive.
+    store.revoke_user_sessions(&alice.id, None).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(2), feed.recv()).await.unwrap();
+    assert!(matches!(next, Some(BusEvent::Invalidate { .. })), "{next:?}");
+    assert!(store.session_by_token(&kept_token.hash(), later).await.unwrap().is_none());
+}
