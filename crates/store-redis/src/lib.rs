@@ -1,5 +1,6 @@
 //! Cloakroom's Redis / Valkey store (`redis://`, `rediss://` with TLS, `redis+cluster://`,
-//! `redis+sentinel://`), for more than one node.
+//! `redis+sentinel://`), for more than one node. With replicas, revocations are acknowledged only
+//! once a replica has them (see `replicas.rs`).
 //!
 //! Layout: a user's keys share the hash tag `{uid}` (one Cluster slot), so every change that must
 //! be atomic is one Lua script over one slot:
@@ -21,9 +22,12 @@
 //! are published on `cr:bus` after each change commits, and [`Store::subscribe`] turns them into
 //! [`BusEvent`]s, with `Disconnected` whenever the subscription is lost.
 
+mod replicas;
 mod sentinel;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use replicas::REPLICA_ACK_TIMEOUT;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -60,6 +64,7 @@ pub struct RedisStore {
     bus_nodes: Vec<redis::Client>,
     conn: Conn,
     scripts: std::sync::Arc<Scripts>,
+    replicas: std::sync::Arc<replicas::Replicas>,
 }
 
 /// A standalone connection (reconnecting by itself), a Cluster connection (routing each command
@@ -330,6 +335,7 @@ impl RedisStore {
                 bus_nodes,
                 conn: Conn::Cluster(conn),
                 scripts: std::sync::Arc::new(Scripts::new()),
+                replicas: std::sync::Arc::default(),
             });
         }
         if url.starts_with("redis+sentinel://") {
@@ -338,6 +344,7 @@ impl RedisStore {
                 bus_nodes: Vec::new(),
                 conn: Conn::Sentinel(sentinel::Failover::connect(url, timeout).await?),
                 scripts: std::sync::Arc::new(Scripts::new()),
+                replicas: std::sync::Arc::default(),
             });
         }
         let client = match ca_pem {
@@ -357,6 +364,7 @@ impl RedisStore {
             bus_nodes: vec![client],
             conn: Conn::Single(conn),
             scripts: std::sync::Arc::new(Scripts::new()),
+            replicas: std::sync::Arc::default(),
         })
     }
 
@@ -690,6 +698,7 @@ impl Store for RedisStore {
         keep: Option<&SessionId>,
     ) -> StoreResult<(User, Vec<SessionId>)> {
         let uid = id.as_str();
+        let ticket = self.ticket();
         let mut script = self.scripts.update_user.prepare_invoke();
         script.key(user_key(uid)).key(index_key(uid));
         let (fields, revoked): (Vec<String>, Vec<String>) = self
@@ -709,6 +718,7 @@ impl Store for RedisStore {
         let user = decode_user(&map)?.user;
         let revoked = pairs(revoked);
         self.forget_hints(&revoked).await;
+        self.replicated(ticket, &user_key(uid)).await?;
         Ok((user, revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect()))
     }
 
@@ -831,6 +841,7 @@ impl Store for RedisStore {
     ) -> StoreResult<bool> {
         let Some(uid) = self.uid_of_session(id).await? else { return Ok(false) };
         let (from, to) = (from.to_hex(), to.to_hex());
+        let ticket = self.ticket();
         let mut script = self.scripts.rotate.prepare_invoke();
         script.key(session_key(&uid, id.as_str()));
         let expires: Option<String> = self
@@ -859,10 +870,13 @@ impl Store for RedisStore {
         if let Err(e) = self.conn().del::<_, ()>(token_key(&from)).await {
             tracing::warn!(error = %e, "could not delete the lookup hint of a rotated token");
         }
+        // The old token must not come back with a failover.
+        self.replicated(ticket, &user_key(&uid)).await?;
         Ok(true)
     }
 
     async fn revoke_session(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
+        let ticket = self.ticket();
         let Some(uid) = self.uid_of_session(id).await? else { return Ok(None) };
         let mut script = self.scripts.revoke.prepare_invoke();
         script.key(session_key(&uid, id.as_str())).key(index_key(&uid));
@@ -874,6 +888,9 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
+        // Also when it was already gone: this may be a retry after an unacknowledged revocation,
+        // whose write this connection's WAIT still covers.
+        self.replicated(ticket, &user_key(&uid)).await?;
         let Some(th) = th else {
             let _: () = self.conn().del(sid_key(id.as_str())).await.map_err(err)?;
             return Ok(None);
@@ -888,6 +905,7 @@ impl Store for RedisStore {
         keep: Option<&SessionId>,
     ) -> StoreResult<Vec<SessionId>> {
         let uid = user.as_str();
+        let ticket = self.ticket();
         let mut script = self.scripts.revoke_user.prepare_invoke();
         script.key(index_key(uid));
         let flat: Vec<String> = self
@@ -900,6 +918,7 @@ impl Store for RedisStore {
             .await
             .map_err(err)?;
         let revoked = pairs(flat);
+        self.replicated(ticket, &index_key(uid)).await?;
         self.forget_hints(&revoked).await;
         Ok(revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect())
     }
@@ -1170,6 +1189,7 @@ impl Store for RedisStore {
     }
 
     async fn redeem_grant(&self, grant: &GrantUse, now: Timestamp) -> StoreResult<Redemption> {
+        let ticket = self.ticket();
         let outcome: String = self
             .scripts
             .redeem_grant
@@ -1192,12 +1212,15 @@ impl Store for RedisStore {
         if revoked_at.is_some_and(|at| at >= grant.issued_at.as_millis()) {
             return Ok(Redemption::Revoked);
         }
+        // Used once means used once after a failover too.
+        self.replicated(ticket, &grant_used_key(&grant.id)).await?;
         self.log_revocation(&GrantRevocation::grant(&grant.id, now, grant.expires_at)).await?;
         Ok(Redemption::Redeemed)
     }
 
     async fn revoke_grants(&self, r: &GrantRevocation) -> StoreResult<()> {
-        match &r.subject {
+        let ticket = self.ticket();
+        let written = match &r.subject {
             Revoked::Grant(id) => {
                 let _: () = redis::cmd("SET")
                     .arg(grant_revoked_key(id))
@@ -1207,6 +1230,7 @@ impl Store for RedisStore {
                     .query_async(&mut self.conn())
                     .await
                     .map_err(err)?;
+                grant_revoked_key(id)
             }
             Revoked::User(uid) => {
                 let _: i64 = self
@@ -1218,8 +1242,10 @@ impl Store for RedisStore {
                     .invoke_async(&mut self.conn())
                     .await
                     .map_err(err)?;
+                user_grants_revoked_key(uid.as_str())
             }
-        }
+        };
+        self.replicated(ticket, &written).await?;
         self.log_revocation(r).await
     }
 

@@ -78,6 +78,13 @@ impl Failover {
         self.inner.target.primary().await
     }
 
+    /// The generation of the connection commands go out on now (0: none yet). A write and a
+    /// `WAIT` prove something together only on one connection: `WAIT` counts the writes of the
+    /// client that sends it.
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.current.lock().map_or(0, |c| c.as_ref().map_or(0, |(_, g)| *g))
+    }
+
     /// The live connection, reconnecting (to wherever the primary is now) when there is none.
     async fn connection(&self) -> Result<(MultiplexedConnection, u64), RedisError> {
         if let Some(live) = self.live() {

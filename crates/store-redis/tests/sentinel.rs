@@ -69,3 +69,26 @@ async fn a_revocation_survives_a_failover_and_the_store_follows_it() {
     assert!(matches!(next, Some(BusEvent::Invalidate { .. })), "{next:?}");
     assert!(store.session_by_token(&kept_token.hash(), later).await.unwrap().is_none());
 }
+
+/// Fail closed: a replica that acknowledges nothing (stopped) makes a revocation answer
+/// Unavailable after the bounded wait, never success; once it is back, revocations succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_no_replica_acknowledges_is_not_reported_done() {
+    let (store, redis) = fresh().await;
+    let alice = testing::user(&store, "alice", &[]).await;
+    let now = cloakroom_core::Timestamp::now();
+    let (_, one) = testing::session(&store, &alice, now).await;
+    let (_, two) = testing::session(&store, &alice, now).await;
+    assert!(store.revoke_session(&one).await.unwrap().is_some(), "with the replica up");
+
+    redis.pause_replica();
+    let start = Instant::now();
+    let outcome = store.revoke_session(&two).await;
+    let took = start.elapsed();
+    redis.resume_replica();
+    assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
+    assert!(took >= cloakroom_store_redis::REPLICA_ACK_TIMEOUT, "{took:?}");
+    assert!(took < Duration::from_secs(2), "bounded: {took:?}");
+    let outcome = store.revoke_user_sessions(&alice.id, None).await;
+    assert!(outcome.is_ok(), "the replica is back: {outcome:?}");
+}
