@@ -154,6 +154,8 @@ impl RedisServer {
 pub struct RedisCluster {
     nodes: Vec<Child>,
     ports: Vec<u16>,
+    /// Ports of the nodes killed on purpose.
+    dead: Vec<u16>,
     _dir: tempfile::TempDir,
 }
 
@@ -169,22 +171,33 @@ impl Drop for RedisCluster {
 impl RedisCluster {
     /// Starts the three masters and waits until the cluster is ready.
     pub async fn start() -> RedisCluster {
+        Self::start_with(0).await
+    }
+
+    /// Starts three masters with one replica each (six nodes) and waits until the cluster is
+    /// ready and every replica has synchronised.
+    pub async fn start_with_replicas() -> RedisCluster {
+        Self::start_with(1).await
+    }
+
+    async fn start_with(replicas: usize) -> RedisCluster {
         for _ in 0..5 {
-            if let Some(cluster) = Self::try_start().await {
+            if let Some(cluster) = Self::try_start(replicas).await {
                 return cluster;
             }
         }
         panic!("could not start a Redis Cluster");
     }
 
-    async fn try_start() -> Option<RedisCluster> {
+    async fn try_start(replicas: usize) -> Option<RedisCluster> {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..3)
+        let ports: Vec<u16> = (0..3 * (1 + replicas))
             .map(|_| {
                 std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
             })
             .collect();
-        let mut cluster = RedisCluster { nodes: Vec::new(), ports: ports.clone(), _dir: dir };
+        let mut cluster =
+            RedisCluster { nodes: Vec::new(), ports: ports.clone(), dead: Vec::new(), _dir: dir };
         for port in &ports {
             let node_dir = cluster._dir.path().join(port.to_string());
             std::fs::create_dir_all(&node_dir).unwrap();
@@ -198,6 +211,8 @@ impl RedisCluster {
                     "",
                     "--appendonly",
                     "no",
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .arg("--dir")
@@ -221,7 +236,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -233,10 +248,10 @@ impl RedisCluster {
         let start = Instant::now();
         loop {
             let ready = ports.iter().all(|p| {
-                Command::new("redis-cli")
-                    .args(["-p", &p.to_string(), "cluster", "info"])
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                let replication = cli(*p, &["info", "replication"]);
+                cli(*p, &["cluster", "info"]).contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
             });
             if ready {
                 return Some(cluster);
@@ -252,6 +267,64 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The port of the master serving `key`'s slot, asked of a live node.
+    pub fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key).unwrap_or_else(|| panic!("no live node knows the master of {key}"))
+    }
+
+    /// [`RedisCluster::master_of`], or None while no live node names one (during a failover).
+    fn try_master_of(&self, key: &str) -> Option<u16> {
+        for port in self.ports.iter().filter(|p| !self.dead.contains(p)) {
+            let Ok(slot) = cli(*port, &["cluster", "keyslot", key]).trim().parse::<u16>() else {
+                continue;
+            };
+            for line in cli(*port, &["cluster", "nodes"]).lines() {
+                let fields: Vec<&str> = line.split(' ').collect();
+                if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                    continue;
+                }
+                let serves = fields[8..].iter().any(|range| {
+                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                    matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+                });
+                let addr = fields[1].split('@').next().unwrap_or_default();
+                if serves {
+                    if let Some(p) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Kills the master serving `key`'s slot (SIGKILL); returns its port.
+    pub fn kill_master_of(&mut self, key: &str) -> u16 {
+        let port = self.master_of(key);
+        let i = self.ports.iter().position(|p| *p == port).unwrap();
+        let _ = self.nodes[i].kill();
+        let _ = self.nodes[i].wait();
+        self.dead.push(port);
+        port
+    }
+
+    /// Waits until a live node serves `key`'s slot as its master and the cluster is ok again;
+    /// returns how long that took.
+    pub async fn wait_for_promotion(&self, key: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let live: Vec<u16> =
+                self.ports.iter().copied().filter(|p| !self.dead.contains(p)).collect();
+            let ok =
+                live.iter().all(|p| cli(*p, &["cluster", "info"]).contains("cluster_state:ok"));
+            if ok && self.try_master_of(key).is_some_and(|p| !self.dead.contains(&p)) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "no replica took over {key} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
