@@ -92,3 +92,29 @@ async fn a_revocation_no_replica_acknowledges_is_not_reported_done() {
     let outcome = store.revoke_user_sessions(&alice.id, None).await;
     assert!(outcome.is_ok(), "the replica is back: {outcome:?}");
 }
+
+/// Measurement, not a check (`--run-ignored only`): how long a revocation takes to be
+/// acknowledged with one replica (the primary WAITs for it) and on a lone Redis (no WAIT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; see docs/benchmarks.md"]
+async fn revocation_acknowledgement_latency() {
+    use cloakroom_store_redis::testing::RedisServer;
+    async fn measure(store: &RedisStore) -> (Duration, Duration) {
+        let alice = testing::user(store, "alice", &[]).await;
+        let mut took = Vec::new();
+        for _ in 0..300 {
+            let (_, sid) = testing::session(store, &alice, cloakroom_core::Timestamp::now()).await;
+            let start = Instant::now();
+            store.revoke_session(&sid).await.unwrap();
+            took.push(start.elapsed());
+        }
+        took.sort();
+        (took[took.len() / 2], took[took.len() * 99 / 100])
+    }
+    let lone = RedisServer::start().await;
+    let (median, p99) = measure(&RedisStore::connect(&lone.url()).await.unwrap()).await;
+    eprintln!("no replica:  median {median:?}, p99 {p99:?}");
+    let (store, _redis) = fresh().await;
+    let (median, p99) = measure(&store).await;
+    eprintln!("one replica: median {median:?}, p99 {p99:?}");
+}
