@@ -28,7 +28,12 @@ async fn a_revocation_survives_a_cluster_failover() {
     let (kept_token, _) = testing::session(&store, &alice, now).await;
     let (gone_token, gone) = testing::session(&store, &alice, now).await;
 
-    assert!(store.revoke_session(&gone).await.unwrap().is_some());
+    // On a loaded machine WAIT may time out (Unavailable, fail closed): retrying is safe, and
+    // only an acknowledged revocation counts.
+    let start = Instant::now();
+    while let Err(e) = store.revoke_session(&gone).await {
+        assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+    }
     let slot_key = format!("cr:u:{{{}}}", alice.id.as_str());
     cluster.kill_master_of(&slot_key);
     let took = cluster.wait_for_promotion(&slot_key, Duration::from_secs(20)).await;

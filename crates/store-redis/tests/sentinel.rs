@@ -42,7 +42,9 @@ async fn a_revocation_survives_a_failover_and_the_store_follows_it() {
     assert_eq!(feed.recv().await, Some(BusEvent::Connected));
 
     // Revoked, and the primary dies at once: the replica must already have it.
-    assert!(store.revoke_session(&gone).await.unwrap().is_some());
+    // On a loaded machine WAIT may time out (Unavailable, fail closed): retrying is safe, and
+    // only an acknowledged revocation counts.
+    eventually(Duration::from_secs(10), async || store.revoke_session(&gone).await).await;
     redis.kill_primary();
     let promoted = redis.wait_for_promotion(Duration::from_secs(15)).await;
     eprintln!("replica promoted {promoted:?} after the primary died");
