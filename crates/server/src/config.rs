@@ -26,7 +26,7 @@ pub struct RawConfig {
     /// Address to listen on [default: 127.0.0.1:7878]
     #[arg(long, env = "CLOAKROOM_LISTEN", global = true)]
     pub listen: Option<String>,
-    /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db), redis://host:port[/db], redis+cluster://host:port,…
+    /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db), redis://host:port[/db], redis+cluster://host:port,…, redis+sentinel://host:port,…/MASTER
     #[arg(long, env = "CLOAKROOM_STORE", global = true)]
     pub store: Option<String>,
     /// PEM file of the CA(s) to trust for a rediss:// store (default: the system's roots)
@@ -256,14 +256,14 @@ impl RawConfig {
             })?;
 
         let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
-        if !["sqlite:", "redis://", "rediss://", "redis+cluster://"]
+        if !["sqlite:", "redis://", "rediss://", "redis+cluster://", "redis+sentinel://"]
             .iter()
             .any(|p| store.starts_with(p))
         {
             return Err(invalid(
                 "store",
                 format!(
-                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://, rediss:// and redis+cluster://",
+                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://, rediss://, redis+cluster:// and redis+sentinel://",
                     scheme_of(&store)
                 ),
             ));

@@ -31,7 +31,8 @@ pub async fn open_store(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<
             SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
         return Ok(Arc::new(store));
     }
-    if ["redis://", "rediss://", "redis+cluster://"].iter().any(|p| url.starts_with(p)) {
+    let redis = ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"];
+    if redis.iter().any(|p| url.starts_with(p)) {
         let store = RedisStore::connect_with_ca(url, ca_pem)
             .await
             .with_context(|| format!("connecting to the store {}", redact(url)))?;

@@ -1,5 +1,6 @@
-//! Cloakroom's Redis / Valkey store (`redis://`, `rediss://` with TLS, `redis+cluster://`), for
-//! more than one node.
+//! Cloakroom's Redis / Valkey store (`redis://`, `rediss://` with TLS, `redis+cluster://`,
+//! `redis+sentinel://`), for more than one node. With replicas, revocations are acknowledged only
+//! once a replica has them (see `replicas.rs`).
 //!
 //! Layout: a user's keys share the hash tag `{uid}` (one Cluster slot), so every change that must
 //! be atomic is one Lua script over one slot:
@@ -26,8 +27,12 @@
 //! is never left unannounced), numbered on one Redis, and [`Store::subscribe`] turns them into
 //! [`BusEvent`]s, with `Disconnected` whenever the subscription is lost or a number is skipped.
 
+mod replicas;
+mod sentinel;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use replicas::REPLICA_ACK_TIMEOUT;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -64,14 +69,16 @@ pub struct RedisStore {
     bus_nodes: Vec<redis::Client>,
     conn: Conn,
     scripts: std::sync::Arc<Scripts>,
+    replicas: std::sync::Arc<replicas::Replicas>,
 }
 
-/// A standalone connection (reconnecting by itself) or a Cluster connection (routing each command
-/// by its keys' slot).
+/// A standalone connection (reconnecting by itself), a Cluster connection (routing each command
+/// by its keys' slot) or the Sentinels' primary (following a failover).
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
+    Sentinel(sentinel::Failover),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -82,6 +89,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -94,6 +102,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -101,6 +110,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -286,7 +296,9 @@ fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
 impl RedisStore {
     /// Connects to `redis://[user:pass@]host:port[/db]`, or to a Redis / Valkey Cluster with
     /// `redis+cluster://[user:pass@]host:port[,host:port…]` (any reachable nodes; the rest of the
-    /// topology is discovered). Commands time out after 2 seconds: a store that does not answer is
+    /// topology is discovered), or to the primary that Sentinels watch with
+    /// `redis+sentinel://[user:pass@]host:port[,host:port…]/MASTER_NAME` (followed through a
+    /// failover). Commands time out after 2 seconds: a store that does not answer is
     /// unavailable, never waited on forever; connections are re-established by themselves.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with_ca(url, None).await
@@ -332,6 +344,16 @@ impl RedisStore {
                 bus_nodes,
                 conn: Conn::Cluster(conn),
                 scripts: std::sync::Arc::new(Scripts::new()),
+                replicas: std::sync::Arc::default(),
+            });
+        }
+        if url.starts_with("redis+sentinel://") {
+            // The bus subscribes wherever the Sentinels say the primary is, at each reconnect.
+            return Ok(Self {
+                bus_nodes: Vec::new(),
+                conn: Conn::Sentinel(sentinel::Failover::connect(url, timeout).await?),
+                scripts: std::sync::Arc::new(Scripts::new()),
+                replicas: std::sync::Arc::default(),
             });
         }
         let client = match ca_pem {
@@ -351,6 +373,7 @@ impl RedisStore {
             bus_nodes: vec![client],
             conn: Conn::Single(conn),
             scripts: std::sync::Arc::new(Scripts::new()),
+            replicas: std::sync::Arc::default(),
         })
     }
 
@@ -397,7 +420,7 @@ impl RedisStore {
         &self,
         script: &'s mut redis::ScriptInvocation<'a>,
     ) -> &'s mut redis::ScriptInvocation<'a> {
-        if matches!(self.conn, Conn::Single(_)) {
+        if !matches!(self.conn, Conn::Cluster(_)) {
             script.key(BUS_SEQ);
         }
         script
@@ -546,18 +569,25 @@ impl Store for RedisStore {
     async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
         let (tx, rx) = mpsc::channel(1024);
         let nodes = self.bus_nodes.clone();
-        let sequenced = matches!(self.conn, Conn::Single(_));
+        let sequenced = !matches!(self.conn, Conn::Cluster(_));
         let mut conn = self.conn();
         tokio::spawn(async move {
             let mut connected = false;
             let mut next = 0usize;
             loop {
-                // Try the nodes in turn: in a Cluster any node hears every PUBLISH.
-                let client = &nodes[next % nodes.len()];
+                // Try the nodes in turn: in a Cluster any node hears every PUBLISH. Under
+                // Sentinel, the primary as they see it now (after a failover, the new one).
+                let client = match (&conn, nodes.get(next % nodes.len().max(1))) {
+                    (Conn::Sentinel(f), _) => f.primary().await.ok(),
+                    (_, node) => node.cloned(),
+                };
                 next += 1;
-                let pubsub = match client.get_async_pubsub().await {
-                    Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
-                    Err(_) => None,
+                let pubsub = match client.map(|c| async move { c.get_async_pubsub().await }) {
+                    Some(connecting) => match connecting.await {
+                        Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
+                        Err(_) => None,
+                    },
+                    None => None,
                 };
                 // The change number at subscription: announcements after it must follow on
                 // without a gap. (Ones up to it may still arrive; the flush covers them.)
@@ -679,6 +709,7 @@ impl Store for RedisStore {
         keep: Option<&SessionId>,
     ) -> StoreResult<(User, Vec<SessionId>)> {
         let uid = id.as_str();
+        let ticket = self.ticket();
         let mut script = self.scripts.update_user.prepare_invoke();
         script.key(user_key(uid)).key(index_key(uid));
         let (fields, revoked): (Vec<String>, Vec<String>) = self
@@ -698,6 +729,7 @@ impl Store for RedisStore {
         let user = decode_user(&map)?.user;
         let revoked = pairs(revoked);
         self.forget_hints(&revoked).await;
+        self.replicated(ticket, &user_key(uid)).await?;
         Ok((user, revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect()))
     }
 
@@ -821,6 +853,7 @@ impl Store for RedisStore {
     ) -> StoreResult<bool> {
         let Some(uid) = self.uid_of_session(id).await? else { return Ok(false) };
         let (from, to) = (from.to_hex(), to.to_hex());
+        let ticket = self.ticket();
         let mut script = self.scripts.rotate.prepare_invoke();
         script.key(session_key(&uid, id.as_str()));
         let expires: Option<String> = self
@@ -849,10 +882,13 @@ impl Store for RedisStore {
         if let Err(e) = self.conn().del::<_, ()>(token_key(&from)).await {
             tracing::warn!(error = %e, "could not delete the lookup hint of a rotated token");
         }
+        // The old token must not come back with a failover.
+        self.replicated(ticket, &user_key(&uid)).await?;
         Ok(true)
     }
 
     async fn revoke_session(&self, id: &SessionId) -> StoreResult<Option<UserId>> {
+        let ticket = self.ticket();
         let Some(uid) = self.uid_of_session(id).await? else { return Ok(None) };
         let mut script = self.scripts.revoke.prepare_invoke();
         script.key(session_key(&uid, id.as_str())).key(index_key(&uid));
@@ -864,6 +900,9 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(err)?;
+        // Also when it was already gone: this may be a retry after an unacknowledged revocation,
+        // whose write this connection's WAIT still covers.
+        self.replicated(ticket, &user_key(&uid)).await?;
         let Some(th) = th else {
             let _: () = self.conn().del(sid_key(id.as_str())).await.map_err(err)?;
             return Ok(None);
@@ -878,6 +917,7 @@ impl Store for RedisStore {
         keep: Option<&SessionId>,
     ) -> StoreResult<Vec<SessionId>> {
         let uid = user.as_str();
+        let ticket = self.ticket();
         let mut script = self.scripts.revoke_user.prepare_invoke();
         script.key(index_key(uid));
         let flat: Vec<String> = self
@@ -890,6 +930,7 @@ impl Store for RedisStore {
             .await
             .map_err(err)?;
         let revoked = pairs(flat);
+        self.replicated(ticket, &index_key(uid)).await?;
         self.forget_hints(&revoked).await;
         Ok(revoked.into_iter().map(|(s, _)| SessionId::from_stored(s)).collect())
     }
@@ -1160,6 +1201,7 @@ impl Store for RedisStore {
     }
 
     async fn redeem_grant(&self, grant: &GrantUse, now: Timestamp) -> StoreResult<Redemption> {
+        let ticket = self.ticket();
         let outcome: String = self
             .scripts
             .redeem_grant
@@ -1182,12 +1224,15 @@ impl Store for RedisStore {
         if revoked_at.is_some_and(|at| at >= grant.issued_at.as_millis()) {
             return Ok(Redemption::Revoked);
         }
+        // Used once means used once after a failover too.
+        self.replicated(ticket, &grant_used_key(&grant.id)).await?;
         self.log_revocation(&GrantRevocation::grant(&grant.id, now, grant.expires_at)).await?;
         Ok(Redemption::Redeemed)
     }
 
     async fn revoke_grants(&self, r: &GrantRevocation) -> StoreResult<()> {
-        match &r.subject {
+        let ticket = self.ticket();
+        let written = match &r.subject {
             Revoked::Grant(id) => {
                 let _: () = redis::cmd("SET")
                     .arg(grant_revoked_key(id))
@@ -1197,6 +1242,7 @@ impl Store for RedisStore {
                     .query_async(&mut self.conn())
                     .await
                     .map_err(err)?;
+                grant_revoked_key(id)
             }
             Revoked::User(uid) => {
                 let _: i64 = self
@@ -1208,8 +1254,10 @@ impl Store for RedisStore {
                     .invoke_async(&mut self.conn())
                     .await
                     .map_err(err)?;
+                user_grants_revoked_key(uid.as_str())
             }
-        }
+        };
+        self.replicated(ticket, &written).await?;
         self.log_revocation(r).await
     }
 

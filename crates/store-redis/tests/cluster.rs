@@ -12,3 +12,43 @@ async fn fresh() -> (RedisStore, RedisCluster) {
 }
 
 cloakroom_core::store_conformance_tests!(fresh);
+
+/// A Cluster with one replica per master: a revocation acknowledged before the master of the
+/// user's slot dies stays revoked on the replica that takes over, sessions made before keep
+/// working, and the store follows the new master by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_survives_a_cluster_failover() {
+    use std::time::{Duration, Instant};
+
+    use cloakroom_core::{Store as _, testing};
+    let mut cluster = RedisCluster::start_with_replicas().await;
+    let store = RedisStore::connect(&cluster.url()).await.unwrap();
+    let alice = testing::user(&store, "alice", &[]).await;
+    let now = cloakroom_core::Timestamp::now();
+    let (kept_token, _) = testing::session(&store, &alice, now).await;
+    let (gone_token, gone) = testing::session(&store, &alice, now).await;
+
+    // On a loaded machine WAIT may time out (Unavailable, fail closed): retrying is safe, and
+    // only an acknowledged revocation counts.
+    let start = Instant::now();
+    while let Err(e) = store.revoke_session(&gone).await {
+        assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+    }
+    let slot_key = format!("cr:u:{{{}}}", alice.id.as_str());
+    cluster.kill_master_of(&slot_key);
+    let took = cluster.wait_for_promotion(&slot_key, Duration::from_secs(20)).await;
+    eprintln!("a replica took over {took:?} after the master died");
+
+    let later = cloakroom_core::Timestamp::now();
+    let start = Instant::now();
+    let kept = loop {
+        match store.session_by_token(&kept_token.hash(), later).await {
+            Ok(found) => break found,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(10), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(kept.is_some(), "a session made before the failover keeps working");
+    assert!(store.session_by_token(&gone_token.hash(), later).await.unwrap().is_none());
+    assert!(store.revoke_user_sessions(&alice.id, None).await.is_ok(), "writes work again");
+}
