@@ -166,7 +166,7 @@ pub struct PasswordHasher {
 type Job = Box<dyn FnOnce() + Send>;
 
 struct Inner {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     threads: usize,
     niceness: i32,
@@ -250,7 +250,7 @@ impl PasswordHasher {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                permits: Semaphore::new(concurrency.max(1)),
+                permits: Arc::new(Semaphore::new(concurrency.max(1))),
                 jobs: std::sync::Mutex::new(None),
                 threads: concurrency.max(1),
                 niceness: niceness.clamp(0, 19),
@@ -323,10 +323,14 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self.inner.permits.acquire().await.map_err(|_| HashError::Task)?;
+        // The permit goes with the job, not with the request: a client that disconnects while
+        // its hash waits does not free a place while the job still sits in the queue.
+        let permit =
+            Arc::clone(&self.inner.permits).acquire_owned().await.map_err(|_| HashError::Task)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(work());
+            drop(permit);
         });
         self.inner.submit(job)?;
         rx.await.map_err(|_| HashError::Task)?

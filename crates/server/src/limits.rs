@@ -3,9 +3,11 @@
 //! clients runs into Cloakroom's own caps (and gets a quick refusal) long before the kernel's,
 //! and `/healthz` and `/v1/auth/check`, which need neither a body nor a stream, keep answering.
 //!
-//! The shares of a node's connection cap `C`: request bodies being read at most `C / 2` (each
-//! within `body_timeout`), event streams at most `C / 4` in all and [`STREAMS_PER_IP`] per client
-//! address; the rest is always left to requests that hold nothing.
+//! The shares of a node's connection cap `C`: request bodies being read at most `C / 2` in all
+//! (each within `body_timeout`) and `C / 16` per peer address (a trusted proxy, which speaks for
+//! many clients, has no share of its own), event streams at most `C / 4` in all and
+//! [`STREAMS_PER_IP`] per client address; the rest is always left to requests that hold nothing.
+//! An IPv6 address counts by its /64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -67,53 +69,82 @@ pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
     }
 }
 
-/// Slots for long-lived event streams: a total and a per-address share.
+/// Slots held per address (an IPv6 address by its /64; `None` for a client without one).
+type Counts = Arc<Mutex<HashMap<Option<String>, usize>>>;
+
+/// Slots for something clients hold for a while (an event stream, a body being read): a total
+/// and a per-address share.
 #[derive(Debug)]
-pub struct StreamSlots {
+pub struct Slots {
     total: Arc<Semaphore>,
-    per_ip: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    per_ip: Counts,
     per_ip_max: usize,
 }
 
-/// A held event-stream slot, given back when dropped (the stream ended).
+/// A held slot, given back when dropped.
 #[derive(Debug)]
-pub struct StreamSlot {
+pub struct Slot {
     _total: OwnedSemaphorePermit,
-    per_ip: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
-    ip: Option<IpAddr>,
+    /// The per-address count this slot added to, if any.
+    share: Option<(Counts, Option<String>)>,
 }
 
-impl StreamSlots {
-    /// Slots for a node with connection cap `connections`.
-    pub fn new(connections: usize) -> Self {
-        let total = (connections / 4).max(1);
+impl Slots {
+    /// `total` slots, at most `per_ip` of them for one address.
+    pub fn new(total: usize, per_ip: usize) -> Self {
+        let total = total.max(1);
         Self {
             total: Arc::new(Semaphore::new(total)),
             per_ip: Arc::default(),
-            per_ip_max: STREAMS_PER_IP.min(total),
+            per_ip_max: per_ip.clamp(1, total),
         }
     }
 
-    /// A slot for a stream to `ip`, or `None` when the node or that address is at its cap.
-    pub fn take(&self, ip: Option<IpAddr>) -> Option<StreamSlot> {
+    /// Event-stream slots for a node with connection cap `connections`.
+    pub fn for_streams(connections: usize) -> Self {
+        Self::new(connections / 4, STREAMS_PER_IP)
+    }
+
+    /// Request-body slots for a node with connection cap `connections`.
+    pub fn for_bodies(connections: usize) -> Self {
+        Self::new(connections / 2, (connections / 16).max(4))
+    }
+
+    /// A slot for a stream to `ip`, or `None` when the node or that address is at its cap. An
+    /// IPv6 address counts by its /64, as in the login throttle: one host's network is one
+    /// client. Only addresses holding a slot take room in the map.
+    pub fn take(&self, ip: Option<IpAddr>) -> Option<Slot> {
+        let ip = ip.map(crate::throttle::scope);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let held = per_ip.entry(ip).or_default();
-        if *held >= self.per_ip_max {
+        if per_ip.get(&ip).is_some_and(|held| *held >= self.per_ip_max) {
             return None;
         }
         let total = Arc::clone(&self.total).try_acquire_owned().ok()?;
-        *held += 1;
-        Some(StreamSlot { _total: total, per_ip: Arc::clone(&self.per_ip), ip })
+        *per_ip.entry(ip.clone()).or_default() += 1;
+        Some(Slot { _total: total, share: Some((Arc::clone(&self.per_ip), ip)) })
+    }
+
+    /// A slot of the total only, for a peer that speaks for many clients (a trusted proxy).
+    pub fn take_shared(&self) -> Option<Slot> {
+        let total = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        Some(Slot { _total: total, share: None })
+    }
+
+    /// How many addresses hold a slot (for tests).
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.per_ip.lock().map(|m| m.len()).unwrap_or(0)
     }
 }
 
-impl Drop for StreamSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(held) = per_ip.get_mut(&self.ip) {
+        let Some((per_ip, ip)) = self.share.take() else { return };
+        let mut per_ip = per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = per_ip.get_mut(&ip) {
             *held -= 1;
             if *held == 0 {
-                per_ip.remove(&self.ip);
+                per_ip.remove(&ip);
             }
         }
     }
@@ -142,12 +173,12 @@ pub struct DeadlineBody<B> {
     body: B,
     deadline: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl<B> DeadlineBody<B> {
     /// `body`, which must end within `limit`, holding `slot`.
-    pub fn new(body: B, limit: Duration, slot: OwnedSemaphorePermit) -> Self {
+    pub fn new(body: B, limit: Duration, slot: Slot) -> Self {
         Self { body, deadline: Box::pin(tokio::time::sleep(limit)), limit, _slot: slot }
     }
 }
@@ -194,7 +225,7 @@ mod tests {
 
     #[test]
     fn stream_slots_are_capped_in_all_and_per_address() {
-        let slots = StreamSlots::new(192); // 48 in all, 16 per address
+        let slots = Slots::for_streams(192); // 48 in all, 16 per address
         let a: Option<IpAddr> = Some("192.0.2.1".parse().unwrap());
         let held: Vec<_> = (0..16).map(|_| slots.take(a).unwrap()).collect();
         assert!(slots.take(a).is_none(), "per address");
@@ -202,8 +233,17 @@ mod tests {
             (0..32).map(|i| slots.take(Some(format!("198.51.100.{i}").parse().unwrap()))).collect();
         assert!(others.iter().all(Option::is_some));
         assert!(slots.take(Some("203.0.113.1".parse().unwrap())).is_none(), "in all");
+        let v6 = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(slots.take(v6("2001:db8::1")).is_none(), "refused at the node's cap");
+        assert_eq!(slots.addresses(), 33, "a refused address leaves nothing behind");
         drop(held);
+        drop(others);
+        assert_eq!(slots.addresses(), 0);
         assert!(slots.take(a).is_some(), "given back when the streams end");
+        let same_64: Vec<_> =
+            (0..16).map(|i| slots.take(v6(&format!("2001:db8:0:1::{i:x}")))).collect();
+        assert!(same_64.iter().all(Option::is_some));
+        assert!(slots.take(v6("2001:db8:0:1:ffff::9")).is_none(), "one /64 is one client");
     }
 
     #[test]

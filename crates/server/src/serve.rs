@@ -197,7 +197,7 @@ async fn serve_http(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     let connections = Arc::new(Semaphore::new(limits.connections.max(1)));
-    let bodies = Arc::new(Semaphore::new((limits.connections / 2).max(1)));
+    let bodies = Arc::new(crate::limits::Slots::for_bodies(limits.connections));
     loop {
         // A free connection slot first: at the cap, new clients wait in the kernel's listen
         // queue instead of taking descriptors the open connections need.
@@ -238,8 +238,14 @@ async fn serve_http(
                     let req = if !crate::limits::has_body(&req) {
                         req.map(axum::body::Body::new)
                     } else {
-                        let Ok(slot) = Arc::clone(bodies).try_acquire_owned() else {
-                            return Ok(too_many_bodies());
+                        // A trusted proxy speaks for many clients: it gets the total, not one share.
+                        let slot = if state.config.trusted_proxies.contains(peer.ip()) {
+                            bodies.take_shared()
+                        } else {
+                            bodies.take(Some(peer.ip()))
+                        };
+                        let Some(slot) = slot else {
+                            return Ok(too_many_bodies(&state.config));
                         };
                         req.map(|body| {
                             axum::body::Body::new(crate::limits::DeadlineBody::new(
@@ -280,13 +286,15 @@ async fn serve_http(
 
 /// The answer when the node's share for request bodies is taken: 503 at once, without reading
 /// the body, and the connection closed (its unread body cannot be skipped).
-fn too_many_bodies() -> axum::response::Response {
+fn too_many_bodies(config: &Config) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    crate::error::ApiError::server_busy(
+    let mut r = crate::error::ApiError::server_busy(
         "too many requests are sending a body; try again shortly",
         Duration::from_secs(1),
     )
-    .into_response()
+    .into_response();
+    crate::routes::harden(r.headers_mut(), config);
+    r
 }
 
 /// Under pressure (less than an eighth of the connection slots free), a response closes its

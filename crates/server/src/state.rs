@@ -29,7 +29,7 @@ pub struct Inner {
     /// Grants, when a sealing key is available (see [`crate::grants::sealing_key`]).
     pub grants: Option<Arc<Grants>>,
     /// Slots for event streams (`/v1/revocations`), capped in all and per client address.
-    pub streams: crate::limits::StreamSlots,
+    pub streams: crate::limits::Slots,
     /// The first-run setup link's token, while one is valid.
     setup: std::sync::Mutex<Option<crate::pages::SetupToken>>,
 }
@@ -53,7 +53,7 @@ impl AppState {
         let setup = std::sync::Mutex::new(None);
         let cap =
             crate::limits::connection_cap(config.max_connections, crate::limits::open_file_limit());
-        let streams = crate::limits::StreamSlots::new(cap);
+        let streams = crate::limits::Slots::for_streams(cap);
         Self(Arc::new(Inner { manager, config, throttle, metrics, grants, streams, setup }))
     }
 

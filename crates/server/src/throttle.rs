@@ -51,8 +51,6 @@ pub struct Limits {
     pub known_for: Duration,
     /// Grants issued per user (each leaves a signed token, and its redemption a row).
     pub grant_issue: Limit,
-    /// `revoke-others` per user (each leaves a grant-revocation entry that every verifier reads).
-    pub revoke_others: Limit,
 }
 
 /// A per-user action whose every call leaves work behind for the store or for every verifier,
@@ -61,8 +59,6 @@ pub struct Limits {
 pub enum UserAction {
     /// `POST /v1/grants`.
     GrantIssue,
-    /// `POST /v1/sessions/revoke-others`.
-    RevokeOthers,
 }
 
 impl Default for Limits {
@@ -74,7 +70,6 @@ impl Default for Limits {
             ip: Limit { max: 50, window: Duration::from_secs(15 * 60) },
             known_for: Duration::from_secs(30 * 24 * 3600),
             grant_issue: Limit { max: 120, window: Duration::from_secs(60) },
-            revoke_others: Limit { max: 10, window: Duration::from_secs(60) },
         }
     }
 }
@@ -122,15 +117,17 @@ impl Throttle {
     /// The windows an attempt for `account` from `ip` counts in; with `known`, the account-wide
     /// limit does not apply to it (the attempt still counts there, for the other IPs' sake).
     fn windows(&self, account: &str, ip: Option<&str>, known: bool) -> Vec<Window> {
+        // The client's own windows first: a client already at its limit is refused before it
+        // takes (even for a moment) a place in the account's windows, which it could otherwise
+        // keep full with cheap refused attempts and so lock the owner out.
         let window = |key: String, limit: Limit, enforce: bool| Window { key, limit, enforce };
-        let mut all = vec![
-            window(format!("login:ab:{account}"), self.limits.account_burst, true),
-            window(format!("login:a:{account}"), self.limits.account, !known),
-        ];
+        let mut all = Vec::with_capacity(4);
         if let Some(ip) = ip {
-            all.push(window(format!("login:ai:{account}|{ip}"), self.limits.account_ip, true));
             all.push(window(format!("login:i:{ip}"), self.limits.ip, true));
+            all.push(window(format!("login:ai:{account}|{ip}"), self.limits.account_ip, true));
         }
+        all.push(window(format!("login:ab:{account}"), self.limits.account_burst, true));
+        all.push(window(format!("login:a:{account}"), self.limits.account, !known));
         all
     }
 
@@ -147,7 +144,6 @@ impl Throttle {
     ) -> ThrottleResult<Result<(), Duration>> {
         let (name, limit) = match action {
             UserAction::GrantIssue => ("grant", self.limits.grant_issue),
-            UserAction::RevokeOthers => ("revoke-others", self.limits.revoke_others),
         };
         let key = format!("rate:{name}:{}", user.as_str());
         let now = Timestamp::now();
@@ -225,7 +221,7 @@ impl Attempt {
 }
 
 /// How an address is counted: IPv4 (and IPv4-mapped IPv6) as itself, IPv6 by its /64.
-fn scope(ip: IpAddr) -> String {
+pub fn scope(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -375,6 +371,26 @@ mod tests {
         for _ in 0..10 {
             assert!(guess(&t, "alice", ip("192.0.2.1")).await);
         }
+    }
+
+    /// Review finding: a client already at its own limit briefly took places in the victim's
+    /// account windows before being refused, and could keep the burst window full with cheap
+    /// refused attempts. Its own windows are reserved first now.
+    #[tokio::test]
+    async fn a_client_at_its_limit_takes_nothing_from_the_account_it_targets() {
+        let (t, _dir) = throttle(Limits::default()).await;
+        for i in 0..50 {
+            assert!(guess(&t, &format!("spray{i}"), ip("198.51.100.66")).await);
+        }
+        for _ in 0..30 {
+            assert!(!guess(&t, "victim", ip("198.51.100.66")).await, "refused");
+        }
+        let now = Timestamp::now();
+        for key in ["login:ab:victim", "login:a:victim"] {
+            let log = t.store.event_log(key, now, Duration::from_secs(3600)).await.unwrap();
+            assert!(log.is_empty(), "{key}: {log:?}");
+        }
+        assert!(guess(&t, "victim", ip("192.0.2.5")).await, "the owner is not locked out");
     }
 
     /// Regression (red-team review): IPv6 clients were throttled per address, so one host with

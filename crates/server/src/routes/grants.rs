@@ -270,7 +270,7 @@ fn revoked_event(r: &cloakroom_core::grant::GrantRevocation) -> Event {
 }
 
 /// A live subscription, holding its stream slot until the stream ends.
-struct Live(broadcast::Receiver<FeedEvent>, #[allow(dead_code)] crate::limits::StreamSlot);
+struct Live(broadcast::Receiver<FeedEvent>, #[allow(dead_code)] crate::limits::Slot);
 
 impl Drop for Live {
     fn drop(&mut self) {

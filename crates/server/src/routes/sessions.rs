@@ -12,7 +12,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, Caller, Client};
 use crate::routes::no_store;
 use crate::state::AppState;
-use crate::throttle::UserAction;
 
 /// `GET /v1/sessions`: the caller's live sessions, newest first, the current one marked.
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
@@ -79,7 +78,6 @@ pub async fn revoke(
         (status = 200, description = "How many were revoked", body = crate::openapi::RevokedCount),
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 403, description = "csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
-        (status = 429, description = "rate_limited: more than 10 a minute", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_others(
     State(state): State<AppState>,
@@ -87,9 +85,6 @@ pub async fn revoke_others(
     client: Client,
 ) -> ApiResult<Response> {
     let (user, current) = (caller.session.user_id(), caller.session.session_id());
-    if let Err(wait) = state.throttle.user_action(UserAction::RevokeOthers, &user).await? {
-        return Err(ApiError::rate_limited(wait));
-    }
     let revoked = state.manager.revoke_user(&user, Some(&current)).await?;
     metrics::counter!("cloakroom_revocations_total", "reason" => "revoke_others")
         .increment(revoked.len() as u64);
