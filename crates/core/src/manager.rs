@@ -353,7 +353,9 @@ impl SessionManager {
     ) -> Result<Issued, Error> {
         let now = Timestamp::now();
         let token = Token::generate(SecretKind::Session)?;
-        let expires_at = now.plus(self.config.expiry.absolute);
+        // Never past MAX_LIFETIME, whatever an embedding app configured: stores may forget
+        // anything created longer ago (the Redis index drops such members by score).
+        let expires_at = now.plus(self.config.expiry.absolute.min(crate::session::MAX_LIFETIME));
         let new = NewSession {
             id: SessionId::generate()?,
             token_hash: token.hash(),
