@@ -57,6 +57,9 @@ use redis::{AsyncCommands as _, Script};
 use tokio::sync::mpsc;
 
 const BUS: &str = "cr:bus";
+/// How often the bus subscription is pinged, and how long it may take to answer (or to connect).
+const BUS_HEARTBEAT: Duration = Duration::from_secs(2);
+const BUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The number of the last change announced on [`BUS`] (one Redis; a Cluster has none).
 const BUS_SEQ: &str = "cr:bus:seq";
 const AUDIT_MAX: usize = 100_000;
@@ -582,11 +585,16 @@ impl Store for RedisStore {
                     (_, node) => node.cloned(),
                 };
                 next += 1;
-                let pubsub = match client.map(|c| async move { c.get_async_pubsub().await }) {
-                    Some(connecting) => match connecting.await {
-                        Ok(mut p) => p.subscribe(BUS).await.is_ok().then_some(p),
-                        Err(_) => None,
-                    },
+                let pubsub = match client {
+                    // Bounded: a server that accepts the connection and then says nothing must
+                    // not hold the subscriber (and with it the recovery) forever.
+                    Some(c) => tokio::time::timeout(BUS_TIMEOUT, async move {
+                        let mut p = c.get_async_pubsub().await.ok()?;
+                        p.subscribe(BUS).await.ok().map(|()| p)
+                    })
+                    .await
+                    .ok()
+                    .flatten(),
                     None => None,
                 };
                 // The change number at subscription: announcements after it must follow on
@@ -601,13 +609,33 @@ impl Store for RedisStore {
                         .ok()
                         .map(|seq| Sequence::Last(seq.unwrap_or(0))),
                 };
-                if let (Some(mut pubsub), Some(mut sequence)) = (pubsub, baseline) {
+                if let (Some(pubsub), Some(mut sequence)) = (pubsub, baseline) {
                     connected = true;
                     if tx.send(BusEvent::Connected).await.is_err() {
                         return;
                     }
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
+                    // A heartbeat: a subscription whose server stops answering (a primary that
+                    // vanished without closing TCP) is as lost as a closed one, and a gap in
+                    // the change numbers would never show without a next message.
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut beat = tokio::time::interval(BUS_HEARTBEAT);
+                    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    beat.tick().await;
+                    loop {
+                        let msg = tokio::select! {
+                            msg = messages.next() => match msg {
+                                Some(msg) => msg,
+                                None => break,
+                            },
+                            _ = beat.tick() => {
+                                let ping = tokio::time::timeout(BUS_TIMEOUT, sink.ping::<String>());
+                                if matches!(ping.await, Ok(Ok(_))) {
+                                    continue;
+                                }
+                                tracing::warn!("the invalidation subscription stopped answering");
+                                break;
+                            }
+                        };
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
                         let Some(message) = Announcement::parse(&payload) else {
                             tracing::warn!("ignored a malformed bus message");

@@ -142,6 +142,21 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a host
+    /// that vanished without closing its connections.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            signal(c, "-STOP");
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            signal(c, "-CONT");
+        }
+    }
+
     /// Starts it again on the same port and directory.
     pub async fn restart(&mut self) {
         self.kill();

@@ -92,3 +92,22 @@ async fn no_index_entry_outlives_its_session() {
         "no session or index entry for the expired session: {left:?}"
     );
 }
+
+/// Review finding: the subscription had no heartbeat, so a server that stopped answering without
+/// closing the connection left the subscriber believing it was live (and a gap in the change
+/// numbers could not show without a next message). A subscription that does not answer a ping
+/// within 2 s is lost: Disconnected, then Connected once the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_disconnects_the_subscriber() {
+    use cloakroom_core::Store as _;
+    use cloakroom_core::store::BusEvent;
+    let (store, server) = fresh().await;
+    let mut feed = store.subscribe().await.unwrap();
+    assert_eq!(feed.recv().await, Some(BusEvent::Connected));
+    server.pause();
+    let next = tokio::time::timeout(Duration::from_secs(8), feed.recv()).await;
+    server.resume();
+    assert_eq!(next.unwrap(), Some(BusEvent::Disconnected), "a frozen server is noticed");
+    let back = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await.unwrap();
+    assert_eq!(back, Some(BusEvent::Connected), "and the subscriber comes back by itself");
+}
