@@ -5,7 +5,7 @@
 mod common;
 
 use cloakroom_store_redis::testing::RedisServer;
-use common::process::{Server, cli_store};
+use common::process::Server;
 
 const PASSWORD: &str = "correct horse battery staple";
 /// The documented limit that binds one client guessing one account: 10 failures per 15 minutes.
@@ -48,9 +48,7 @@ async fn guess_at_once(bases: &[String], n: usize) -> (usize, usize) {
 async fn concurrent_wrong_passwords_are_throttled_before_they_are_verified() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("c.db").display());
-    let args = ["user", "add", "alice", "--password-stdin"];
-    let (code, out, err) = cli_store(&store, &args, Some(&format!("{PASSWORD}\n")));
-    assert_eq!(code, 0, "{out}{err}");
+    common::process::add_user_to(&store, "alice", PASSWORD);
     let server = Server::start_store(&store, &dir.path().join("c.log"), &[]);
     let (verified, refused) = guess_at_once(std::slice::from_ref(&server.base), 300).await;
     assert_eq!(verified + refused, 300);
@@ -67,12 +65,7 @@ async fn concurrent_wrong_passwords_over_two_nodes_share_one_budget() {
     let redis = RedisServer::start().await;
     let store = redis.url();
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = cli_store(
-        &store,
-        &["user", "add", "alice", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    common::process::add_user_to(&store, "alice", PASSWORD);
     let a = Server::start_store(&store, &dir.path().join("a.log"), &[]);
     let b = Server::start_store(&store, &dir.path().join("b.log"), &[]);
     let (verified, refused) = guess_at_once(&[a.base.clone(), b.base.clone()], 300).await;
@@ -100,9 +93,7 @@ async fn hold(base: &str, head: String) -> Option<tokio::net::TcpStream> {
 async fn slow_bodies_and_event_streams_cannot_starve_health_and_checks() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("f.db").display());
-    let args = ["user", "add", "alice", "--password-stdin"];
-    let (code, out, err) = cli_store(&store, &args, Some(&format!("{PASSWORD}\n")));
-    assert_eq!(code, 0, "{out}{err}");
+    common::process::add_user_to(&store, "alice", PASSWORD);
     let server = Server::start_limited(&store, &dir.path().join("f.log"), 256);
     let base = server.base.clone();
     let http = reqwest::Client::builder()

@@ -27,12 +27,7 @@ async fn a_revocation_survives_a_sentinel_failover_on_every_node() {
     let mut redis = RedisReplicated::start().await;
     let store = redis.url();
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = cli_store(
-        &store,
-        &["user", "add", "alice", "--password-stdin"],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    common::process::add_user_to(&store, "alice", PASSWORD);
     let servers: Vec<Server> = ["a", "b", "c"]
         .iter()
         .map(|n| Server::start_store(&store, &dir.path().join(format!("{n}.log")), &[]))

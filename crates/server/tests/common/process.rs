@@ -30,35 +30,34 @@ impl Server {
 
     /// Starts on any store URL, with extra `serve` flags and environment variables.
     pub fn start_env(store: &str, log: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--store"])
             .arg(store)
             .args(extra)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().expect("a listening line").unwrap();
-        let base = line.strip_prefix("cloakroom listening on ").expect(&line).to_owned();
-        Server { child, base }
+            .env("RUST_LOG", "debug");
+        Self::spawn(command, log)
     }
 
     /// Starts on any store URL with its open-file limit (soft and hard) set to `nofile`.
     pub fn start_limited(store: &str, log: &Path, nofile: u32) -> Server {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\"")).arg(BIN).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store,
+        ]);
+        Self::spawn(command, log)
+    }
+
+    /// Runs `command` (a `cloakroom serve`) with its stderr appended to `log`, and waits for the
+    /// line that names its address.
+    fn spawn(mut command: Command, log: &Path) -> Server {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-            .arg(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--store", store])
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
+        let mut child = command.stdout(Stdio::piped()).stderr(log_file).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = lines.next().expect("a listening line").unwrap();
         let base = line.strip_prefix("cloakroom listening on ").expect(&line).to_owned();
@@ -87,6 +86,13 @@ pub fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, Strin
 pub fn add_user(db: &Path, name: &str, role: &str, password: &str) {
     let args = ["user", "add", name, "--role", role, "--password-stdin"];
     let (code, out, err) = cli(db, &args, Some(&format!("{password}\n")));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Adds user `name` with `password` to any store through the CLI, which must succeed.
+pub fn add_user_to(store: &str, name: &str, password: &str) {
+    let args = ["user", "add", name, "--password-stdin"];
+    let (code, out, err) = cli_store(store, &args, Some(&format!("{password}\n")));
     assert_eq!(code, 0, "{out}{err}");
 }
 
