@@ -88,6 +88,27 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     }
 }
 
+/// Whether the browser itself says that a state-changing request comes from this origin:
+/// `Sec-Fetch-Site: same-origin` (or `none`, a request the user made directly), or, from a
+/// browser without Fetch Metadata, an `Origin` among `allowed`. Anything else, including
+/// `same-site` (a sibling subdomain), two values of either header, or neither header, is no.
+///
+/// This is CSRF protection where the synchronizer token cannot travel: an HTML form behind a
+/// forward-auth proxy. Every browser in support since 2023 sends `Sec-Fetch-Site`, and a page
+/// on another origin cannot forge it or `Origin`.
+pub fn browser_says_same_origin(headers: &HeaderMap, allowed: &[String]) -> bool {
+    match single(headers, &SEC_FETCH_SITE) {
+        None => false,
+        Some(Some(site)) => matches!(site.as_bytes(), b"same-origin" | b"none"),
+        Some(None) => match single(headers, &header::ORIGIN) {
+            Some(Some(origin)) => {
+                origin.to_str().is_ok_and(|o| allowed.contains(&o.to_ascii_lowercase()))
+            }
+            _ => false,
+        },
+    }
+}
+
 /// The one value of header `name`: `Some(None)` when absent, `None` when it appears more than
 /// once.
 fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Option<&'a HeaderValue>> {
@@ -112,6 +133,32 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn the_browser_vouches_only_with_one_same_origin_signal() {
+        let allowed = ["https://app.example.com".to_owned()];
+        let yes: &[&[(&'static str, &'static str)]] = &[
+            &[("sec-fetch-site", "same-origin")],
+            &[("sec-fetch-site", "none")],
+            &[("sec-fetch-site", "same-origin"), ("origin", "https://app.example.com")],
+            &[("origin", "https://APP.example.com")],
+        ];
+        for h in yes {
+            assert!(browser_says_same_origin(&headers(h), &allowed), "{h:?}");
+        }
+        let no: &[&[(&'static str, &'static str)]] = &[
+            &[],
+            &[("sec-fetch-site", "same-site")],
+            &[("sec-fetch-site", "cross-site"), ("origin", "https://app.example.com")],
+            &[("sec-fetch-site", "same-origin"), ("sec-fetch-site", "same-origin")],
+            &[("origin", "https://evil.example")],
+            &[("origin", "null")],
+            &[("origin", "https://app.example.com"), ("origin", "https://app.example.com")],
+        ];
+        for h in no {
+            assert!(!browser_says_same_origin(&headers(h), &allowed), "{h:?}");
+        }
     }
 
     #[test]

@@ -412,7 +412,7 @@ mod tests {
         let hash = hasher.hash(&pw).await.unwrap();
         assert!(matches!(hasher.verify(&pw, Some(&hash)).await.unwrap(), Verified::Yes { .. }));
         let nice = hashing_thread_niceness();
-        assert!(nice.len() >= 2, "{nice:?}");
+        assert!(!nice.is_empty(), "no hashing thread found: {nice:?}");
         assert!(nice.iter().all(|n| *n == 7 || *n == DEFAULT_NICENESS), "{nice:?}");
         assert!(nice.contains(&7), "{nice:?}");
     }

@@ -19,7 +19,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// Builds the application.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/login", post(auth::login))
         .route("/v1/logout", post(auth::logout))
         .route("/v1/password", post(auth::change_password))
@@ -45,10 +45,13 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(crate::pages::router())
         .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found)
-        .route_layer(middleware::from_fn_with_state(state.clone(), per_request))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state.clone(), per_request));
+    // Under a base path, everything moves there; the rest of the host is not Cloakroom's.
+    let routes = match state.config.base_path.as_str() {
+        "" => routes,
+        base => Router::new().nest(base, routes),
+    };
+    routes.fallback(not_found).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
 }
 
 /// Every routed request passes here, once (one layer: each `from_fn` layer costs a boxed future

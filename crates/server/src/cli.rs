@@ -33,6 +33,9 @@ pub struct Cli {
     /// Print JSON instead of tables
     #[arg(long, global = true)]
     json: bool,
+    /// Create the embedded store when its file is missing (only `serve` does so on its own)
+    #[arg(long, global = true)]
+    create: bool,
     #[command(flatten)]
     settings: RawConfig,
     #[command(subcommand)]
@@ -241,7 +244,8 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         out.line(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes()))?;
         return Ok(());
     }
-    let store = crate::serve::open_store(&config.store, config.store_ca.as_deref()).await?;
+    let open = crate::serve::Open { create: cli.create };
+    let store = crate::serve::open_store(&config.store, config.store_ca.as_deref(), open).await?;
     let manager = crate::serve::manager(Arc::clone(&store), &config, Cost::ASVS);
     let out = Output { json: cli.json };
     match cli.command {

@@ -23,9 +23,12 @@ pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 100;
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Address to listen on [default: 127.0.0.1:7878]
+    /// Address to listen on: IP:PORT or localhost:PORT [default: 127.0.0.1:7878]
     #[arg(long, env = "CLOAKROOM_LISTEN", global = true)]
     pub listen: Option<String>,
+    /// Serve every route (API, pages, health) under this path prefix, e.g. /auth [default: none]
+    #[arg(long, env = "CLOAKROOM_BASE_PATH", global = true)]
+    pub base_path: Option<String>,
     /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db), redis://host:port[/db], redis+cluster://host:port,…, redis+sentinel://host:port,…/MASTER
     #[arg(long, env = "CLOAKROOM_STORE", global = true)]
     pub store: Option<String>,
@@ -85,6 +88,7 @@ pub struct RawConfig {
 /// Every key, for the unknown-variable check.
 const KEYS: &[&str] = &[
     "listen",
+    "base_path",
     "store",
     "store_ca",
     "public_origin",
@@ -153,6 +157,8 @@ pub enum LogFormat {
 pub struct Config {
     /// Listen address.
     pub listen: SocketAddr,
+    /// The prefix of every route: empty, or `/segment[/segment…]` without a trailing slash.
+    pub base_path: String,
     /// Store URL.
     pub store: String,
     /// PEM CA bundle to trust for `rediss://`, read at start-up.
@@ -196,6 +202,7 @@ impl RawConfig {
     pub fn or(self, lower: RawConfig) -> RawConfig {
         RawConfig {
             listen: self.listen.or(lower.listen),
+            base_path: self.base_path.or(lower.base_path),
             store: self.store.or(lower.store),
             store_ca: self.store_ca.or(lower.store_ca),
             public_origin: self.public_origin.or(lower.public_origin),
@@ -240,6 +247,9 @@ impl RawConfig {
             let Some(key) = name.strip_prefix("CLOAKROOM_") else {
                 continue;
             };
+            if kubernetes_service_variable(key) {
+                continue;
+            }
             let key = key.to_ascii_lowercase();
             if key != "config" && !KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::UnknownEnv(name));
@@ -250,10 +260,17 @@ impl RawConfig {
 
     /// Validates into a [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let listen: SocketAddr =
-            self.listen.as_deref().unwrap_or("127.0.0.1:7878").parse().map_err(|_| {
-                invalid("listen", "expected an address like 127.0.0.1:7878 or [::]:7878")
+        let listen =
+            parse_listen(self.listen.as_deref().unwrap_or("127.0.0.1:7878")).ok_or_else(|| {
+                invalid(
+                    "listen",
+                    "expected an address like 127.0.0.1:7878, [::]:7878 or localhost:7878",
+                )
             })?;
+        let base_path = match self.base_path.as_deref() {
+            None => String::new(),
+            Some(p) => parse_base_path(p).map_err(|m| invalid("base_path", m))?,
+        };
 
         let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
         if !["sqlite:", "redis://", "rediss://", "redis+cluster://", "redis+sentinel://"]
@@ -397,6 +414,7 @@ impl RawConfig {
 
         Ok(Config {
             listen,
+            base_path,
             store,
             store_ca,
             public_origin,
@@ -430,6 +448,48 @@ impl Config {
             self.public_origin = self.allowed_origins[0].clone();
         }
     }
+}
+
+/// The variables Kubernetes injects for a Service named `cloakroom` (given without the
+/// `CLOAKROOM_` prefix): `PORT`, `PORT_*`, `SERVICE_HOST`, `SERVICE_PORT*`.
+fn kubernetes_service_variable(name: &str) -> bool {
+    name == "PORT"
+        || name.starts_with("PORT_")
+        || name == "SERVICE_HOST"
+        || name.starts_with("SERVICE_PORT")
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT` (the IPv4 loopback: no name lookup).
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Some(addr);
+    }
+    let port = text.strip_prefix("localhost:")?.parse::<u16>().ok()?;
+    Some(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A route prefix: `/` plus segments of unreserved characters, without a trailing slash (one
+/// is dropped); `/` alone and the empty string mean none.
+fn parse_base_path(text: &str) -> Result<String, String> {
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(rest) = trimmed.strip_prefix('/') else {
+        return Err(format!("`{text}` must start with / (e.g. /auth)"));
+    };
+    for segment in rest.split('/') {
+        let ok = !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        if !ok {
+            return Err(format!(
+                "`{text}`: each segment must be letters, digits, `-`, `.`, `_` or `~` (e.g. /auth)"
+            ));
+        }
+    }
+    Ok(trimmed.to_owned())
 }
 
 fn scheme_of(url: &str) -> &str {
@@ -565,6 +625,51 @@ mod tests {
                 .to_string()
                 .contains("CLOAKROOM_IDLE_TIMOUT")
         );
+    }
+
+    #[test]
+    fn kubernetes_service_variables_are_ignored_and_near_misses_are_not() {
+        let injected = [
+            "CLOAKROOM_PORT",
+            "CLOAKROOM_PORT_7878_TCP",
+            "CLOAKROOM_PORT_7878_TCP_ADDR",
+            "CLOAKROOM_PORT_7878_TCP_PORT",
+            "CLOAKROOM_PORT_7878_TCP_PROTO",
+            "CLOAKROOM_SERVICE_HOST",
+            "CLOAKROOM_SERVICE_PORT",
+            "CLOAKROOM_SERVICE_PORT_HTTP",
+        ];
+        let vars = injected.iter().map(|n| ((*n).to_owned(), "10.0.0.1".to_owned()));
+        assert!(RawConfig::check_env(vars).is_ok());
+        for typo in ["CLOAKROOM_PORTS", "CLOAKROOM_SERVICE", "CLOAKROOM_SERVICE_HOSTNAME"] {
+            let vars = [(typo.to_owned(), String::new())];
+            assert!(RawConfig::check_env(vars.into_iter()).is_err(), "{typo} is refused");
+        }
+    }
+
+    #[test]
+    fn listen_takes_localhost() {
+        let c = RawConfig { listen: Some("localhost:7979".into()), ..Default::default() };
+        assert_eq!(c.validate().unwrap().listen.to_string(), "127.0.0.1:7979");
+        for bad in ["localhost", "localhost:x", "example.com:80", "localhost:70000"] {
+            let c = RawConfig { listen: Some(bad.into()), ..Default::default() };
+            assert!(c.validate().unwrap_err().to_string().contains("`listen`"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base_path_is_a_clean_prefix() {
+        let base =
+            |p: &str| RawConfig { base_path: Some(p.into()), ..Default::default() }.validate();
+        assert_eq!(RawConfig::default().validate().unwrap().base_path, "");
+        for (given, kept) in
+            [("/auth", "/auth"), ("/auth/", "/auth"), ("/", ""), ("/a/b-c_1", "/a/b-c_1")]
+        {
+            assert_eq!(base(given).unwrap().base_path, kept, "{given}");
+        }
+        for bad in ["auth", "/a//b", "/a/../b", "/a b", "/a?x", "/a#b", "/%2e%2e", "/ä"] {
+            assert!(base(bad).unwrap_err().to_string().contains("`base_path`"), "{bad}");
+        }
     }
 
     #[test]

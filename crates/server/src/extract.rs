@@ -139,23 +139,25 @@ impl Caller {
     /// endpoints: only [`ForwardedCaller`] and the service API's validation accept it, for its
     /// audience.
     pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
-        let caller = Self::optional_for(parts, state, is_unsafe(&parts.method), true).await?;
+        let intent = if is_unsafe(&parts.method) { Intent::Write } else { Intent::Read };
+        let caller = Self::optional_for(parts, state, intent, true).await?;
         Ok(caller.filter(|c| c.session.valid_for(None)))
     }
 
-    /// [`Caller::optional`] for a request that changes state when `writes` (the CSRF and Origin
-    /// rules apply to cookie callers). With `rotate`, a cookie whose token predates a privilege
-    /// change gets a new token in this response; only where the response reaches the browser.
+    /// [`Caller::optional`] for a request with the given `intent` (the CSRF and Origin rules
+    /// apply to cookie callers that write). With `rotate`, a cookie whose token predates a
+    /// privilege change gets a new token in this response; only where the response reaches the
+    /// browser.
     pub async fn optional_for(
         parts: &Parts,
         state: &AppState,
-        writes: bool,
+        intent: Intent,
         rotate: bool,
     ) -> Result<Option<Caller>, ApiError> {
         let Some((token, via)) = credential(&parts.headers, &state.config.cookie_name)? else {
             return Ok(None);
         };
-        let cookie_write = via == Via::Cookie && writes;
+        let cookie_write = via == Via::Cookie && intent != Intent::Read;
         if cookie_write {
             check_origin(&parts.headers, &state.config)?;
         }
@@ -168,7 +170,19 @@ impl Caller {
                 .get(cloakroom_axum::request::X_CSRF_TOKEN)
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()));
-            if !presented.is_some_and(|p| session.csrf_matches(p)) {
+            let vouched = match presented {
+                Some(p) => session.csrf_matches(p),
+                // A form behind forward-auth cannot send the header, and the proxy does not
+                // forward its body: the browser's own signals stand in for the token there.
+                None if intent == Intent::ForwardedWrite => {
+                    cloakroom_axum::request::browser_says_same_origin(
+                        &parts.headers,
+                        &state.config.allowed_origins,
+                    )
+                }
+                None => false,
+            };
+            if !vouched {
                 return Err(ApiError::csrf_failed());
             }
         }
@@ -204,6 +218,19 @@ impl Caller {
         self.token = token;
         Ok(())
     }
+}
+
+/// What a request is about to do, for the CSRF rules of cookie callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// Reads only: no CSRF rule.
+    Read,
+    /// Changes state, asked of Cloakroom directly: an allowed origin and the CSRF token.
+    Write,
+    /// Changes state behind a forward-auth proxy (the check of a guarded `POST`): an allowed
+    /// origin, and the CSRF token or, without one, the browser's word that the request comes
+    /// from the same origin (`Sec-Fetch-Site`, or without Fetch Metadata an allowed `Origin`).
+    ForwardedWrite,
 }
 
 /// Whether the request that a forward-auth proxy guards changes state: `X-Original-Method`

@@ -244,8 +244,15 @@ pub struct ApiDoc;
 /// `GET /v1/openapi.json`: this document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn openapi_json() -> Response {
-    let mut r = Json(ApiDoc::openapi()).into_response();
+pub async fn openapi_json(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+) -> Response {
+    let mut doc = ApiDoc::openapi();
+    if !state.config.base_path.is_empty() {
+        // The paths below are relative to the base path.
+        doc.servers = Some(vec![utoipa::openapi::Server::new(state.config.base_path.as_str())]);
+    }
+    let mut r = Json(doc).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }

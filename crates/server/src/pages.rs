@@ -30,7 +30,10 @@ pub const SETUP_VALID_FOR: Duration = Duration::from_secs(15 * 60);
 /// The page routes (merged into the app's router).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { see_other("/account/sessions") }))
+        .route(
+            "/",
+            get(|State(state): State<AppState>| async move { go(&state, "/account/sessions") }),
+        )
         .route("/login", get(login_page).post(login_submit))
         .route("/account/logout", post(logout))
         .route("/account/sessions", get(sessions_page))
@@ -64,7 +67,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
 
 /// Renders a page with the headers every page gets: no caching, no framing, a strict CSP (no
 /// scripts at all), no referrer to other sites.
-fn render(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    let ctx = context! { base => state.config.base_path.as_str(), ..ctx };
     let html = TEMPLATES.get_template(name).and_then(|t| t.render(ctx));
     let html = match html {
         Ok(h) => h,
@@ -103,14 +107,19 @@ fn see_other(to: &str) -> Response {
     r
 }
 
+/// A redirect to one of Cloakroom's own routes (`path` without the base path).
+fn go(state: &AppState, path: &str) -> Response {
+    see_other(&format!("{}{path}", state.config.base_path))
+}
+
 /// An error as a page (the API's status, its message).
-fn error_page(e: ApiError, caller: Option<&Caller>) -> Response {
-    page_with_error(&e, "message.html", context! { title => "Error", ..who(caller) })
+fn error_page(state: &AppState, e: ApiError, caller: Option<&Caller>) -> Response {
+    page_with_error(state, &e, "message.html", context! { title => "Error", ..who(caller) })
 }
 
 /// The page `name` showing `e`: its status, its message, and its `Retry-After` when throttled.
-fn page_with_error(e: &ApiError, name: &str, ctx: minijinja::Value) -> Response {
-    let mut r = render(e.status(), name, context! { error => e.message(), ..ctx });
+fn page_with_error(state: &AppState, e: &ApiError, name: &str, ctx: minijinja::Value) -> Response {
+    let mut r = render(state, e.status(), name, context! { error => e.message(), ..ctx });
     if let Some(after) = e.retry_after() {
         r.headers_mut().insert(header::RETRY_AFTER, after);
     }
@@ -133,18 +142,19 @@ fn admin_role() -> Vec<Role> {
     Role::parse(Role::ADMIN).into_iter().collect()
 }
 
-/// A `next` that stays on this origin: a path, not `//host` or `/\host`, no control characters.
-pub fn safe_next(next: Option<&str>) -> &str {
+/// Whether `next` stays on this origin: a path, not `//host` or `/\host`, no control characters.
+pub fn is_safe_next(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.chars().any(|c| c.is_control() || c == '\\')
+}
+
+/// A `next` that stays on this origin, else the sessions page (under `base`).
+pub fn safe_next(next: Option<&str>, base: &str) -> String {
     match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.chars().any(|c| c.is_control() || c == '\\') =>
-        {
-            n
-        }
-        _ => "/account/sessions",
+        Some(n) if is_safe_next(n) => n.to_owned(),
+        _ => format!("{base}/account/sessions"),
     }
 }
 
@@ -210,11 +220,16 @@ impl FromRequestParts<AppState> for PageCaller {
         match Caller::optional(parts, state).await {
             Ok(Some(c)) => Ok(PageCaller(c)),
             Ok(None) => {
-                let back = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                // The whole path the browser asked for, base path included.
+                let uri = parts
+                    .extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or(&parts.uri, |o| &o.0);
+                let back = uri.path_and_query().map_or("/", |p| p.as_str());
                 let query = serde_urlencoded::to_string([("next", back)]).unwrap_or_default();
-                Err(see_other(&format!("/login?{query}")))
+                Err(go(state, &format!("/login?{query}")))
             }
-            Err(e) => Err(error_page(e, None)),
+            Err(e) => Err(error_page(state, e, None)),
         }
     }
 }
@@ -230,12 +245,13 @@ async fn login_page(
     Query(q): Query<NextQuery>,
 ) -> Response {
     if let Ok(Some(_)) = Caller::optional(&parts, &state).await {
-        return see_other(safe_next(q.next.as_deref()));
+        return see_other(&safe_next(q.next.as_deref(), &state.config.base_path));
     }
     render(
+        &state,
         StatusCode::OK,
         "login.html",
-        context! { title => "Log in", next => safe_next(q.next.as_deref()), username => "" },
+        context! { title => "Log in", next => safe_next(q.next.as_deref(), &state.config.base_path), username => "" },
     )
 }
 
@@ -253,9 +269,9 @@ async fn login_submit(
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return error_page(ApiError::invalid("expected the login form"), None);
+        return error_page(&state, ApiError::invalid("expected the login form"), None);
     };
-    let next = safe_next(form.next.as_deref()).to_owned();
+    let next = safe_next(form.next.as_deref(), &state.config.base_path);
     match auth::password_login(&state, &client, &headers, &form.username, form.password).await {
         Ok(issued) => {
             let mut r = see_other(&next);
@@ -264,6 +280,7 @@ async fn login_submit(
             r
         }
         Err(e) => page_with_error(
+            &state,
             &e,
             "login.html",
             context! { title => "Log in", next, username => form.username },
@@ -272,9 +289,9 @@ async fn login_submit(
 }
 
 async fn logout(State(state): State<AppState>, parts: Parts) -> Response {
-    match auth::logout(State(state), parts).await {
+    match auth::logout(State(state.clone()), parts).await {
         Ok(api) => {
-            let mut r = see_other("/login");
+            let mut r = go(&state, "/login");
             for (name, value) in api.headers() {
                 if name == header::SET_COOKIE || name.as_str() == "clear-site-data" {
                     r.headers_mut().append(name, value.clone());
@@ -282,7 +299,7 @@ async fn logout(State(state): State<AppState>, parts: Parts) -> Response {
             }
             r
         }
-        Err(e) => error_page(e, None),
+        Err(e) => error_page(&state, e, None),
     }
 }
 
@@ -312,10 +329,11 @@ async fn sessions_page(
     let list = state.manager.store().list_sessions(Some(&user), Timestamp::now());
     let list = match list.await {
         Ok(l) => l,
-        Err(e) => return error_page(e.into(), Some(&caller)),
+        Err(e) => return error_page(&state, e.into(), Some(&caller)),
     };
     let rows = session_rows(&list, Some(&caller.session.session_id()));
     render(
+        &state,
         StatusCode::OK,
         "sessions.html",
         context! { title => "Your sessions", sessions => rows, notice => notice_text(&n), ..who(Some(&caller)) },
@@ -329,9 +347,9 @@ async fn revoke_one(
     ApiPath(id): ApiPath<String>,
 ) -> Response {
     let c = caller.clone();
-    match sessions::revoke(State(state), caller, client, ApiPath(id)).await {
-        Ok(_) => see_other("/account/sessions?done=revoked"),
-        Err(e) => error_page(e, Some(&c)),
+    match sessions::revoke(State(state.clone()), caller, client, ApiPath(id)).await {
+        Ok(_) => go(&state, "/account/sessions?done=revoked"),
+        Err(e) => error_page(&state, e, Some(&c)),
     }
 }
 
@@ -341,14 +359,15 @@ async fn revoke_others(
     client: Client,
 ) -> Response {
     let c = caller.clone();
-    match sessions::revoke_others(State(state), caller, client).await {
-        Ok(_) => see_other("/account/sessions?done=others"),
-        Err(e) => error_page(e, Some(&c)),
+    match sessions::revoke_others(State(state.clone()), caller, client).await {
+        Ok(_) => go(&state, "/account/sessions?done=others"),
+        Err(e) => error_page(&state, e, Some(&c)),
     }
 }
 
-async fn password_page(PageCaller(caller): PageCaller) -> Response {
+async fn password_page(State(state): State<AppState>, PageCaller(caller): PageCaller) -> Response {
     render(
+        &state,
         StatusCode::OK,
         "password.html",
         context! { title => "Change password", ..who(Some(&caller)) },
@@ -369,23 +388,24 @@ async fn password_submit(
     form: Result<Form<PasswordForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return error_page(ApiError::invalid("expected the password form"), Some(&caller));
+        return error_page(&state, ApiError::invalid("expected the password form"), Some(&caller));
     };
     let change = auth::PasswordChange {
         current_password: form.current_password,
         new_password: form.new_password,
     };
     let c = caller.clone();
-    match auth::change_password(State(state), client, caller, ApiJson(change)).await {
+    match auth::change_password(State(state.clone()), client, caller, ApiJson(change)).await {
         Ok(api) => {
             // The session got a new token: pass its cookie on.
-            let mut r = see_other("/account/sessions?done=password");
+            let mut r = go(&state, "/account/sessions?done=password");
             for value in api.headers().get_all(header::SET_COOKIE) {
                 r.headers_mut().append(header::SET_COOKIE, value.clone());
             }
             r
         }
         Err(e) => page_with_error(
+            &state,
             &e,
             "password.html",
             context! { title => "Change password", ..who(Some(&c)) },
@@ -414,7 +434,7 @@ async fn admin_page(
     Query(q): Query<AdminQuery>,
 ) -> Response {
     if let Err(e) = as_admin(&caller) {
-        return error_page(e, Some(&caller));
+        return error_page(&state, e, Some(&caller));
     }
     let notice = notice_text(&Notice { done: q.done.clone() });
     let query = q.username.clone().unwrap_or_default();
@@ -432,7 +452,7 @@ async fn admin_page(
                     Ok(list) => {
                         rows = session_rows(&list, None);
                     }
-                    Err(e) => return error_page(e.into(), Some(&caller)),
+                    Err(e) => return error_page(&state, e.into(), Some(&caller)),
                 }
                 found = Some(context! {
                     username => user.username.as_str(),
@@ -441,20 +461,21 @@ async fn admin_page(
                 });
             }
             Ok(None) => error = Some("No such user."),
-            Err(e) => return error_page(e.into(), Some(&caller)),
+            Err(e) => return error_page(&state, e.into(), Some(&caller)),
         }
     }
     render(
+        &state,
         StatusCode::OK,
         "admin.html",
         context! { title => "Admin", query, found, sessions => rows, error, notice, ..who(Some(&caller)) },
     )
 }
 
-fn admin_back(username: &str, done: &str) -> Response {
+fn admin_back(state: &AppState, username: &str, done: &str) -> Response {
     let query =
         serde_urlencoded::to_string([("username", username), ("done", done)]).unwrap_or_default();
-    see_other(&format!("/admin?{query}"))
+    go(state, &format!("/admin?{query}"))
 }
 
 async fn admin_revoke(
@@ -465,11 +486,11 @@ async fn admin_revoke(
 ) -> Response {
     let service = match as_admin(&caller) {
         Ok(s) => s,
-        Err(e) => return error_page(e, Some(&caller)),
+        Err(e) => return error_page(&state, e, Some(&caller)),
     };
-    match admin::revoke_session(State(state), service, client, ApiPath(id)).await {
-        Ok(_) => admin_back(&username, "revoked"),
-        Err(e) => error_page(e, Some(&caller)),
+    match admin::revoke_session(State(state.clone()), service, client, ApiPath(id)).await {
+        Ok(_) => admin_back(&state, &username, "revoked"),
+        Err(e) => error_page(&state, e, Some(&caller)),
     }
 }
 
@@ -481,14 +502,16 @@ async fn set_disabled(
 ) -> Response {
     let service = match as_admin(&caller) {
         Ok(s) => s,
-        Err(e) => return error_page(e, Some(&caller)),
+        Err(e) => return error_page(&state, e, Some(&caller)),
     };
     // Disabling one's own account is refused by the domain (`SessionManager::update_user`),
     // for this page and the API alike.
     let change = admin::PutUser { password: None, roles: None, disabled: Some(disabled) };
-    match admin::put_user(State(state), service, ApiPath(username.clone()), ApiJson(change)).await {
-        Ok(_) => admin_back(&username, if disabled { "disabled" } else { "enabled" }),
-        Err(e) => error_page(e, Some(&caller)),
+    let put =
+        admin::put_user(State(state.clone()), service, ApiPath(username.clone()), ApiJson(change));
+    match put.await {
+        Ok(_) => admin_back(&state, &username, if disabled { "disabled" } else { "enabled" }),
+        Err(e) => error_page(&state, e, Some(&caller)),
     }
 }
 
@@ -540,8 +563,9 @@ struct SetupQuery {
     token: Option<String>,
 }
 
-fn setup_refused() -> Response {
+fn setup_refused(state: &AppState) -> Response {
     error_page(
+        state,
         ApiError::forbidden(
             "this setup link is not valid: it expired, was used, or an administrator exists",
         ),
@@ -552,9 +576,10 @@ fn setup_refused() -> Response {
 async fn setup_page(State(state): State<AppState>, Query(q): Query<SetupQuery>) -> Response {
     let ok = q.token.as_deref().is_some_and(|t| state.setup_matches(t));
     if !ok {
-        return setup_refused();
+        return setup_refused(&state);
     }
     render(
+        &state,
         StatusCode::OK,
         "setup.html",
         context! { title => "Set up", token => q.token.unwrap_or_default() },
@@ -574,18 +599,18 @@ async fn setup_submit(
     headers: HeaderMap,
     form: Result<Form<SetupForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else { return setup_refused() };
+    let Ok(Form(form)) = form else { return setup_refused(&state) };
     if let Err(e) = crate::extract::check_origin(&headers, &state.config) {
-        return error_page(e, None);
+        return error_page(&state, e, None);
     }
     // Taken out of the state before anything else: a link works once, even for racing posts.
-    let Some(taken) = state.take_setup(&form.token) else { return setup_refused() };
+    let Some(taken) = state.take_setup(&form.token) else { return setup_refused(&state) };
     match state.manager.store().list_users().await {
         Ok(users) if users.is_empty() => {}
-        Ok(_) => return setup_refused(),
+        Ok(_) => return setup_refused(&state),
         Err(e) => {
             state.restore_setup(taken);
-            return error_page(e.into(), None);
+            return error_page(&state, e.into(), None);
         }
     }
     let password = Password::new(form.password);
@@ -603,7 +628,7 @@ async fn setup_submit(
             // Something the user can fix: the link stays usable.
             state.restore_setup(taken);
             let ctx = context! { title => "Set up", token => form.token };
-            return page_with_error(&e, "setup.html", ctx);
+            return page_with_error(&state, &e, "setup.html", ctx);
         }
     };
     state
@@ -621,12 +646,12 @@ async fn setup_submit(
     // Straight into their sessions page, logged in.
     match state.manager.create(&user, client.info(), None).await {
         Ok(issued) => {
-            let mut r = see_other("/account/sessions");
+            let mut r = go(&state, "/account/sessions");
             r.headers_mut()
                 .append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
             r
         }
-        Err(_) => see_other("/login"),
+        Err(_) => go(&state, "/login"),
     }
 }
 
@@ -636,13 +661,14 @@ mod tests {
 
     #[test]
     fn next_stays_on_this_origin() {
-        assert_eq!(safe_next(Some("/admin?x=1")), "/admin?x=1");
+        assert_eq!(safe_next(Some("/admin?x=1"), ""), "/admin?x=1");
         for bad in
             ["//evil.example", "/\\evil.example", "https://evil.example", "", "/a\\b", "/a\nb"]
         {
-            assert_eq!(safe_next(Some(bad)), "/account/sessions", "{bad:?}");
+            assert_eq!(safe_next(Some(bad), ""), "/account/sessions", "{bad:?}");
+            assert_eq!(safe_next(Some(bad), "/auth"), "/auth/account/sessions", "{bad:?}");
         }
-        assert_eq!(safe_next(None), "/account/sessions");
+        assert_eq!(safe_next(None, ""), "/account/sessions");
     }
 
     #[test]

@@ -24,9 +24,29 @@ use crate::throttle::{Limits, Throttle};
 /// The forward-auth route, which [`serve_http`] answers before the router.
 const CHECK_ROUTE: &str = "/v1/auth/check";
 
+/// How to open a store.
+#[derive(Clone, Copy, Debug)]
+pub struct Open {
+    /// Create the embedded store's file when it is missing (`serve`, and `--create`). Other
+    /// commands refuse a missing file: run from the wrong directory, they would otherwise
+    /// write users and keys into a new empty store that no server reads.
+    pub create: bool,
+}
+
 /// Opens the store a URL names.
-pub async fn open_store(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+    open: Open,
+) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
+        if let Some(path) = sqlite_file(url).filter(|p| !open.create && !p.exists()) {
+            anyhow::bail!(
+                "no store at {}: start `cloakroom serve` with this store first, name the right \
+                 one with --store (or CLOAKROOM_STORE), or pass --create to make a new one",
+                path.display()
+            );
+        }
         let store =
             SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
         return Ok(Arc::new(store));
@@ -39,6 +59,13 @@ pub async fn open_store(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<
         return Ok(Arc::new(store));
     }
     anyhow::bail!("unsupported store URL: {}", redact(url))
+}
+
+/// The file an embedded-store URL names (none for in-memory and `file:` URI names).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let special = path.is_empty() || path == ":memory:" || path.starts_with("file:");
+    (!special).then(|| std::path::PathBuf::from(path))
 }
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.
@@ -97,7 +124,8 @@ pub fn cached_state(
 
 /// Runs the server.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config.store, config.store_ca.as_deref()).await?;
+    let store =
+        open_store(&config.store, config.store_ca.as_deref(), Open { create: true }).await?;
     // A grant_key that does not open the stored signing keys is a start-up error, not a
     // surprise at the first grant.
     let grants = crate::grants::grants(&store, &config)?;
@@ -142,10 +170,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         } else {
             state.config.public_origin.clone()
         };
+        let url = format!("{origin}{}/setup?token={token}", state.config.base_path);
         say(&format!(
-            "cloakroom setup: create the first administrator at {origin}/setup?token={token} (valid {minutes} minutes, once)"
+            "cloakroom setup: create the first administrator at {url} (valid {minutes} minutes, once)"
         ));
-        tracing::warn!("no user yet: a one-time setup link was printed on standard output");
+        // In JSON logs the link is a field too, for platforms where only the log is at hand
+        // (it works once, for 15 minutes, while no user exists). Text logs leave it out.
+        match state.config.log_format {
+            crate::config::LogFormat::Json => tracing::warn!(
+                setup_url = %url,
+                "no user yet: a one-time setup link was printed on standard output"
+            ),
+            crate::config::LogFormat::Text => {
+                tracing::warn!("no user yet: a one-time setup link was printed on standard output")
+            }
+        }
     }
     serve_http(listener, state, limits, shutdown()).await;
     tracing::info!("cloakroom stopped");
@@ -193,6 +232,7 @@ async fn serve_http(
     use tower::ServiceExt as _;
 
     let app = crate::app::app(state.clone());
+    let check_route: Arc<str> = format!("{}{CHECK_ROUTE}", state.config.base_path).into();
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -225,15 +265,16 @@ async fn serve_http(
             state.clone(),
             Arc::clone(&bodies),
             Arc::clone(&connections),
+            Arc::clone(&check_route),
         ));
         let cap = limits.connections;
         let body_timeout = limits.body_timeout;
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let both = Arc::clone(&both);
             async move {
-                let (router, state, bodies, connections) = &*both;
+                let (router, state, bodies, connections, check_route) = &*both;
                 let fast = matches!(*req.method(), Method::GET | Method::HEAD)
-                    && req.uri().path() == CHECK_ROUTE;
+                    && req.uri().path() == &**check_route;
                 if !fast {
                     let req = if !crate::limits::has_body(&req) {
                         req.map(axum::body::Body::new)

@@ -846,7 +846,26 @@ async fn forward_auth_of_a_state_changing_request_keeps_csrf_and_origin_checks()
         let r = h.send(check(name, "PUT", Some(&b.csrf), Some(ORIGIN))).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.header("x-cloakroom-username"), Some("alice"));
+        assert_eq!(r.header("x-cloakroom-csrf-token"), Some(b.csrf.as_str()));
+        // A form behind the proxy: the browser's own signals stand in for the token.
+        let r = h.send(check(name, "POST", None, Some(ORIGIN))).await;
+        assert_eq!(r.status, StatusCode::OK, "an allowed Origin without Fetch Metadata");
+        for (site, want) in
+            [("same-origin", 200), ("none", 200), ("same-site", 403), ("cross-site", 403)]
+        {
+            let mut request = check(name, "POST", None, None);
+            request.headers_mut().insert("sec-fetch-site", site.parse().unwrap());
+            assert_eq!(h.send(request).await.status.as_u16(), want, "Sec-Fetch-Site: {site}");
+        }
     }
+    // Asked directly, a write still needs the token: Fetch Metadata is no substitute there.
+    let direct = req(Method::POST, "/v1/sessions/revoke-others")
+        .header(header::COOKIE, b.cookie())
+        .header("sec-fetch-site", "same-origin")
+        .header(header::ORIGIN, ORIGIN)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(direct).await.code(), "csrf_failed");
     // Bearer callers need no CSRF token, whatever the method.
     let r = h
         .send(

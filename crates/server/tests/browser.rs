@@ -76,3 +76,41 @@ fn the_setup_link_works_in_headless_chromium() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// An app's ordinary `<form method=post>` behind the nginx recipe of `docs/integrations.md`: it
+/// posts (Chromium's `Sec-Fetch-Site: same-origin` stands in for the CSRF token the form cannot
+/// send), and the same form served by another origin is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_behind_nginx_posts_in_chromium() {
+    use common::proxy::{ProxiedSetup, start_nginx, wait_for};
+    require_browser();
+    let setup = ProxiedSetup::start_as("localhost").await;
+    let _nginx = start_nginx(setup.dir.path(), setup.port, &setup.upstream, setup.app);
+    wait_for(&format!("http://127.0.0.1:{}/auth/healthz", setup.port)).await;
+
+    // Another origin on the same site (another port of localhost) with the same form.
+    let target = format!("{}/app/transfer", setup.public);
+    let page = format!(
+        "<!doctype html><html lang=en><title>Elsewhere</title><form method=post \
+         action=\"{target}\"><input name=amount value=100><button>Send</button></form>"
+    );
+    let other = axum::Router::new().route(
+        "/page",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_url = format!("http://localhost:{}/page", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, other).await });
+
+    let shots = repo().join("target/browser-screenshots");
+    let (public, shots) = (setup.public.clone(), shots.to_str().unwrap().to_owned());
+    tokio::task::spawn_blocking(move || {
+        let args = [public.as_str(), shots.as_str(), "alice", common::proxy::PASSWORD, &other_url];
+        node("forms.mjs", &args);
+    })
+    .await
+    .unwrap();
+}

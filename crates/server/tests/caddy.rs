@@ -11,43 +11,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::proxy::{Killed, ProxiedSetup, guarded_app_keeps_the_contract, wait_for};
+use common::proxy::{
+    BASE_PATH, Killed, ProxiedSetup, doc_block, guarded_app_keeps_the_contract, replace_once,
+    wait_for,
+};
 
+/// The recipe of `docs/integrations.md`, as written: only the addresses change.
 fn caddyfile(port: u16, cloakroom: &str, app: SocketAddr) -> String {
-    let guard = |role: &str| {
-        format!(
-            "forward_auth {cloakroom} {{
-            uri /v1/auth/check{role}
-            copy_headers X-Cloakroom-User-Id X-Cloakroom-Username X-Cloakroom-Roles X-Cloakroom-Session-Id
-            @unauthorized status 401
-            handle_response @unauthorized {{
-                redir * /login?next={{uri}}
-            }}
-        }}"
-        )
-    };
-    format!(
-        "{{
-    admin off
-    auto_https off
-}}
-http://127.0.0.1:{port} {{
-    handle /v1/* {{
-        reverse_proxy {cloakroom}
-    }}
-    handle /app/* {{
-        {app_guard}
-        reverse_proxy {app}
-    }}
-    handle /admin/* {{
-        {admin_guard}
-        reverse_proxy {app}
-    }}
-}}
-",
-        app_guard = guard("?"),
-        admin_guard = guard("?role=admin"),
-    )
+    let recipe = doc_block("## Caddy", "caddyfile");
+    let recipe = replace_once(&recipe, "app.example.com {", &format!("http://127.0.0.1:{port} {{"));
+    let recipe = recipe.replace("cloakroom:7878", cloakroom).replace("app:8080", &app.to_string());
+    format!("{{\n    admin off\n    auto_https off\n}}\n{recipe}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,9 +47,9 @@ async fn caddy_forward_auth_guards_an_app_with_cloakroom() {
             .spawn()
             .unwrap(),
     );
-    wait_for(&format!("{public}/v1/auth/check")).await;
+    wait_for(&format!("{public}{BASE_PATH}/healthz")).await;
 
-    let (alice, _) = guarded_app_keeps_the_contract(&public, "/login").await;
+    let (alice, _) = guarded_app_keeps_the_contract(&public).await;
     // The client's query string never reaches the check: an `audience` or `role` of the client's
     // choosing must not change what the check decides.
     let status = async |path: &str| {

@@ -259,7 +259,18 @@ async fn a_closed_stdout_does_not_stop_the_server() {
     assert_eq!(r.status(), 200);
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("one-time setup link"), "{log}");
-    assert!(!log.contains("/setup?token="), "the token is on stdout only, never in the log");
+    assert!(!log.contains("/setup?token="), "text logs leave the link out");
+
+    // JSON logs carry it as a field, for platforms where only the log is at hand.
+    let log = dir.path().join("j.log");
+    let json = ["--log-format", "json"];
+    let _server = Server::start_with(&dir.path().join("j.db"), &log, &json);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    let line = log.lines().find(|l| l.contains("one-time setup link")).expect("the setup warning");
+    let line: Value = serde_json::from_str(line).unwrap();
+    let url = line["fields"]["setup_url"].as_str().unwrap_or_default();
+    assert!(url.contains("/setup?token="), "{line}");
 }
 
 /// `cloakroom serve` answers `GET /v1/auth/check` before its router (the hot path of every app

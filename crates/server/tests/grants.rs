@@ -53,7 +53,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) 
 fn add_alice(store: &str) {
     let (code, out, err) = cli_store(
         store,
-        &["user", "add", "alice", "--password-stdin"],
+        &["user", "add", "alice", "--password-stdin", "--create"],
         Some(&format!("{PASSWORD}\n")),
     );
     assert_eq!(code, 0, "{out}{err}");

@@ -7,116 +7,26 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::cli;
-use common::proxy::{Killed, ProxiedSetup, guarded_app_keeps_the_contract, wait_for};
-
-fn nginx_binary() -> String {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nginx is not installed: scripts/test installs it (apt-get install nginx)")
-        .to_owned()
-}
-
-fn nginx_conf(dir: &Path, port: u16, cloakroom: &str, app: SocketAddr) -> String {
-    let d = dir.display();
-    let auth = |name: &str, query: &str| {
-        format!(
-            "location = /{name} {{
-            internal;
-            proxy_pass http://cloakroom/v1/auth/check{query};
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length \"\";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }}"
-        )
-    };
-    let protected = |prefix: &str, auth: &str| {
-        format!(
-            "location {prefix} {{
-            auth_request /{auth};
-            auth_request_set $cr_user_id $upstream_http_x_cloakroom_user_id;
-            auth_request_set $cr_username $upstream_http_x_cloakroom_username;
-            auth_request_set $cr_roles $upstream_http_x_cloakroom_roles;
-            auth_request_set $cr_session $upstream_http_x_cloakroom_session_id;
-            proxy_set_header X-Cloakroom-User-Id $cr_user_id;
-            proxy_set_header X-Cloakroom-Username $cr_username;
-            proxy_set_header X-Cloakroom-Roles $cr_roles;
-            proxy_set_header X-Cloakroom-Session-Id $cr_session;
-            error_page 401 = @login;
-            proxy_pass http://app;
-        }}"
-        )
-    };
-    format!(
-        "daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream cloakroom {{ server {cloakroom}; keepalive 16; }}
-    upstream app {{ server {app}; }}
-    server {{
-        listen 127.0.0.1:{port};
-        {auth_any}
-        {auth_admin}
-        {app_loc}
-        {admin_loc}
-        location @login {{ return 302 /login?next=$request_uri; }}
-        location /v1/ {{ proxy_pass http://cloakroom; }}
-    }}
-}}
-",
-        auth_any = auth("_auth", ""),
-        auth_admin = auth("_auth_admin", "?role=admin"),
-        app_loc = protected("/app/", "_auth"),
-        admin_loc = protected("/admin/", "_auth_admin"),
-    )
-}
+use common::proxy::{
+    BASE_PATH, ProxiedSetup, guarded_app_keeps_the_contract, start_nginx, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_guards_an_app_with_cloakroom() {
-    let ProxiedSetup { dir, db, port, public, cloakroom: _cloakroom, app, upstream } =
+    let ProxiedSetup { dir, db, port, public, cloakroom, app, upstream } =
         ProxiedSetup::start().await;
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir.path(), port, &upstream, app)).unwrap();
-    let _nginx = Killed(
-        Command::new(nginx_binary())
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&format!("{public}/v1/auth/check")).await;
+    let _nginx = start_nginx(dir.path(), port, &upstream, app);
+    wait_for(&format!("{public}{BASE_PATH}/healthz")).await;
 
-    let (alice, root) = guarded_app_keeps_the_contract(&public, &format!("{public}/login")).await;
+    let (alice, root) = guarded_app_keeps_the_contract(&public).await;
     let csrf = alice.csrf.clone().unwrap();
 
     // Logout through nginx ends it; a revocation by the CLI ends the admin's.
     let r = alice
-        .request(reqwest::Method::POST, "/v1/logout")
+        .request(reqwest::Method::POST, &format!("{BASE_PATH}/v1/logout"))
         .header("origin", &public)
         .header("x-csrf-token", &csrf)
         .send()
@@ -137,4 +47,31 @@ async fn nginx_auth_request_guards_an_app_with_cloakroom() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // API clients get a 401 in JSON, not a redirect to a page.
+    let r = alice
+        .request(reqwest::Method::GET, "/app/reports")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "unauthenticated");
+
+    // Cloakroom's own pages live under the base path, beside the app's /admin/, and link there.
+    let mut admin = common::proxy::Browser { cookie: None, csrf: None, ..root };
+    admin.login("root").await;
+    let page = admin.request(reqwest::Method::GET, &format!("{BASE_PATH}/admin?username=alice"));
+    let page = page.send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap().replace("&#x2f;", "/");
+    assert!(html.contains(&format!("action=\"{BASE_PATH}/admin/users/alice/disable\"")), "{html}");
+    assert!(!html.contains("action=\"/admin"), "no form leaves the base path: {html}");
+
+    // Cloakroom down: nobody gets through, and visitors see a page that says so.
+    cloakroom.kill9();
+    let r = admin.request(reqwest::Method::GET, "/app/reports").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert!(r.text().await.unwrap().contains("Sign-in is unavailable"));
 }

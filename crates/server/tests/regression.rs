@@ -131,7 +131,7 @@ fn the_cli_refuses_more_than_32_roles() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.db");
     let many = roles(33, 3);
-    let mut args = vec!["user", "add", "bob", "--no-password"];
+    let mut args = vec!["user", "add", "bob", "--no-password", "--create"];
     for r in &many {
         args.extend(["--role", r.as_str()]);
     }
@@ -454,4 +454,94 @@ async fn session_data_over_16_kib_is_413_before_it_is_parsed() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     // Small and malformed stays a 400.
     assert_eq!(h.send(put_data(&b, "not json")).await.status, StatusCode::BAD_REQUEST);
+}
+
+/// Issue 14: the CLI run from the wrong directory created a new empty `./cloakroom.db` and wrote
+/// an API key into it (exit 0). Only `serve` and `--create` may make a store.
+#[test]
+fn the_cli_never_creates_a_store_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("elsewhere.db");
+    for args in [&["apikey", "create", "billing"][..], &["user", "list"], &["audit"]] {
+        let (code, _, err) = cli(&db, args, None);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(&db.display().to_string()), "the message names the path: {err}");
+        assert!(err.contains("--create"), "and says how to make one: {err}");
+        assert!(!db.exists(), "{args:?} created {}", db.display());
+    }
+    let (code, _, err) = cli(&db, &["user", "add", "bob", "--no-password", "--create"], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&db, &["user", "list"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("bob"), "{out}");
+}
+
+/// Issue 14: Kubernetes injects `CLOAKROOM_PORT=tcp://…` and friends for a Service named
+/// `cloakroom`; the strict environment check refused them and the pod crash-looped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_service_variables_do_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("k.db").display());
+    let env = [
+        ("CLOAKROOM_PORT", "tcp://10.96.0.12:7878"),
+        ("CLOAKROOM_PORT_7878_TCP", "tcp://10.96.0.12:7878"),
+        ("CLOAKROOM_PORT_7878_TCP_ADDR", "10.96.0.12"),
+        ("CLOAKROOM_SERVICE_HOST", "10.96.0.12"),
+        ("CLOAKROOM_SERVICE_PORT", "7878"),
+        ("CLOAKROOM_SERVICE_PORT_HTTP", "7878"),
+    ];
+    let log = dir.path().join("k.log");
+    let server = common::process::Server::start_env(&store, &log, &[], &env);
+    let r = reqwest::get(format!("{}/healthz", server.base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A typo still stops it, naming the variable.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
+        .env("CLOAKROOM_IDLE_TIMOUT", "5m")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CLOAKROOM_IDLE_TIMOUT"));
+}
+
+/// `base_path`: every route moves under the prefix, and nothing answers outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_path_moves_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    common::process::add_user(&db, "alice", "staff", "correct horse battery staple");
+    let log = dir.path().join("b.log");
+    let server = common::process::Server::start_with(&db, &log, &["--base-path", "/auth/"]);
+    let http =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let get = |path: &str| http.get(format!("{}{path}", server.base)).send();
+    for (path, status) in [
+        ("/auth/healthz", 200),
+        ("/auth/v1/openapi.json", 200),
+        ("/auth/login", 200),
+        ("/auth/v1/auth/check", 401),
+        ("/healthz", 404),
+        ("/v1/auth/check", 404),
+        ("/login", 404),
+    ] {
+        assert_eq!(get(path).await.unwrap().status().as_u16(), status, "{path}");
+    }
+    // The pages' redirects and the check's login link stay under the prefix.
+    let r = get("/auth/account/sessions").await.unwrap();
+    assert_eq!(r.headers()["location"], "/auth/login?next=%2Fauth%2Faccount%2Fsessions");
+    let r = get("/auth/v1/auth/check").await.unwrap();
+    assert_eq!(r.headers()["x-cloakroom-login"], "/auth/login");
+    assert_eq!(r.headers()["x-cloakroom-reason"], "login");
+    let spec: Value = get("/auth/v1/openapi.json").await.unwrap().json().await.unwrap();
+    assert_eq!(spec["servers"][0]["url"], "/auth");
+    // A login under the prefix sets the cookie for the whole host.
+    let r = http
+        .post(format!("{}/auth/v1/login", server.base))
+        .json(&json!({"username": "alice", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Path=/") && !cookie.contains("Path=/auth"), "{cookie}");
 }

@@ -10,7 +10,7 @@ use cloakroom_core::{SessionId, UserId, Username};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Caller, Client, JsonOrForm, Via, check_origin, find_cookie};
+use crate::extract::{ApiJson, Caller, Client, Intent, JsonOrForm, Via, check_origin, find_cookie};
 use crate::routes::{no_store, session_body};
 use crate::state::AppState;
 
@@ -184,7 +184,7 @@ pub async fn logout(
     // `Caller::optional` skips those, as they are no session for Cloakroom's own endpoints, but
     // ending one is what its holder asks, and answering 204 while it lived on would lie.
     // No rotation: the session is about to end.
-    if let Some(caller) = Caller::optional_for(&parts, &state, true, false).await? {
+    if let Some(caller) = Caller::optional_for(&parts, &state, Intent::Write, false).await? {
         if state.manager.revoke(&caller.session.session_id()).await?.is_some() {
             metrics::counter!("cloakroom_revocations_total", "reason" => "logout").increment(1);
             state

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, Caller, forwarded_write, is_unsafe};
+use crate::extract::{ApiQuery, Caller, Intent, forwarded_write, is_unsafe};
 use crate::state::AppState;
 
 // The answer's header names, made once (a name given as text is parsed on every insert).
@@ -20,6 +20,11 @@ const X_USER_ID: HeaderName = HeaderName::from_static("x-cloakroom-user-id");
 const X_USERNAME: HeaderName = HeaderName::from_static("x-cloakroom-username");
 const X_ROLES: HeaderName = HeaderName::from_static("x-cloakroom-roles");
 const X_SESSION_ID: HeaderName = HeaderName::from_static("x-cloakroom-session-id");
+const X_CSRF_TOKEN: HeaderName = HeaderName::from_static("x-cloakroom-csrf-token");
+const X_REASON: HeaderName = HeaderName::from_static("x-cloakroom-reason");
+const X_LOGIN: HeaderName = HeaderName::from_static("x-cloakroom-login");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
 /// Query of the check.
 #[derive(Default, Deserialize)]
@@ -30,19 +35,20 @@ pub struct CheckQuery {
     audience: Option<String>,
 }
 
-/// The handler, for the router. `cloakroom serve` answers this route before the router
-/// ([`answer`], from `serve.rs`): it sits in front of every request of the apps behind a proxy.
+/// Forward-auth check for nginx `auth_request`, Traefik `forwardAuth` and Caddy `forward_auth`.
 #[utoipa::path(get, path = "/v1/auth/check", tag = "forward-auth",
     params(
         ("role" = Option<String>, Query, description = "403 unless the user has this role"),
         ("audience" = Option<String>, Query, description = "Also accept a session scoped to this service")),
     responses(
-        (status = 200, description = "Allowed: X-Cloakroom-User-Id, -Username, -Roles, -Session-Id headers, empty body"),
+        (status = 200, description = "Allowed: X-Cloakroom-User-Id, -Username, -Roles, -Session-Id and -Csrf-Token headers, empty body"),
         (status = 400, description = "Malformed query", body = crate::openapi::ErrorBody),
-        (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
+        (status = 401, description = "unauthenticated, with X-Cloakroom-Reason: login and X-Cloakroom-Login (the login page's URL, with the original URL as `next`)", body = crate::openapi::ErrorBody),
         (status = 403, description = "forbidden / csrf_failed / origin_mismatch", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn check(State(state): State<AppState>, req: Request) -> Response {
+    // (`cloakroom serve` answers this route before the router, with [`answer`] from `serve.rs`:
+    // it sits in front of every request of the apps behind a proxy.)
     let (parts, _) = req.into_parts();
     answer(&state, &parts).await
 }
@@ -68,8 +74,14 @@ async fn decide(state: &AppState, parts: &Parts) -> Response {
     };
     let outcome = match query {
         Ok(q) => {
-            let writes = is_unsafe(&parts.method) || forwarded_write(&parts.headers);
-            Caller::optional_for(parts, state, writes, false)
+            let intent = if forwarded_write(&parts.headers) {
+                Intent::ForwardedWrite
+            } else if is_unsafe(&parts.method) {
+                Intent::Write
+            } else {
+                Intent::Read
+            };
+            Caller::optional_for(parts, state, intent, false)
                 .await
                 .and_then(|c| c.ok_or_else(ApiError::unauthenticated))
                 .and_then(|caller| allowed(caller, &q))
@@ -88,6 +100,8 @@ async fn decide(state: &AppState, parts: &Parts) -> Response {
                 (X_USERNAME, s.username()),
                 (X_ROLES, s.roles_joined()),
                 (X_SESSION_ID, s.session_id_text().as_str()),
+                // For apps that prefer tokens in their own forms (also under the proxy).
+                (X_CSRF_TOKEN, s.csrf_token().expose()),
             ] {
                 if let Ok(v) = HeaderValue::from_str(value) {
                     h.insert(name, v);
@@ -103,8 +117,37 @@ async fn decide(state: &AppState, parts: &Parts) -> Response {
                 _ => "error",
             };
             crate::metrics::auth_check(outcome);
-            e.into_response()
+            let login = e.status() == StatusCode::UNAUTHORIZED;
+            let mut r = e.into_response();
+            if login {
+                let h = r.headers_mut();
+                h.insert(X_REASON, HeaderValue::from_static("login"));
+                if let Ok(v) = HeaderValue::from_str(&login_url(state, &parts.headers)) {
+                    h.insert(X_LOGIN, v);
+                }
+            }
+            r
         }
+    }
+}
+
+/// The login page's URL with the guarded request's original URL as `next`, escaped here so
+/// that a proxy's configuration can redirect to it as is (`return 302 $cr_login`). The original
+/// URL comes from `X-Original-URI` (nginx) or `X-Forwarded-Uri` (Traefik, Caddy); one that
+/// could lead off this origin is left out.
+fn login_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    let login = format!("{}/login", state.config.base_path);
+    let original = [X_ORIGINAL_URI, X_FORWARDED_URI]
+        .iter()
+        .find_map(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .filter(|uri| crate::pages::is_safe_next(uri));
+    match original {
+        Some(uri) => {
+            let query = serde_urlencoded::to_string([("next", uri)]).unwrap_or_default();
+            format!("{login}?{query}")
+        }
+        None => login,
     }
 }
 

@@ -84,14 +84,14 @@ pub fn cli(db: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, Strin
 
 /// Adds user `name` with `role` and `password` through the CLI, which must succeed.
 pub fn add_user(db: &Path, name: &str, role: &str, password: &str) {
-    let args = ["user", "add", name, "--role", role, "--password-stdin"];
+    let args = ["user", "add", name, "--role", role, "--password-stdin", "--create"];
     let (code, out, err) = cli(db, &args, Some(&format!("{password}\n")));
     assert_eq!(code, 0, "{out}{err}");
 }
 
 /// Adds user `name` with `password` to any store through the CLI, which must succeed.
 pub fn add_user_to(store: &str, name: &str, password: &str) {
-    let args = ["user", "add", name, "--password-stdin"];
+    let args = ["user", "add", name, "--password-stdin", "--create"];
     let (code, out, err) = cli_store(store, &args, Some(&format!("{password}\n")));
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -12,14 +12,51 @@ use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Where the recipes put Cloakroom's own routes (`--base-path`).
+pub const BASE_PATH: &str = "/auth";
+
+/// The first fenced block of language `lang` in the section of `docs/integrations.md` whose
+/// heading starts with `heading`: the tests run the recipes as the docs write them.
+pub fn doc_block(heading: &str, lang: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/integrations.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let start = doc.find(&format!("\n{heading}")).unwrap_or_else(|| panic!("no section {heading}"));
+    let section = &doc[start + 1..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
+    let fence = format!("```{lang}\n");
+    let from = section.find(&fence).unwrap_or_else(|| panic!("no {lang} block in {heading}"));
+    let body = &section[from + fence.len()..];
+    body[..body.find("\n```").unwrap() + 1].to_owned()
+}
+
+/// `text` with `from` replaced by `to`, which must occur exactly once (a recipe that changed
+/// shape fails here, not later in a confusing way).
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "`{from}` once in:\n{text}");
+    text.replacen(from, to, 1)
+}
+
+/// The `cloakroom serve` flags of a section's ```sh block, with its example origin replaced.
+pub fn doc_serve_flags(heading: &str, public: &str) -> Vec<String> {
+    let block = doc_block(heading, "sh");
+    let line = block.lines().find(|l| l.starts_with("cloakroom serve")).expect("a serve line");
+    line.split_whitespace()
+        .skip(2)
+        .map(|w| if w == "https://app.example.com" { public.to_owned() } else { w.to_owned() })
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// An upstream that echoes the method, path and `X-Cloakroom-*` headers it received.
 pub async fn echo_upstream() -> SocketAddr {
-    let app =
-        axum::Router::new().fallback(|method: Method, uri: Uri, headers: HeaderMap| async move {
+    let form = "<!doctype html><html lang=en><title>Transfer</title><form method=post \
+                action=/app/transfer><input name=amount value=100><button>Send</button></form>";
+    let app = axum::Router::new()
+        .route("/app/form", axum::routing::get(move || async move { axum::response::Html(form) }))
+        .fallback(|method: Method, uri: Uri, headers: HeaderMap| async move {
             let seen: serde_json::Map<String, Value> = headers
                 .iter()
                 .filter(|(k, _)| k.as_str().starts_with("x-cloakroom-"))
@@ -53,7 +90,7 @@ impl Browser {
     pub async fn login(&mut self, username: &str) {
         let r = self
             .http
-            .post(format!("{}/v1/login", self.base))
+            .post(format!("{}{BASE_PATH}/v1/login", self.base))
             .header("origin", &self.base)
             .json(&json!({"username": username, "password": PASSWORD}))
             .send()
@@ -93,33 +130,55 @@ pub fn add_alice_and_root(db: &Path) {
 }
 
 /// What every forward-auth recipe must keep, checked through the proxy at `public` (which guards
-/// `/app/` with the plain check and `/admin/` with `?role=admin`): anonymous visitors are sent to
-/// `login` with the way back; the app gets the user's `X-Cloakroom-*` headers and never ones the
-/// client made up; `?role=` gives 403; a state-changing request keeps its CSRF and Origin checks.
-/// Returns alice's and root's logged-in browsers.
-pub async fn guarded_app_keeps_the_contract(public: &str, login: &str) -> (Browser, Browser) {
+/// `/app/` with the plain check and `/admin/` with `?role=admin`, and routes `/auth/` to
+/// Cloakroom): anonymous visitors are sent to the login page with the whole way back (query
+/// string included), and land there after logging in; the app gets the user's `X-Cloakroom-*`
+/// headers and never ones the client made up; `?role=` gives 403; a state-changing request needs
+/// the CSRF token or the browser's same-origin signals. Returns alice's and root's browsers.
+pub async fn guarded_app_keeps_the_contract(public: &str) -> (Browser, Browser) {
     let http =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let mut alice =
         Browser { http: http.clone(), base: public.to_owned(), cookie: None, csrf: None };
 
-    let r = alice.request(reqwest::Method::GET, "/app/reports?year=2026").send().await.unwrap();
+    let wanted = "/app/reports?year=2026&q=a%20b";
+    let r = alice.request(reqwest::Method::GET, wanted).send().await.unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(r.headers()["location"], format!("{login}?next=/app/reports?year=2026").as_str());
+    let location = r.headers()["location"].to_str().unwrap();
+    let location = location.strip_prefix(public).unwrap_or(location).to_owned();
+    let escaped = "next=%2Fapp%2Freports%3Fyear%3D2026%26q%3Da%2520b";
+    assert_eq!(location, format!("{BASE_PATH}/login?{escaped}"));
+    // The login page keeps the way back, and the form login follows it.
+    let page = alice.request(reqwest::Method::GET, &location).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("&#x2f;app&#x2f;reports?year=2026&amp;q=a%20b"), "{html}");
+    let r = alice
+        .request(reqwest::Method::POST, &format!("{BASE_PATH}/login"))
+        .header("origin", public)
+        .form(&[("username", "alice"), ("password", PASSWORD), ("next", wanted)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the login form through the proxy");
+    assert_eq!(r.headers()["location"], wanted);
 
     alice.login("alice").await;
     let r = alice
         .request(reqwest::Method::GET, "/app/reports")
         .header("X-Cloakroom-Username", "root")
         .header("X-Cloakroom-Roles", "admin")
+        .header("X-Cloakroom-Csrf-Token", "forged")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let seen: Value = r.json().await.unwrap();
+    let csrf = alice.csrf.clone().unwrap();
     assert_eq!(seen["path"], "/app/reports");
     assert_eq!(seen["headers"]["x-cloakroom-username"], "alice");
     assert_eq!(seen["headers"]["x-cloakroom-roles"], "staff");
+    assert_eq!(seen["headers"]["x-cloakroom-csrf-token"], csrf.as_str());
     assert!(seen["headers"]["x-cloakroom-user-id"].as_str().unwrap().starts_with("usr_"));
     assert!(seen["headers"]["x-cloakroom-session-id"].as_str().unwrap().starts_with("ses_"));
 
@@ -131,20 +190,35 @@ pub async fn guarded_app_keeps_the_contract(public: &str, login: &str) -> (Brows
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["headers"]["x-cloakroom-roles"], "admin");
 
-    let csrf = alice.csrf.clone().unwrap();
-    let post = |token: Option<&str>, origin: &str| {
-        let mut b = alice.request(reqwest::Method::POST, "/app/transfer").header("origin", origin);
-        if let Some(t) = token {
-            b = b.header("x-csrf-token", t);
+    // A state-changing request: the token, or the browser's word that it is same-origin.
+    let post = |headers: &[(&str, &str)]| {
+        let mut b = alice.request(reqwest::Method::POST, "/app/transfer");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
         }
-        b.body("amount=100")
+        b.header("content-type", "application/x-www-form-urlencoded").body("amount=100")
     };
-    assert_eq!(post(None, public).send().await.unwrap().status(), 403, "no CSRF token");
-    assert_eq!(post(Some("forged"), public).send().await.unwrap().status(), 403, "wrong token");
-    assert_eq!(post(Some(&csrf), "https://evil.example").send().await.unwrap().status(), 403);
-    let r = post(Some(&csrf), public).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["method"], "POST");
+    let evil = "https://evil.example";
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: &[Case<'_>] = &[
+        (&[], 403, "no token, no Origin, no Fetch Metadata"),
+        (&[("sec-fetch-site", "same-origin"), ("origin", public)], 200, "a form on the app"),
+        (&[("origin", public)], 200, "an older browser: an allowed Origin"),
+        (&[("sec-fetch-site", "cross-site"), ("origin", evil)], 403, "a form on another site"),
+        (&[("sec-fetch-site", "cross-site")], 403, "cross-site without Origin"),
+        (&[("sec-fetch-site", "same-site")], 403, "a sibling subdomain"),
+        (&[("origin", evil)], 403, "another origin"),
+        (&[("x-csrf-token", "forged"), ("origin", public)], 403, "a wrong token"),
+        (&[("x-csrf-token", &csrf), ("origin", evil)], 403, "the token from another origin"),
+        (&[("x-csrf-token", &csrf)], 200, "the token"),
+    ];
+    for (headers, want, what) in cases {
+        let r = post(headers).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), *want, "{what}");
+        if *want == 200 {
+            assert_eq!(r.json::<Value>().await.unwrap()["method"], "POST", "{what}");
+        }
+    }
     (alice, root)
 }
 
@@ -163,16 +237,79 @@ pub struct ProxiedSetup {
 
 impl ProxiedSetup {
     pub async fn start() -> ProxiedSetup {
+        Self::start_as("127.0.0.1").await
+    }
+
+    /// [`ProxiedSetup::start`] with the proxy's public origin named `host` (`localhost` for
+    /// Chromium, which keeps `Secure` cookies over plain HTTP there only).
+    pub async fn start_as(host: &str) -> ProxiedSetup {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cloakroom.db");
         add_alice_and_root(&db);
         let port = free_port();
-        let public = format!("http://127.0.0.1:{port}");
+        let public = format!("http://{host}:{port}");
         let log = dir.path().join("cloakroom.log");
-        let cloakroom =
-            super::process::Server::start_with(&db, &log, &["--public-origin", &public]);
+        let flags = doc_serve_flags("## nginx", &public);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let cloakroom = super::process::Server::start_with(&db, &log, &flags);
         let app = echo_upstream().await;
         let upstream = cloakroom.base.strip_prefix("http://").unwrap().to_owned();
         ProxiedSetup { dir, db, port, public, cloakroom, app, upstream }
     }
+}
+
+pub fn nginx_binary() -> String {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("nginx is not installed: scripts/test installs it (apt-get install nginx)")
+        .to_owned()
+}
+
+/// The recipe of `docs/integrations.md`, as written, in a private nginx: only the addresses
+/// change.
+pub fn nginx_conf(dir: &Path, port: u16, cloakroom: &str, app: SocketAddr) -> String {
+    let recipe = doc_block("## nginx", "nginx");
+    let recipe = replace_once(&recipe, "server 127.0.0.1:7878;", &format!("server {cloakroom};"));
+    let recipe = replace_once(&recipe, "server 127.0.0.1:8080;", &format!("server {app};"));
+    let recipe = replace_once(&recipe, "listen 443 ssl;", &format!("listen 127.0.0.1:{port};"));
+    let d = dir.display();
+    format!(
+        "daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+{recipe}
+}}
+"
+    )
+}
+
+/// nginx with the docs' recipe in front of Cloakroom (`cloakroom`, `host:port`) and `app`, on
+/// `port`, in `dir`; killed on drop.
+pub fn start_nginx(dir: &Path, port: u16, cloakroom: &str, app: SocketAddr) -> Killed {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir, port, cloakroom, app)).unwrap();
+    Killed(
+        std::process::Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
