@@ -48,6 +48,20 @@ fn matches(pattern: &str, line: &str) -> bool {
     rest.is_empty()
 }
 
+/// Runs `script` in one `bash -e -o pipefail` in `dir`; its standard output, or a panic that
+/// shows both outputs.
+fn run_bash(script: &str, dir: &Path, what: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
 #[test]
 fn the_api_reference_examples_run_as_written() {
     for tool in ["curl", "jq"] {
@@ -63,14 +77,7 @@ fn the_api_reference_examples_run_as_written() {
     let blocks = sh_blocks(&api_doc(), "## Walkthrough");
     assert!(blocks.len() >= 20, "the reference keeps its examples ({} blocks)", blocks.len());
     let script = blocks.join("\n").replace("localhost:7878", &format!("localhost:{port}"));
-    let out = Command::new("bash")
-        .args(["-e", "-o", "pipefail", "-c", &script])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the examples failed:\n{stdout}\n{stderr}");
+    let stdout = run_bash(&script, dir.path(), "the examples");
 
     let expected = blocks.iter().flat_map(|b| b.lines()).filter_map(|l| l.strip_prefix("# "));
     let mut lines = stdout.lines().map(str::trim_end);
@@ -129,14 +136,7 @@ fn the_readme_walkthrough_runs_as_written() {
     let bin = common::process::BIN;
     let script =
         format!("cloakroom() {{ '{bin}' --store 'sqlite:{}' \"$@\"; }}\n{block}", db.display());
-    let out = Command::new("bash")
-        .args(["-e", "-o", "pipefail", "-c", &script])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the README walkthrough failed:\n{stdout}\n{stderr}");
+    let stdout = run_bash(&script, dir.path(), "the README walkthrough");
     assert!(stdout.contains("x-cloakroom-username: alice"), "the check: {stdout}");
     assert!(stdout.contains("{\"revoked\":1}"), "revoke-others: {stdout}");
     assert!(stdout.lines().any(|l| l.trim() == "401"), "the revoked device is out: {stdout}");
