@@ -186,6 +186,14 @@ pub trait Store: Send + Sync + 'static {
         keep: Option<&SessionId>,
     ) -> StoreResult<Vec<SessionId>>;
 
+    /// How many sessions are live at `now` (the same rule as [`Store::list_sessions`] with
+    /// `None`), for the live-sessions gauge; `None` when the store cannot count them cheaply
+    /// (a count must not walk every key of a shared store).
+    async fn count_sessions(&self, now: Timestamp) -> StoreResult<Option<u64>> {
+        let _ = now;
+        Ok(None)
+    }
+
     /// Live sessions at `now`, of one user or (with `None`) of everyone, newest first.
     async fn list_sessions(
         &self,

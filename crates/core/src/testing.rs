@@ -222,6 +222,12 @@ pub async fn list_by_user(store: &dyn Store) {
     let all = store.list_sessions(None, now).await.unwrap();
     assert_eq!(all.len(), 4);
     assert!(all.iter().any(|a| a.session.id == bobs && a.user.username.as_str() == "bob"));
+    // A store that counts (for the live-sessions gauge) counts what it would list.
+    if let Some(n) = store.count_sessions(now).await.unwrap() {
+        assert_eq!(n, 4, "count_sessions");
+        let later = t0().plus(30 * MIN + Duration::from_secs(30));
+        assert_eq!(store.count_sessions(later).await.unwrap(), Some(3), "after one idled out");
+    }
     // The oldest idles out first.
     let later = t0().plus(30 * MIN + Duration::from_secs(30));
     let ids: Vec<_> = store

@@ -63,6 +63,11 @@ async fn per_request(State(state): State<AppState>, mut req: Request, next: Next
     let start = Instant::now();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let slot = CookieSlot::attach(&mut req);
+    let access = state.config.access_log.then(|| {
+        let seen = extract::SessionSeen::default();
+        req.extensions_mut().insert(seen.clone());
+        (req.method().clone(), seen)
+    });
     let mut response = match extract::lift_form_csrf(req).await {
         Ok(req) => next.run(req).await,
         Err(refused) => refused,
@@ -70,6 +75,10 @@ async fn per_request(State(state): State<AppState>, mut req: Request, next: Next
     slot.apply(&mut response);
     harden(response.headers_mut(), &state.config);
     metrics::record(route.as_ref(), start, response.status());
+    if let Some((method, seen)) = access {
+        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        crate::metrics::access_log(&method, route, response.status(), start, seen.0.get());
+    }
     response
 }
 

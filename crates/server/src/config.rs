@@ -56,6 +56,9 @@ pub struct RawConfig {
     /// text or json [default: text]
     #[arg(long, env = "CLOAKROOM_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    /// Log every request (method, route, status, duration, session id; never a token): true or false [default: false]
+    #[arg(long, env = "CLOAKROOM_ACCESS_LOG", global = true)]
+    pub access_log: Option<String>,
     /// Proxies whose X-Forwarded-For is believed (comma-separated IP addresses or networks, e.g. 10.0.0.0/8)
     #[arg(long, env = "CLOAKROOM_TRUSTED_PROXIES", global = true, value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
@@ -98,6 +101,7 @@ const KEYS: &[&str] = &[
     "absolute_timeout",
     "max_sessions_per_user",
     "log_format",
+    "access_log",
     "trusted_proxies",
     "header_timeout",
     "body_timeout",
@@ -179,6 +183,8 @@ pub struct Config {
     pub max_sessions_per_user: u32,
     /// Log format.
     pub log_format: LogFormat,
+    /// Whether every request is logged (target `cloakroom::access`).
+    pub access_log: bool,
     /// Trusted proxies: addresses and networks.
     pub trusted_proxies: TrustedProxies,
     /// Time allowed for a request's headers (slow clients are cut off).
@@ -212,6 +218,7 @@ impl RawConfig {
             absolute_timeout: self.absolute_timeout.or(lower.absolute_timeout),
             max_sessions_per_user: self.max_sessions_per_user.or(lower.max_sessions_per_user),
             log_format: self.log_format.or(lower.log_format),
+            access_log: self.access_log.or(lower.access_log),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             header_timeout: self.header_timeout.or(lower.header_timeout),
             body_timeout: self.body_timeout.or(lower.body_timeout),
@@ -355,6 +362,13 @@ impl RawConfig {
                 .parse()
                 .map_err(|_| invalid("max_sessions_per_user", "expected a whole number"))?,
         };
+        let access_log = match self.access_log.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false" | "off" | "no" | "0") => false,
+            Some("true" | "on" | "yes" | "1") => true,
+            Some(other) => {
+                return Err(invalid("access_log", format!("`{other}`: expected true or false")));
+            }
+        };
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -425,6 +439,7 @@ impl RawConfig {
             absolute_timeout,
             max_sessions_per_user,
             log_format,
+            access_log,
             trusted_proxies,
             header_timeout,
             body_timeout,
@@ -557,6 +572,7 @@ mod tests {
             (RawConfig { idle_timeout: Some("soon".into()), ..Default::default() }, "idle_timeout"),
             (RawConfig { listen: Some("nowhere".into()), ..Default::default() }, "listen"),
             (RawConfig { log_format: Some("xml".into()), ..Default::default() }, "log_format"),
+            (RawConfig { access_log: Some("maybe".into()), ..Default::default() }, "access_log"),
             (RawConfig { cookie_name: Some("sid".into()), ..Default::default() }, "cookie_name"),
             (
                 RawConfig {

@@ -158,8 +158,9 @@ impl Caller {
             return Ok(None);
         };
         let cookie_write = via == Via::Cookie && intent != Intent::Read;
-        if cookie_write {
-            check_origin(&parts.headers, &state.config)?;
+        if cookie_write && let Err(e) = check_origin(&parts.headers, &state.config) {
+            refused(parts, "origin_mismatch", "the Origin (or Sec-Fetch-Site) is not allowed");
+            return Err(e);
         }
         let Some(Checked { token, session }) = state.manager.check(token).await? else {
             return Ok(None);
@@ -171,20 +172,34 @@ impl Caller {
                 .and_then(|v| v.to_str().ok())
                 .or_else(|| parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()));
             let vouched = match presented {
-                Some(p) => session.csrf_matches(p),
+                Some(p) if session.csrf_matches(p) => true,
+                Some(_) => {
+                    refused(parts, "csrf_failed", "a CSRF token that is not the session's");
+                    false
+                }
                 // A form behind forward-auth cannot send the header, and the proxy does not
                 // forward its body: the browser's own signals stand in for the token there.
                 None if intent == Intent::ForwardedWrite => {
-                    cloakroom_axum::request::browser_says_same_origin(
+                    let same = cloakroom_axum::request::browser_says_same_origin(
                         &parts.headers,
                         &state.config.allowed_origins,
-                    )
+                    );
+                    if !same {
+                        refused(parts, "csrf_failed", "no CSRF token and no same-origin signal");
+                    }
+                    same
                 }
-                None => false,
+                None => {
+                    refused(parts, "csrf_failed", "no CSRF token");
+                    false
+                }
             };
             if !vouched {
                 return Err(ApiError::csrf_failed());
             }
+        }
+        if let Some(seen) = parts.extensions.get::<SessionSeen>() {
+            let _ = seen.0.set(session.session_id_text().as_str().to_owned());
         }
         let mut caller = Caller { session, via, token };
         if rotate && via == Via::Cookie && caller.session.needs_new_token() {
@@ -219,6 +234,28 @@ impl Caller {
         Ok(())
     }
 }
+
+/// Logs a refused cookie write with its reason and the headers that decided it (never a token).
+fn refused(parts: &Parts, code: &'static str, reason: &'static str) {
+    let header =
+        |name: &str| parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()));
+    tracing::info!(
+        target: "cloakroom::csrf",
+        code,
+        reason,
+        method = %parts.method,
+        path = parts.uri.path(),
+        origin = ?header("origin"),
+        sec_fetch_site = ?header("sec-fetch-site"),
+        forwarded_method = ?header("x-original-method").or_else(|| header("x-forwarded-method")),
+        "refused a cookie request that changes state"
+    );
+}
+
+/// The public id of the session a request turned out to carry, for the access log; put in
+/// the request by the per-request layer, filled by [`Caller`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionSeen(pub Arc<std::sync::OnceLock<String>>);
 
 /// What a request is about to do, for the CSRF rules of cookie callers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod grants;
 pub mod limits;
+pub mod metered;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;

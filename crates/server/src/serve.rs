@@ -126,6 +126,7 @@ pub fn cached_state(
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let store =
         open_store(&config.store, config.store_ca.as_deref(), Open { create: true }).await?;
+    let store: Arc<dyn Store> = Arc::new(crate::metered::MeteredStore::new(store));
     // A grant_key that does not open the stored signing keys is a start-up error, not a
     // surprise at the first grant.
     let grants = crate::grants::grants(&store, &config)?;
@@ -156,6 +157,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if store.needs_sweep() {
         tokio::spawn(sweep(Arc::clone(&store)));
     }
+    tokio::spawn(count_sessions(Arc::clone(&store)));
     tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
     say(&format!("cloakroom listening on http://{bound}"));
@@ -303,6 +305,21 @@ async fn serve_http(
                 let (parts, _) = req.into_parts();
                 let response = check::answer(state, &parts).await;
                 crate::metrics::record_route(CHECK_ROUTE, start, response.status());
+                if state.config.access_log {
+                    let session = response
+                        .headers()
+                        .get("x-cloakroom-session-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let status = response.status();
+                    crate::metrics::access_log(
+                        &parts.method,
+                        CHECK_ROUTE,
+                        status,
+                        start,
+                        session.as_ref(),
+                    );
+                }
                 Ok::<_, std::convert::Infallible>(shed_when_full(response, connections, cap))
             }
         });
@@ -367,6 +384,20 @@ async fn sweep(store: Arc<dyn Store>) {
                 tracing::debug!(count = n, "swept expired sessions");
             }
             Err(e) => tracing::warn!(error = %e, "expired-session sweep failed"),
+        }
+    }
+}
+
+/// Sets the live-sessions gauge every 15 seconds, on stores that count cheaply.
+async fn count_sessions(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        match store.count_sessions(Timestamp::now()).await {
+            #[allow(clippy::cast_precision_loss)]
+            Ok(Some(n)) => metrics::gauge!("cloakroom_sessions_active").set(n as f64),
+            Ok(None) => return,
+            Err(e) => tracing::debug!(error = %e, "counting live sessions failed"),
         }
     }
 }

@@ -521,6 +521,18 @@ impl Store for SqliteStore {
         rows.iter().map(decode_auth).collect()
     }
 
+    async fn count_sessions(&self, now: Timestamp) -> StoreResult<Option<u64>> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.idle_expires_at > ?1 AND s.expires_at > ?1 AND u.disabled = 0",
+        )
+        .bind(now.as_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(Some(u64::try_from(n).unwrap_or(0)))
+    }
+
     async fn session_data(&self, id: &SessionId) -> StoreResult<Option<SessionData>> {
         let row = sqlx::query("SELECT data, data_version FROM sessions WHERE id = ?")
             .bind(id.as_str())
