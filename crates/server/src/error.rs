@@ -32,6 +32,15 @@ impl ApiError {
     pub fn unauthenticated() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid session is required")
     }
+
+    /// 401 for an `Authorization: Bearer crk_…` that is no live API key.
+    pub fn invalid_api_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the API key is not valid: revoked, mistyped, or made for another store",
+        )
+    }
     /// 401 `invalid_credentials`: one message for unknown user and wrong password alike.
     pub fn invalid_credentials() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "invalid username or password")

@@ -343,10 +343,10 @@ pub async fn api_key_name(parts: &Parts, state: &AppState) -> Result<Option<Stri
     if !token.starts_with(SecretKind::ApiKey.prefix()) {
         return Ok(None);
     }
-    let key = Token::parse(SecretKind::ApiKey, token).map_err(|_| ApiError::unauthenticated())?;
+    let key = Token::parse(SecretKind::ApiKey, token).map_err(|_| ApiError::invalid_api_key())?;
     match state.manager.store().api_key_by_hash(&key.hash()).await? {
         Some(k) => Ok(Some(k.name)),
-        None => Err(ApiError::unauthenticated()),
+        None => Err(ApiError::invalid_api_key()),
     }
 }
 

@@ -6,7 +6,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::routes::{admin, auth, check, grants, health, session, sessions};
@@ -217,10 +219,94 @@ impl Modify for Security {
                 "The session cookie; state-changing requests also need X-CSRF-Token",
             ))),
         );
-        components
-            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        let bearer = |format: &str, description: &str| {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.bearer_format = Some(format.to_owned());
+            http.description = Some(description.to_owned());
+            SecurityScheme::Http(http)
+        };
+        components.add_security_scheme(
+            "bearer",
+            bearer("crs_…", "A session token (Authorization: Bearer crs_…), for programs"),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            bearer(
+                "crk_…",
+                "A service API key (Authorization: Bearer crk_…) from `cloakroom apikey create NAME`",
+            ),
+        );
+        // The service API takes an API key, or the session of a user with the role admin.
+        let service = vec![
+            SecurityRequirement::new("apiKey", Vec::<String>::new()),
+            SecurityRequirement::new("cookie", Vec::<String>::new()),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ];
+        for (path, item) in api.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                if path.starts_with("/v1/admin/") || (path == "/v1/grants" && method == "post") {
+                    op.security = Some(service.clone());
+                }
+                // The handler's doc text is for Rust readers; the document gets the user's words
+                // (`tests/openapi.rs` checks that every operation has them).
+                let summary = SUMMARIES.iter().find(|(m, p, _)| *m == method && *p == path);
+                op.summary = summary.map(|(_, _, text)| (*text).to_owned());
+                op.description = None;
+            }
+        }
     }
 }
+
+/// The operations of a path item, with their method.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> Vec<(&'static str, &mut utoipa::openapi::path::Operation)> {
+    [
+        ("get", item.get.as_mut()),
+        ("put", item.put.as_mut()),
+        ("post", item.post.as_mut()),
+        ("delete", item.delete.as_mut()),
+        ("patch", item.patch.as_mut()),
+        ("head", item.head.as_mut()),
+    ]
+    .into_iter()
+    .filter_map(|(m, op)| op.map(|op| (m, op)))
+    .collect()
+}
+
+/// Each operation's summary, for the people who read the document (docs/api.md has the rest).
+const SUMMARIES: &[(&str, &str, &str)] = &[
+    ("post", "/v1/login", "Log in with a username and password"),
+    ("post", "/v1/logout", "Log out: end the current session and clear the cookie"),
+    ("post", "/v1/password", "Change your password (logs out your other sessions)"),
+    ("get", "/v1/session", "The current session and its CSRF token"),
+    ("get", "/v1/session/data", "Read the session's own JSON data (with its ETag)"),
+    ("put", "/v1/session/data", "Replace the session's own JSON data (If-Match for safe updates)"),
+    ("get", "/v1/sessions", "List your live sessions"),
+    ("delete", "/v1/sessions/{id}", "Log out one of your sessions"),
+    ("post", "/v1/sessions/revoke-others", "Log out all your other sessions"),
+    ("get", "/v1/auth/check", "Forward-auth check for a reverse proxy"),
+    ("put", "/v1/admin/users/{username}", "Create or update a user (password, roles, disabled)"),
+    ("get", "/v1/admin/users/{username}", "Look up a user"),
+    ("delete", "/v1/admin/users/{username}/sessions", "Log a user out everywhere"),
+    (
+        "post",
+        "/v1/admin/sessions",
+        "Create a session for a user (apps that check credentials themselves)",
+    ),
+    ("get", "/v1/admin/sessions", "List a user's live sessions"),
+    ("post", "/v1/admin/sessions/validate", "Validate a session token an app received"),
+    ("delete", "/v1/admin/sessions/{id}", "Revoke any session by id"),
+    ("post", "/v1/grants", "Issue a short-lived, single-use grant"),
+    ("post", "/v1/grants/redeem", "Redeem a grant once, returning its claims"),
+    ("post", "/v1/grants/exchange", "Trade a grant for a session scoped to its service"),
+    ("get", "/v1/keys", "The public keys that grants are signed with"),
+    ("get", "/v1/revocations", "Stream of grant and session revocations (server-sent events)"),
+    ("get", "/healthz", "Liveness: the process answers"),
+    ("get", "/readyz", "Readiness: the store answers"),
+    ("get", "/metrics", "Prometheus metrics"),
+    ("get", "/v1/openapi.json", "This OpenAPI document"),
+];
 
 /// The document.
 #[derive(OpenApi)]

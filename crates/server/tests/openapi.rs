@@ -60,3 +60,30 @@ async fn every_route_is_documented() {
     let unrouted: Vec<_> = documented.difference(&routed).collect();
     assert!(unrouted.is_empty(), "documented paths that app.rs does not route: {unrouted:?}");
 }
+
+/// Summaries are for the people who read the document (not the handlers' Rust doc text), and
+/// the service API declares the API-key scheme it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_are_user_text_and_the_service_api_takes_an_api_key() {
+    let doc = spec().await;
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["apiKey"]["scheme"], "bearer");
+    assert_eq!(schemes["apiKey"]["bearerFormat"], "crk_…");
+    assert_eq!(schemes["bearer"]["bearerFormat"], "crs_…");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let summary = op["summary"].as_str().unwrap_or_default();
+            assert!(
+                !summary.is_empty() && !summary.contains('`') && !summary.contains("handler"),
+                "{method} {path}: summary {summary:?}"
+            );
+            assert!(op.get("description").is_none(), "{method} {path}: Rust doc text");
+            let service =
+                path.starts_with("/v1/admin/") || (path == "/v1/grants" && method == "post");
+            let takes_key = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("apiKey").is_some()));
+            assert_eq!(service, takes_key, "{method} {path}: the apiKey scheme");
+        }
+    }
+}
