@@ -236,10 +236,12 @@ impl RawConfig {
             .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
         let mut table: toml::Table = toml::from_str(&text)
             .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
-        // Let numbers be numbers in the file while every raw field stays text.
+        // Let numbers and booleans be themselves in the file while every raw field stays text.
         for (_, value) in table.iter_mut() {
-            if let toml::Value::Integer(i) = value {
-                *value = toml::Value::String(i.to_string());
+            match value {
+                toml::Value::Integer(i) => *value = toml::Value::String(i.to_string()),
+                toml::Value::Boolean(b) => *value = toml::Value::String(b.to_string()),
+                _ => {}
             }
         }
         table.try_into().map_err(|e: toml::de::Error| ConfigError::File {
@@ -622,9 +624,14 @@ mod tests {
     fn file_refuses_unknown_keys_and_accepts_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "max_sessions_per_user = 3\nidle_timeout = \"15m\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "max_sessions_per_user = 3\nidle_timeout = \"15m\"\naccess_log = true\n",
+        )
+        .unwrap();
         let c = RawConfig::from_file(&path).unwrap().validate().unwrap();
         assert_eq!(c.max_sessions_per_user, 3);
+        assert!(c.access_log);
         std::fs::write(&path, "idle_timeout = \"15m\"\nidle_timout = \"1m\"\n").unwrap();
         let err = RawConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("idle_timout"), "{err}");
