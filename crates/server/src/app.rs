@@ -51,7 +51,11 @@ pub fn app(state: AppState) -> Router {
         "" => routes,
         base => Router::new().nest(base, routes),
     };
-    routes.fallback(not_found).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
+    routes
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), crate::cors::cors))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
 }
 
 /// Every routed request passes here, once (one layer: each `from_fn` layer costs a boxed future

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod grants;

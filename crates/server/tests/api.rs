@@ -896,3 +896,66 @@ async fn the_forward_auth_check_never_rotates_the_token() {
     // Cloakroom's own endpoint rotates it.
     assert!(h.send(b.get("/v1/session")).await.cookie_token().is_some());
 }
+
+/// CORS for an SPA on another allowed origin: preflights answered, responses readable with
+/// credentials by that origin only (never `*`), and the Origin and CSRF rules unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_spa_on_an_allowed_origin_gets_cors_and_others_do_not() {
+    let spa = "https://spa.example.com";
+    let h = harness_with(RawConfig {
+        allowed_origins: Some(vec![spa.to_owned()]),
+        ..Default::default()
+    })
+    .await;
+    h.add_user("alice", &[]).await;
+    let b = h.login("alice").await;
+    let preflight = |origin: &str| {
+        req(Method::OPTIONS, "/v1/sessions/revoke-others")
+            .header(header::ORIGIN, origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-csrf-token, content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = h.send(preflight(spa)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.header("access-control-allow-origin"), Some(spa));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert!(r.header("access-control-allow-methods").unwrap().contains("POST"));
+    assert!(r.header("access-control-allow-headers").unwrap().contains("x-csrf-token"));
+    assert_eq!(r.header("vary"), Some("origin"));
+    let r = h.send(preflight("https://evil.example")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // A read: the SPA may see the body (its CSRF token), another origin may not.
+    let read = |origin: &str| {
+        req(Method::GET, "/v1/session")
+            .header(header::COOKIE, b.cookie())
+            .header(header::ORIGIN, origin)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = h.send(read(spa)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("access-control-allow-origin"), Some(spa));
+    assert!(r.header("access-control-expose-headers").unwrap().contains("etag"));
+    let r = h.send(read("https://evil.example")).await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header("vary"), Some("origin"));
+
+    // A write from the SPA still needs the CSRF token; with it, it works.
+    let write = |csrf: Option<&str>| {
+        let mut r = req(Method::POST, "/v1/sessions/revoke-others")
+            .header(header::COOKIE, b.cookie())
+            .header(header::ORIGIN, spa);
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    assert_eq!(h.send(write(None)).await.code(), "csrf_failed");
+    let r = h.send(write(Some(&b.csrf))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("access-control-allow-origin"), Some(spa));
+}

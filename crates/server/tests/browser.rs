@@ -114,3 +114,40 @@ async fn a_form_behind_nginx_posts_in_chromium() {
     .await
     .unwrap();
 }
+
+/// A single-page app on another allowed origin (`--allowed-origins`) logs in, reads its CSRF
+/// token and writes with it, through CORS in Chromium; a page on an origin not allowed cannot
+/// read the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_spa_on_another_origin_works_through_cors_in_chromium() {
+    require_browser();
+    let page = |title: &'static str| {
+        axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                axum::response::Html(format!("<!doctype html><html lang=en><title>{title}</title>"))
+            }),
+        )
+    };
+    let mut urls = Vec::new();
+    for title in ["SPA", "Elsewhere"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://localhost:{}/", listener.local_addr().unwrap().port()));
+        tokio::spawn(async move { axum::serve(listener, page(title)).await });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let password = "correct horse battery staple";
+    add_user(&db, "alice", "staff", password);
+    let spa_origin = urls[0].trim_end_matches('/').to_owned();
+    let server =
+        Server::start_with(&db, &dir.path().join("s.log"), &["--allowed-origins", &spa_origin]);
+    let api = server.base.replace("127.0.0.1", "localhost");
+    let shots = repo().join("target/browser-screenshots");
+    let shots = shots.to_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        node("spa.mjs", &[&api, &shots, "alice", password, &urls[0], &urls[1]]);
+    })
+    .await
+    .unwrap();
+}
