@@ -2,7 +2,7 @@
 //! languages"), each run against the real `cloakroom` binary on a fresh store: the Express
 //! middleware that validates the cookie through the service API, the Flask app behind the nginx
 //! recipe that trusts the forward-auth headers, and the grant verifiers in Node (`paseto`) and
-//! Python (`pyseto`).
+//! Python (`pyseto`). And docs/integrations.md shows each file as it is.
 //!
 //! Their packages are installed once, when missing or when their lock changed: `npm ci` in the
 //! example's folder (`node_modules/` is ignored by git), `pip install --target` under Cargo's
@@ -49,7 +49,7 @@ fn version(tool: &str, args: &[&str]) -> String {
 /// The leading number of a version such as `v20.20.2` or `Python 3.11.7`, and the next one.
 fn major_minor(version: &str) -> (u32, u32) {
     let digits = version.trim_start_matches(|c: char| !c.is_ascii_digit());
-    let mut parts = digits.split('.').map(|p| p.parse().unwrap_or(0));
+    let mut parts = digits.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
@@ -81,7 +81,7 @@ fn npm_ci(example: &str) -> PathBuf {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "npm ci in {}:\n{stderr}", dir.display());
-    std::fs::write(&stamp, &lock).unwrap();
+    std::fs::write(stamp, lock).unwrap();
     dir
 }
 
@@ -113,13 +113,37 @@ fn pip_install(example: &str) -> PathBuf {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "pip install -r {}:\n{stderr}", requirements.display());
-    std::fs::write(fresh.join(stamp), &wanted).unwrap();
+    std::fs::write(fresh.join(stamp), wanted).unwrap();
     let _ = std::fs::remove_dir_all(&site);
     if std::fs::rename(&fresh, &site).is_err() {
         // Another run put its copy there first.
-        let _ = std::fs::remove_dir_all(&fresh);
+        let _ = std::fs::remove_dir_all(fresh);
     }
     site
+}
+
+/// docs/integrations.md shows each snippet as it is: the whole file, in a fenced block of the
+/// section "Apps in other languages", named by its path.
+#[test]
+fn the_docs_show_the_snippets_as_they_are() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/integrations.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let start = doc.find("\n## Apps in other languages\n").expect("the section") + 1;
+    let section = &doc[start..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |end| end + 1)];
+    let files = [
+        ("express/app.js", "js"),
+        ("flask/app.py", "python"),
+        ("node-grant/verify.js", "js"),
+        ("python-grant/verify.py", "python"),
+    ];
+    for (file, lang) in files {
+        let code = std::fs::read_to_string(examples().join(file)).unwrap();
+        let block = format!("```{lang}\n{code}```\n");
+        assert!(section.contains(&block), "the section shows {file} as it is (verbatim)");
+        let named = format!("This is `examples/integrations/{file}`");
+        assert!(section.contains(&named), "the section names examples/integrations/{file}");
+    }
 }
 
 /// A snippet's server, killed on drop, on the port it printed (`listening on PORT`).
@@ -188,7 +212,7 @@ async fn express_validates_the_cookie_through_the_service_api() {
     let mut node = Command::new("node");
     node.arg(example.join("app.js"))
         .env("CLOAKROOM_URL", &server.base)
-        .env("CLOAKROOM_API_KEY", &key);
+        .env("CLOAKROOM_API_KEY", key);
     let app = start_app(node, &dir.path().join("express.log"));
     let me = format!("http://127.0.0.1:{}/me", app.port);
     let http = reqwest::Client::new();
@@ -238,7 +262,7 @@ async fn flask_trusts_the_forward_auth_headers_behind_nginx() {
     let mut python = Command::new("python3");
     python
         .arg(examples().join("flask/app.py"))
-        .env("PYTHONPATH", &site)
+        .env("PYTHONPATH", site)
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let flask = start_app(python, &dir.path().join("flask.log"));
     let flask_addr = SocketAddr::from(([127, 0, 0, 1], flask.port));
@@ -298,12 +322,13 @@ async fn flask_trusts_the_forward_auth_headers_behind_nginx() {
     let evil = "https://evil.example";
     let r = post(&[("sec-fetch-site", "cross-site"), ("origin", evil)]).await.unwrap();
     assert_eq!(r.status(), 403, "a form on another site");
-    assert_eq!(post(&[]).await.unwrap().status(), 403, "no token, no Origin, no Fetch Metadata");
+    let nothing: &[(&str, &str)] = &[];
+    assert_eq!(post(nothing).await.unwrap().status(), 403, "no sign of the post's origin");
 
     // The app itself refuses a request that reached it without the proxy's headers. (With
     // headers, it believes them: that is why it must be reachable only through the proxy.)
     let direct = format!("http://{flask_addr}/app/me");
-    assert_eq!(http.get(&direct).send().await.unwrap().status(), 401);
+    assert_eq!(http.get(direct).send().await.unwrap().status(), 401);
 }
 
 /// `POST /v1/grants` with the API key, for alice: (token, grant id).

@@ -1,7 +1,8 @@
 // An Express app that asks Cloakroom whether the browser's session cookie is live, with the
 // service API (`POST /v1/admin/sessions/validate`, an API key from `cloakroom apikey create NAME`).
 // The browser sends the `__Host-cloakroom` cookie here when this app and Cloakroom share an origin
-// (one proxy in front, Cloakroom under a path such as /auth). Run by crates/server/tests/snippets.rs.
+// (one proxy in front, Cloakroom under a path such as /auth).
+// Run by crates/server/tests/snippets.rs.
 'use strict';
 const express = require('express');
 

@@ -1,4 +1,4 @@
-"""A Flask app behind a reverse proxy that asks Cloakroom first (forward-auth, docs/integrations.md).
+"""A Flask app behind a reverse proxy that asks Cloakroom first (forward-auth).
 
 The proxy lets a request through only with a live session, and sets X-Cloakroom-User-Id,
 X-Cloakroom-Username and X-Cloakroom-Roles from Cloakroom's answer, overwriting whatever the client
@@ -43,7 +43,10 @@ def me():
 @app.get("/app/transfer")
 @login_required
 def transfer_form():
-    return '<!doctype html><title>Transfer</title><form method="post"><input name="amount" value="100"><button>Send</button></form>'
+    return (
+        '<!doctype html><title>Transfer</title>'
+        '<form method="post"><input name="amount" value="100"><button>Send</button></form>'
+    )
 
 
 @app.post("/app/transfer")
@@ -55,7 +58,8 @@ def transfer():
 
 
 if __name__ == "__main__":
-    # Werkzeug's server, for the example; in production use a WSGI server (gunicorn app:app -b 127.0.0.1:8080).
-    server = make_server("127.0.0.1", int(os.environ.get("PORT", "8080")), app)
+    # Werkzeug's server, for the example; in production, a WSGI server such as
+    # gunicorn app:app -b 127.0.0.1:8080
+    server = make_server("127.0.0.1", int(os.environ.get("PORT", "8080")), app, threaded=True)
     print(f"listening on {server.server_port}", flush=True)
     server.serve_forever()

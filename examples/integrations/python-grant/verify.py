@@ -25,7 +25,8 @@ BASE = os.environ.get("CLOAKROOM_URL", "")  # e.g. http://127.0.0.1:7878
 
 def fetch_json(path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    req = urllib.request.Request(BASE + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, json.load(r)
@@ -51,9 +52,9 @@ def verify(token, audience):
     # Cloakroom binds the audience into the signature as well as the `aud` claim. pyseto checks
     # `aud`, `exp` and `nbf` (with 5 s of clock skew; it reads the clock in whole seconds).
     paseto = pyseto.Paseto.new(leeway=5)
-    claims = paseto.decode(
-        by_id[kid], token, implicit_assertion=f"cloakroom-grant:{audience}", deserializer=json, aud=audience
-    ).payload
+    assertion = f"cloakroom-grant:{audience}"
+    decoded = paseto.decode(by_id[kid], token, assertion, deserializer=json, aud=audience)
+    claims = decoded.payload
     if datetime.now(timezone.utc) >= datetime.fromisoformat(claims["exp"].replace("Z", "+00:00")):
         raise ValueError("expired")  # no skew on exp
     if claims.get("typ") != "cloakroom-grant":
