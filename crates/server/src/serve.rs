@@ -10,6 +10,7 @@ use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::ExpiryPolicy;
 use cloakroom_core::{SessionManager, Store, Timestamp};
+use cloakroom_store_postgres::PgStore;
 use cloakroom_store_redis::{RedisStore, redact};
 use cloakroom_store_sqlite::SqliteStore;
 
@@ -26,6 +27,22 @@ const CHECK_ROUTE: &str = "/v1/auth/check";
 
 /// Opens the store a URL names.
 pub async fn open_store(url: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(url, ca_pem, None).await
+}
+
+/// Opens the store a URL names; a PostgreSQL store's change listener connects to `listen` when
+/// given (`store_listen`).
+pub async fn open_store_with(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+    listen: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if cloakroom_store_postgres::is_postgres_url(url) {
+        let store = PgStore::connect_with(url, listen, ca_pem).await.with_context(|| {
+            format!("connecting to the store {}", cloakroom_store_postgres::redact(url))
+        })?;
+        return Ok(Arc::new(store));
+    }
     if url.starts_with("sqlite:") {
         let store =
             SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
@@ -97,7 +114,9 @@ pub fn cached_state(
 
 /// Runs the server.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config.store, config.store_ca.as_deref()).await?;
+    let store =
+        open_store_with(&config.store, config.store_ca.as_deref(), config.store_listen.as_deref())
+            .await?;
     // A grant_key that does not open the stored signing keys is a start-up error, not a
     // surprise at the first grant.
     let grants = crate::grants::grants(&store, &config)?;

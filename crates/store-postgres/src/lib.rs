@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 
 pub use feed::HEARTBEAT;
 pub use migrate::latest as schema_version;
-pub use settings::{Settings, is_postgres_url};
+pub use settings::{Settings, is_postgres_url, redact};
 
 /// How long migrations may take at start-up (another node may be running them).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);

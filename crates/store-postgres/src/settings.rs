@@ -80,6 +80,13 @@ impl Settings {
     }
 }
 
+/// `url` fit for a log line: without its credentials, and without its parameters (libpq
+/// accepts `password=` there too).
+pub fn redact(url: &str) -> String {
+    let base = url.split_once('?').map_or(url, |(b, _)| b);
+    scrub(base)
+}
+
 fn number<T: TryFrom<u64>>(key: &str, value: &str, min: u64, max: u64) -> Result<T, String> {
     value
         .parse::<u64>()
@@ -130,6 +137,15 @@ mod tests {
             assert!(err.contains("URL parameter"), "{err}");
         }
         assert!(Settings::parse("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn redacted_urls_keep_no_secret() {
+        assert_eq!(
+            redact("postgres://u:pw@db:5432/app?password=pw2&sslmode=require"),
+            "postgres://<credentials>@db:5432/app"
+        );
+        assert_eq!(redact("postgresql://db/app"), "postgresql://db/app");
     }
 
     #[test]
