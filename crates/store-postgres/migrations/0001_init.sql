@@ -97,3 +97,22 @@ CREATE TABLE feed_counter (
     seq   BIGINT NOT NULL DEFAULT 0
 );
 INSERT INTO feed_counter DEFAULT VALUES;
+
+-- Announces a change to `uid` ('*': every user) on `channel`, in the caller's transaction: bumps
+-- the counter and queues the notification, which PostgreSQL delivers only if that transaction
+-- commits. Without the counter row it raises, so the change cannot commit unannounced. Being a
+-- function, it lets a change and its announcement be one statement (one round trip).
+CREATE FUNCTION cloakroom_announce(channel TEXT, uid TEXT, at BIGINT) RETURNS BIGINT
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    e TEXT;
+    n BIGINT;
+BEGIN
+    UPDATE feed_counter SET seq = seq + 1 RETURNING epoch, seq INTO e, n;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cloakroom: the change feed counter is missing; the change is not made';
+    END IF;
+    PERFORM pg_notify(channel, e || ' ' || n::text || ' ' || uid || ' ' || at::text);
+    RETURN n;
+END
+$$;

@@ -1,8 +1,9 @@
 //! The change feed over LISTEN/NOTIFY.
 //!
-//! Writing: every change that can make a cached session stale ends with [`announce`], in the
-//! change's own transaction: it bumps the one row of `feed_counter` and calls `pg_notify` with
-//! `epoch seq user at`. PostgreSQL delivers a notification only when its transaction commits,
+//! Writing: every change that can make a cached session stale ends with `cloakroom_announce`
+//! (a function in the schema), in the change's own transaction, as its last statement or inside
+//! the change's own statement: it bumps the one row of `feed_counter` and calls `pg_notify` with
+//! `epoch seq user at`, and raises (so the change rolls back) when the counter row is missing. PostgreSQL delivers a notification only when its transaction commits,
 //! so a committed change is always announced and an aborted one never is; and because the
 //! counter row stays locked until the commit, numbers are handed out in commit order, which is
 //! the order in which listeners receive them, without holes (a rolled-back bump is undone).
@@ -43,19 +44,14 @@ pub(crate) async fn announce(
     conn: &mut PgConnection,
     user: Option<&UserId>,
 ) -> Result<(), StoreError> {
-    let sent = sqlx::query(
-        "WITH c AS (UPDATE feed_counter SET seq = seq + 1 RETURNING epoch, seq)
-         SELECT pg_notify($1, c.epoch || ' ' || c.seq::text || ' ' || $2 || ' ' || $3::bigint::text)
-         FROM c",
-    )
-    .bind(CHANNEL)
-    .bind(user.map_or("*", UserId::as_str))
-    .bind(Timestamp::now().as_millis())
-    .fetch_optional(conn)
-    .await
-    .map_err(db_err)?;
-    // Without the counter row nothing could be announced: the change must not commit.
-    sent.map(|_| ()).ok_or(StoreError::Corrupt { what: "change feed counter", source: None })
+    sqlx::query("SELECT cloakroom_announce($1, $2, $3)")
+        .bind(CHANNEL)
+        .bind(user.map_or("*", UserId::as_str))
+        .bind(Timestamp::now().as_millis())
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// One notification: `epoch seq user at` (`*` for every user).

@@ -18,11 +18,18 @@ use crate::db_err;
 pub(crate) const USER: &str =
     "id, username, password_hash, roles, disabled, created_at, updated_at, privileges_changed_at";
 
-/// A session joined with its user (`sessions s JOIN users u`), for [`authenticated`].
-pub(crate) const AUTH: &str = "s.id, s.user_id, s.csrf_token, s.created_at, s.last_seen_at, \
-    s.token_issued_at, s.idle_expires_at, s.expires_at, s.ip, s.user_agent, s.audience, \
-    u.username, u.roles, u.disabled, u.password_hash IS NOT NULL AS has_password, \
-    u.created_at AS user_created_at, u.updated_at AS user_updated_at, u.privileges_changed_at";
+/// A session joined with its user (`sessions s JOIN users u`), for [`authenticated`]. A macro,
+/// so that the checks' queries are string constants (`concat!`), not formatted on every call.
+macro_rules! auth_columns {
+    () => {
+        "s.id, s.user_id, s.csrf_token, s.created_at, s.last_seen_at, s.token_issued_at, \
+         s.idle_expires_at, s.expires_at, s.ip, s.user_agent, s.audience, u.username, u.roles, \
+         u.disabled, u.password_hash IS NOT NULL AS has_password, \
+         u.created_at AS user_created_at, u.updated_at AS user_updated_at, \
+         u.privileges_changed_at"
+    };
+}
+pub(crate) use auth_columns;
 
 fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
 where

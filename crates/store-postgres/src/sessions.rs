@@ -2,7 +2,7 @@
 //!
 //! Lock order, the same in every transaction, so that none waits for another in a cycle: the
 //! user's row first (`FOR NO KEY UPDATE`, or the `UPDATE` of it), then the user's session rows,
-//! then the feed counter (in [`announce`], the last statement before the commit).
+//! then the feed counter (in `cloakroom_announce`, the last thing before the commit).
 
 use cloakroom_core::session::{DataWrite, NewSession, SessionData};
 use cloakroom_core::store::StoreResult;
@@ -12,7 +12,8 @@ use cloakroom_core::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row as _};
 
-use crate::feed::announce;
+use crate::feed::{CHANNEL, announce};
+use crate::rows::auth_columns;
 use crate::{db_err, is_unique_violation, rows};
 
 /// Locks the user's row for the rest of the transaction; false when there is no such user.
@@ -97,11 +98,12 @@ pub(crate) async fn by_token(
     hash: &TokenHash,
     now: Timestamp,
 ) -> StoreResult<Option<Authenticated>> {
-    let row = sqlx::query(&format!(
-        "SELECT {} FROM sessions s JOIN users u ON u.id = s.user_id
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        auth_columns!(),
+        " FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.idle_expires_at > $2 AND s.expires_at > $2
-           AND NOT u.disabled",
-        rows::AUTH
+           AND NOT u.disabled"
     ))
     .bind(hash.as_bytes().as_slice())
     .bind(now.as_millis())
@@ -116,10 +118,11 @@ pub(crate) async fn by_id(
     id: &SessionId,
     now: Timestamp,
 ) -> StoreResult<Option<Authenticated>> {
-    let row = sqlx::query(&format!(
-        "SELECT {} FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id = $1 AND s.idle_expires_at > $2 AND s.expires_at > $2 AND NOT u.disabled",
-        rows::AUTH
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        auth_columns!(),
+        " FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.id = $1 AND s.idle_expires_at > $2 AND s.expires_at > $2 AND NOT u.disabled"
     ))
     .bind(id.as_str())
     .bind(now.as_millis())
@@ -157,46 +160,45 @@ pub(crate) async fn rotate(
     csrf: &CsrfToken,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let mut tx = pool.begin().await.map_err(db_err)?;
-    // A racing rotation waits for this row and then finds its `from` gone: exactly one wins.
+    // One statement, so one transaction: a racing rotation waits for this row and then finds
+    // its `from` gone (exactly one wins), and the old token, which may sit in other nodes'
+    // caches, is announced with the change or not at all.
     let row = sqlx::query(
-        "UPDATE sessions SET token_hash = $2, csrf_token = $3, token_issued_at = $4
-         WHERE id = $1 AND token_hash = $5 AND idle_expires_at > $4 AND expires_at > $4
-         RETURNING user_id",
+        "WITH r AS (
+             UPDATE sessions SET token_hash = $2, csrf_token = $3, token_issued_at = $4
+             WHERE id = $1 AND token_hash = $5 AND idle_expires_at > $4 AND expires_at > $4
+             RETURNING user_id)
+         SELECT cloakroom_announce($6, r.user_id, $7) AS seq FROM r",
     )
     .bind(id.as_str())
     .bind(to.as_bytes().as_slice())
     .bind(csrf.expose())
     .bind(now.as_millis())
     .bind(from.as_bytes().as_slice())
-    .fetch_optional(&mut *tx)
+    .bind(CHANNEL)
+    .bind(Timestamp::now().as_millis())
+    .fetch_optional(pool)
     .await;
-    let owner = match row {
-        Ok(Some(r)) => UserId::from_stored(r.try_get("user_id").map_err(db_err)?),
-        Ok(None) => return Ok(false),
-        Err(e) if is_unique_violation(&e) => {
-            return Err(StoreError::Conflict { what: "session token" });
-        }
-        Err(e) => return Err(db_err(e)),
-    };
-    // The old token may sit in other nodes' caches.
-    announce(&mut tx, Some(&owner)).await?;
-    tx.commit().await.map_err(db_err)?;
-    Ok(true)
+    match row {
+        Ok(row) => Ok(row.is_some()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "session token" }),
+        Err(e) => Err(db_err(e)),
+    }
 }
 
 pub(crate) async fn revoke(pool: &PgPool, id: &SessionId) -> StoreResult<Option<UserId>> {
-    let mut tx = pool.begin().await.map_err(db_err)?;
-    let row = sqlx::query("DELETE FROM sessions WHERE id = $1 RETURNING user_id")
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-    let Some(row) = row else { return Ok(None) };
-    let owner = UserId::from_stored(row.try_get("user_id").map_err(db_err)?);
-    announce(&mut tx, Some(&owner)).await?;
-    tx.commit().await.map_err(db_err)?;
-    Ok(Some(owner))
+    // One statement (one round trip): the deletion and its announcement commit together.
+    let row = sqlx::query(
+        "WITH d AS (DELETE FROM sessions WHERE id = $1 RETURNING user_id)
+         SELECT d.user_id, cloakroom_announce($2, d.user_id, $3) AS seq FROM d",
+    )
+    .bind(id.as_str())
+    .bind(CHANNEL)
+    .bind(Timestamp::now().as_millis())
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    row.map(|r| r.try_get("user_id").map(UserId::from_stored).map_err(db_err)).transpose()
 }
 
 /// Deletes the user's sessions but `keep`, in the caller's transaction (which holds the user's
@@ -249,7 +251,7 @@ pub(crate) async fn list(
                 sqlx::query(&format!(
                     "SELECT {} FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.user_id = $2 AND {live} {order}",
-                    rows::AUTH
+                    auth_columns!()
                 ))
                 .bind(now.as_millis())
                 .bind(user.as_str())
@@ -258,7 +260,7 @@ pub(crate) async fn list(
             }
             None => sqlx::query(&format!(
                 "SELECT {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE {live} {order}",
-                rows::AUTH
+                auth_columns!()
             ))
             .bind(now.as_millis())
             .fetch_all(pool)

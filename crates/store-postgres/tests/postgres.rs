@@ -308,3 +308,34 @@ async fn the_listener_uses_its_own_url() {
     let bad = PgStore::connect_with(&main, Some("redis://x"), None).await.unwrap_err();
     assert!(bad.to_string().contains("unavailable"), "{bad}");
 }
+
+/// Without the feed's counter row nothing can be announced, so nothing that needs announcing is
+/// made: the revocation, the rotation, the user change and the cap eviction fail and leave the
+/// data as it was (fail closed), rather than commit unannounced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_announced_is_not_made() {
+    use cloakroom_core::user::UserChange;
+    use cloakroom_core::{CsrfToken, SecretKind, Token};
+    let (store, _server) = fresh().await;
+    let alice = user(&store, "alice", &[]).await;
+    let (token, id) = session(&store, &alice, t0()).await;
+    sqlx::query("DELETE FROM feed_counter").execute(store.pool()).await.unwrap();
+
+    let unavailable = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Unavailable(_)));
+    assert!(unavailable(store.revoke_session(&id).await.map(|_| ())));
+    assert!(unavailable(store.revoke_user_sessions(&alice.id, None).await.map(|_| ())));
+    let new = Token::generate(SecretKind::Session).unwrap();
+    let csrf = CsrfToken::generate().unwrap();
+    assert!(unavailable(
+        store.rotate(&id, &token.hash(), &new.hash(), &csrf, t0()).await.map(|_| ())
+    ));
+    let disable = UserChange { disabled: Some(true), ..Default::default() };
+    assert!(unavailable(store.update_user(&alice.id, &disable, None).await.map(|_| ())));
+    let (_, evicting) = new_session(&alice, t0());
+    assert!(unavailable(store.create_session(&evicting, 1, t0()).await.map(|_| ())));
+
+    let found = store.session_by_token(&token.hash(), t0()).await.unwrap().expect("unchanged");
+    assert_eq!(found.session.id, id);
+    assert!(!found.user.disabled);
+    assert_eq!(store.list_sessions(Some(&alice.id), t0()).await.unwrap().len(), 1);
+}
