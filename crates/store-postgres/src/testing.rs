@@ -23,6 +23,7 @@ pub struct PgServer {
     bin: PathBuf,
     /// uid and gid to run as (when the tests run as root).
     owner: Option<(u32, u32)>,
+    tls: bool,
 }
 
 impl Drop for PgServer {
@@ -35,6 +36,16 @@ impl Drop for PgServer {
 impl PgServer {
     /// Initialises a fresh cluster and starts it.
     pub async fn start() -> PgServer {
+        Self::start_with(false).await
+    }
+
+    /// Starts one that also speaks TLS, with a certificate for 127.0.0.1 signed by a fresh CA
+    /// (made with the `openssl` command); [`PgServer::ca_pem`] is the CA to trust.
+    pub async fn start_tls() -> PgServer {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> PgServer {
         let bin = bin_dir();
         let owner = if rustix::process::geteuid().is_root() { Some(postgres_user()) } else { None };
         for _ in 0..5 {
@@ -44,8 +55,11 @@ impl PgServer {
             if let Some((uid, gid)) = owner {
                 std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
             }
-            let mut server = PgServer { child: None, dir, port, bin: bin.clone(), owner };
+            let mut server = PgServer { child: None, dir, port, bin: bin.clone(), owner, tls };
             server.init();
+            if tls {
+                server.make_certificates();
+            }
             if server.launch().await {
                 return server;
             }
@@ -77,6 +91,65 @@ impl PgServer {
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`server.crt`,
+    /// `server.key`, the key readable by the server's user only, as PostgreSQL demands).
+    fn make_certificates(&self) {
+        let ec =
+            ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"];
+        let ca = ["-subj", "/CN=cloakroom test CA", "-keyout", "ca.key", "-out", "ca.pem"];
+        let leaf = [
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+        ];
+        for args in [&ca[..], &leaf[..]] {
+            let ok = self
+                .command_as_owner("openssl")
+                .args(["req", "-x509"])
+                .args(ec)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl is not installed: scripts/test installs it")
+                .success();
+            assert!(ok, "openssl req {args:?} failed");
+        }
+    }
+
+    /// `program` from PATH, in the temp dir, as the server's user.
+    fn command_as_owner(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    /// The CA that signed a TLS server's certificate, PEM (empty for a plain one).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("ca.pem")).unwrap_or_default()
+    }
+
+    /// Where [`PgServer::ca_pem`] is, for `sslrootcert=`.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     async fn launch(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -93,6 +166,18 @@ impl PgServer {
             // Durable against a crash of the server process (what the tests cause), not of the
             // machine: commits are written to the kernel before they are answered.
             .args(["-c", "fsync=off", "-c", "shared_buffers=16MB", "-c", "max_connections=200"])
+            .args(if self.tls {
+                &[
+                    "-c",
+                    "ssl=on",
+                    "-c",
+                    "ssl_cert_file=../server.crt",
+                    "-c",
+                    "ssl_key_file=../server.key",
+                ][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
