@@ -19,6 +19,7 @@
 //! were never heard mean announcements are not arriving (LISTEN through a transaction pooler):
 //! the feed reports `Disconnected` and starts over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloakroom_core::store::BusEvent;
@@ -27,7 +28,7 @@ use sqlx::postgres::{PgListener, PgPool};
 use sqlx::{PgConnection, Row as _};
 use tokio::sync::mpsc;
 
-use crate::db_err;
+use crate::{Outage, db_err};
 
 /// The NOTIFY channel.
 pub(crate) const CHANNEL: &str = "cloakroom_feed";
@@ -153,14 +154,24 @@ fn check_beat(seq: &mut Sequence, pending: &mut Option<u64>, epoch: &str, now: u
     Beat::Fine
 }
 
-/// Starts a listener on `pool` (a pool of one connection, for the listener alone).
-pub(crate) fn spawn(pool: PgPool, connect_timeout: Duration) -> mpsc::Receiver<BusEvent> {
+/// Starts a listener on `pool` (a pool of one connection, for the listener alone), which notes
+/// in `outage` when it loses its connection.
+pub(crate) fn spawn(
+    pool: PgPool,
+    connect_timeout: Duration,
+    outage: Arc<Outage>,
+) -> mpsc::Receiver<BusEvent> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(pool, connect_timeout, tx));
+    tokio::spawn(run(pool, connect_timeout, outage, tx));
     rx
 }
 
-async fn run(pool: PgPool, connect_timeout: Duration, tx: mpsc::Sender<BusEvent>) {
+async fn run(
+    pool: PgPool,
+    connect_timeout: Duration,
+    outage: Arc<Outage>,
+    tx: mpsc::Sender<BusEvent>,
+) {
     let mut connected = false;
     loop {
         if tx.is_closed() {
@@ -175,6 +186,7 @@ async fn run(pool: PgPool, connect_timeout: Duration, tx: mpsc::Sender<BusEvent>
                 match follow(listener, sequence, &tx).await {
                     Ended::Unsubscribed => return,
                     Ended::Lost(why) => {
+                        outage.record();
                         tracing::warn!(reason = %why, "PostgreSQL change listener lost");
                     }
                 }

@@ -26,7 +26,9 @@ mod settings;
 pub mod testing;
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloakroom_core::audit::{AuditEvent, AuditFilter};
@@ -50,10 +52,42 @@ pub use settings::{Settings, is_postgres_url, redact};
 /// How long migrations may take at start-up (another node may be running them).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// When the change listener last lost its connection. The pool's connections opened before
+/// then may be dead (the server restarted): they are closed instead of used, so that after an
+/// outage no request fails on a connection the server has long forgotten.
+#[derive(Debug)]
+pub(crate) struct Outage {
+    base: Instant,
+    /// Milliseconds after `base`, plus one; 0 while there was none.
+    at: AtomicU64,
+}
+
+impl Outage {
+    fn new() -> Self {
+        Self { base: Instant::now(), at: AtomicU64::new(0) }
+    }
+
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    /// Notes an outage now.
+    pub(crate) fn record(&self) {
+        self.at.store(Self::millis(self.base.elapsed()), Ordering::Release);
+    }
+
+    /// Whether a connection `age` old was opened before the last outage.
+    fn predates(&self, age: Duration) -> bool {
+        let at = self.at.load(Ordering::Acquire);
+        at != 0 && Self::millis(self.base.elapsed().saturating_sub(age)) <= at
+    }
+}
+
 /// The PostgreSQL store.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    outage: Arc<Outage>,
     /// Where the change listener connects.
     listen: PgConnectOptions,
     connect_timeout: Duration,
@@ -93,13 +127,20 @@ impl PgStore {
             Some(pem) => o.ssl_root_cert_from_pem(pem.to_vec()),
             None => o,
         };
+        let outage = Arc::new(Outage::new());
+        let before = Arc::clone(&outage);
         let pool = PgPoolOptions::new()
             .max_connections(main.max_connections)
             .min_connections(0)
             .acquire_timeout(main.connect_timeout)
-            // A broken connection fails the operation that finds it (and is closed); pinging
-            // before every use would cost a round trip on every check.
+            // Pinging before every use would cost a round trip on every check. Instead, what
+            // predates an outage the listener saw is dropped, and a read that still finds a
+            // dead connection is tried again (`read`).
             .test_before_acquire(false)
+            .before_acquire(move |_, meta| {
+                let keep = !before.predates(meta.age);
+                Box::pin(async move { Ok(keep) })
+            })
             .connect_with(with_ca(main.connect))
             .await
             .map_err(StoreError::unavailable)?;
@@ -108,6 +149,7 @@ impl PgStore {
         })??;
         Ok(Self {
             pool,
+            outage,
             listen: with_ca(listen.connect),
             connect_timeout: listen.connect_timeout,
             deadline: main.statement_timeout,
@@ -188,7 +230,7 @@ impl Store for PgStore {
             .acquire_timeout(self.connect_timeout)
             .test_before_acquire(false)
             .connect_lazy_with(self.listen.clone());
-        Ok(feed::spawn(pool, self.connect_timeout))
+        Ok(feed::spawn(pool, self.connect_timeout, Arc::clone(&self.outage)))
     }
 
     async fn create_user(&self, user: &NewUser) -> StoreResult<User> {

@@ -255,15 +255,29 @@ async fn a_silent_server_is_noticed_and_bounded() {
 }
 
 /// A stopped server: operations fail as unavailable at once, the feed is Disconnected; after a
-/// restart both come back by themselves, and what was committed before is there.
+/// restart both come back by themselves, what was committed before is there, and no request
+/// fails on one of the connections the old server took with it, writes included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_is_rejoined() {
     let mut server = PgServer::start().await;
-    let store = PgStore::connect(&server.url()).await.unwrap();
-    let alice = user(&store, "alice", &[]).await;
-    let (token, _) = session(&store, &alice, t0()).await;
+    let store = Arc::new(PgStore::connect(&server.url()).await.unwrap());
+    let alice = user(&*store, "alice", &[]).await;
+    let (token, id) = session(&*store, &alice, t0()).await;
     let mut feed = store.subscribe().await.unwrap();
     assert_eq!(next(&mut feed, Duration::from_secs(5)).await, BusEvent::Connected);
+    // Fill the pool: every one of these connections dies with the server.
+    let busy: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                sqlx::query("SELECT pg_sleep(0.05)").execute(store.pool()).await.unwrap();
+            })
+        })
+        .collect();
+    for b in busy {
+        b.await.unwrap();
+    }
+    assert!(store.pool().num_idle() >= 4, "idle: {}", store.pool().num_idle());
 
     server.stop_immediate();
     assert_eq!(next_state(&mut feed, Duration::from_secs(5)).await, BusEvent::Disconnected);
@@ -274,10 +288,15 @@ async fn a_restarted_server_is_rejoined() {
 
     server.restart().await;
     assert_eq!(next_state(&mut feed, Duration::from_secs(10)).await, BusEvent::Connected);
-    // Every pooled connection died with the server; the first use of each is retried.
-    for _ in 0..12 {
-        assert!(store.session_by_token(&token.hash(), t0()).await.unwrap().is_some());
+    for i in 0..12u64 {
+        let at = t0().plus(Duration::from_secs(i));
+        assert!(
+            store.touch(&id, at, at.plus(Duration::from_secs(600))).await.unwrap(),
+            "write {i}"
+        );
+        assert!(store.session_by_token(&token.hash(), at).await.unwrap().is_some(), "read {i}");
     }
+    assert_eq!(store.revoke_session(&id).await.unwrap(), Some(alice.id.clone()));
 }
 
 /// With `store_listen`, the listener connects there and nowhere else.
