@@ -252,6 +252,8 @@ async fn follow(
                             }
                             Step::Restarted => {
                                 tracing::warn!("the change counter started over; flushing the cache");
+                                // What the heartbeat saw ahead was in the old numbering.
+                                pending = None;
                                 true
                             }
                         }
