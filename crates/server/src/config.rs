@@ -29,10 +29,13 @@ pub struct RawConfig {
     /// Serve every route (API, pages, health) under this path prefix, e.g. /auth [default: none]
     #[arg(long, env = "CLOAKROOM_BASE_PATH", global = true)]
     pub base_path: Option<String>,
-    /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db), redis://host:port[/db], redis+cluster://host:port,…, redis+sentinel://host:port,…/MASTER
+    /// Store URL: sqlite:PATH (default sqlite:./cloakroom.db), redis://host:port[/db], redis+cluster://host:port,…, redis+sentinel://host:port,…/MASTER, postgres://user@host/db
     #[arg(long, env = "CLOAKROOM_STORE", global = true)]
     pub store: Option<String>,
-    /// PEM file of the CA(s) to trust for a rediss:// store (default: the system's roots)
+    /// A direct postgres:// URL for the change listener, when the store URL goes through a transaction-pooling PgBouncer (default: the store URL)
+    #[arg(long, env = "CLOAKROOM_STORE_LISTEN", global = true)]
+    pub store_listen: Option<String>,
+    /// PEM file of the CA(s) to trust for a rediss:// store, or a postgres:// one with sslmode=verify-full (default: the system's roots)
     #[arg(long, env = "CLOAKROOM_STORE_CA", global = true)]
     pub store_ca: Option<String>,
     /// The origin browsers use, e.g. https://app.example.com; drives the Origin check
@@ -93,6 +96,7 @@ const KEYS: &[&str] = &[
     "listen",
     "base_path",
     "store",
+    "store_listen",
     "store_ca",
     "public_origin",
     "allowed_origins",
@@ -165,6 +169,8 @@ pub struct Config {
     pub base_path: String,
     /// Store URL.
     pub store: String,
+    /// The PostgreSQL change listener's own URL, if not the store's.
+    pub store_listen: Option<String>,
     /// PEM CA bundle to trust for `rediss://`, read at start-up.
     pub store_ca: Option<Vec<u8>>,
     /// The public origin (`scheme://host[:port]`).
@@ -210,6 +216,7 @@ impl RawConfig {
             listen: self.listen.or(lower.listen),
             base_path: self.base_path.or(lower.base_path),
             store: self.store.or(lower.store),
+            store_listen: self.store_listen.or(lower.store_listen),
             store_ca: self.store_ca.or(lower.store_ca),
             public_origin: self.public_origin.or(lower.public_origin),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
@@ -282,18 +289,37 @@ impl RawConfig {
         };
 
         let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
-        if !["sqlite:", "redis://", "rediss://", "redis+cluster://", "redis+sentinel://"]
-            .iter()
-            .any(|p| store.starts_with(p))
+        let postgres = cloakroom_store_postgres::is_postgres_url(&store);
+        if !postgres
+            && !["sqlite:", "redis://", "rediss://", "redis+cluster://", "redis+sentinel://"]
+                .iter()
+                .any(|p| store.starts_with(p))
         {
             return Err(invalid(
                 "store",
                 format!(
-                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://, rediss://, redis+cluster:// and redis+sentinel://",
+                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://, rediss://, redis+cluster://, redis+sentinel://, postgres:// and postgresql://",
                     scheme_of(&store)
                 ),
             ));
         }
+        if postgres {
+            cloakroom_store_postgres::Settings::parse(&store).map_err(|m| invalid("store", m))?;
+        }
+        let store_listen = match self.store_listen {
+            None => None,
+            Some(_) if !postgres => {
+                return Err(invalid(
+                    "store_listen",
+                    "only a PostgreSQL store (postgres://) has a change listener to point elsewhere",
+                ));
+            }
+            Some(url) => {
+                cloakroom_store_postgres::Settings::parse(&url)
+                    .map_err(|m| invalid("store_listen", m))?;
+                Some(url)
+            }
+        };
 
         let store_ca = match &self.store_ca {
             None => None,
@@ -432,6 +458,7 @@ impl RawConfig {
             listen,
             base_path,
             store,
+            store_listen,
             store_ca,
             public_origin,
             allowed_origins,
@@ -693,6 +720,72 @@ mod tests {
         for bad in ["auth", "/a//b", "/a/../b", "/a b", "/a?x", "/a#b", "/%2e%2e", "/ä"] {
             assert!(base(bad).unwrap_err().to_string().contains("`base_path`"), "{bad}");
         }
+    }
+
+    #[test]
+    fn postgres_stores_and_their_listener_url() {
+        for url in ["postgres://cr@db.internal/cloakroom", "postgresql://cr@db.internal:6432/cr"] {
+            let c = RawConfig { store: Some(url.into()), ..Default::default() }.validate().unwrap();
+            assert_eq!(c.store, url);
+            assert_eq!(c.store_listen, None);
+        }
+        let c = RawConfig {
+            store: Some("postgres://cr@pgbouncer:6432/cr?max_connections=20".into()),
+            store_listen: Some("postgres://cr@db.internal:5432/cr".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.store_listen.as_deref(), Some("postgres://cr@db.internal:5432/cr"));
+
+        let refused: &[(RawConfig, &str, &str)] = &[
+            (
+                RawConfig {
+                    store: Some("sqlite:./x.db".into()),
+                    store_listen: Some("postgres://cr@db/cr".into()),
+                    ..Default::default()
+                },
+                "store_listen",
+                "only a PostgreSQL store",
+            ),
+            (
+                RawConfig {
+                    store: Some("postgres://cr@db/cr".into()),
+                    store_listen: Some("redis://db:6379".into()),
+                    ..Default::default()
+                },
+                "store_listen",
+                "postgres://",
+            ),
+            (
+                RawConfig {
+                    store: Some("postgres://cr:pw@db/cr?max_connections=0".into()),
+                    ..Default::default()
+                },
+                "store",
+                "max_connections",
+            ),
+        ];
+        for (raw, key, says) in refused {
+            let err = raw.clone().validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")) && err.contains(says), "{err}");
+            assert!(!err.contains("pw@"), "no password in the message: {err}");
+        }
+        let env = [("CLOAKROOM_STORE_LISTEN".to_owned(), String::new())];
+        assert!(RawConfig::check_env(env.into_iter()).is_ok());
+    }
+
+    #[test]
+    fn store_listen_is_a_file_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "store = \"postgres://cr@pgbouncer/cr\"\nstore_listen = \"postgres://cr@db/cr\"\n",
+        )
+        .unwrap();
+        let c = RawConfig::from_file(&path).unwrap().validate().unwrap();
+        assert_eq!(c.store_listen.as_deref(), Some("postgres://cr@db/cr"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::ExpiryPolicy;
 use cloakroom_core::{SessionManager, Store, Timestamp};
+use cloakroom_store_postgres::PgStore;
 use cloakroom_store_redis::{RedisStore, redact};
 use cloakroom_store_sqlite::SqliteStore;
 
@@ -39,6 +40,23 @@ pub async fn open_store(
     ca_pem: Option<&[u8]>,
     open: Open,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(url, ca_pem, None, open).await
+}
+
+/// Opens the store a URL names; a PostgreSQL store's change listener connects to `listen` when
+/// given (`store_listen`).
+pub async fn open_store_with(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+    listen: Option<&str>,
+    open: Open,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if cloakroom_store_postgres::is_postgres_url(url) {
+        let store = PgStore::connect_with(url, listen, ca_pem).await.with_context(|| {
+            format!("connecting to the store {}", cloakroom_store_postgres::redact(url))
+        })?;
+        return Ok(Arc::new(store));
+    }
     if url.starts_with("sqlite:") {
         if let Some(path) = sqlite_file(url).filter(|p| !open.create && !p.exists()) {
             anyhow::bail!(
@@ -125,7 +143,13 @@ pub fn cached_state(
 /// Runs the server.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let store =
-        open_store(&config.store, config.store_ca.as_deref(), Open { create: true }).await?;
+        open_store_with(
+            &config.store,
+            config.store_ca.as_deref(),
+            config.store_listen.as_deref(),
+            Open { create: true },
+        )
+        .await?;
     let store: Arc<dyn Store> = Arc::new(crate::metered::MeteredStore::new(store));
     // A grant_key that does not open the stored signing keys is a start-up error, not a
     // surprise at the first grant.

@@ -1,6 +1,7 @@
 //! Router-test harness: the real app over a fresh SQLite file, driven with `oneshot`.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
+pub mod nodes;
 pub mod process;
 pub mod proxy;
 
