@@ -78,9 +78,12 @@ async fn per_request(State(state): State<AppState>, mut req: Request, next: Next
     };
     slot.apply(&mut response);
     harden(response.headers_mut(), &state.config);
-    metrics::record(route.as_ref(), start, response.status());
+    // Routes are labelled without the base path, as the fast path labels the check: one series
+    // per route whatever the prefix.
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let route = route.strip_prefix(state.config.base_path.as_str()).unwrap_or(route);
+    metrics::record_route(route, start, response.status());
     if let Some((method, seen)) = access {
-        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
         crate::metrics::access_log(&method, route, response.status(), start, seen.0.get());
     }
     response

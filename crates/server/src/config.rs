@@ -44,6 +44,9 @@ pub struct RawConfig {
     /// Further origins allowed to make state-changing requests (comma-separated)
     #[arg(long, env = "CLOAKROOM_ALLOWED_ORIGINS", global = true, value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Origins whose pages may read API responses with credentials (CORS), e.g. an SPA's; each is also an allowed origin [default: none]
+    #[arg(long, env = "CLOAKROOM_CORS_ORIGINS", global = true, value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     /// Session cookie name; must start with __Host- [default: __Host-cloakroom]
     #[arg(long, env = "CLOAKROOM_COOKIE_NAME", global = true)]
     pub cookie_name: Option<String>,
@@ -100,6 +103,7 @@ const KEYS: &[&str] = &[
     "store_ca",
     "public_origin",
     "allowed_origins",
+    "cors_origins",
     "cookie_name",
     "idle_timeout",
     "absolute_timeout",
@@ -177,6 +181,8 @@ pub struct Config {
     pub public_origin: String,
     /// Every origin allowed on state-changing requests (the public one first).
     pub allowed_origins: Vec<String>,
+    /// Origins that get CORS with credentials (a subset of `allowed_origins`).
+    pub cors_origins: Vec<String>,
     /// Whether the public origin was derived from `listen` (no `public_origin` given).
     pub origin_from_listen: bool,
     /// Cookie name.
@@ -220,6 +226,7 @@ impl RawConfig {
             store_ca: self.store_ca.or(lower.store_ca),
             public_origin: self.public_origin.or(lower.public_origin),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
             cookie_name: self.cookie_name.or(lower.cookie_name),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             absolute_timeout: self.absolute_timeout.or(lower.absolute_timeout),
@@ -348,7 +355,14 @@ impl RawConfig {
             // The default loopback origin also answers to its `localhost` name.
             allowed_origins.push(format!("http://localhost:{}", listen.port()));
         }
-        for o in self.allowed_origins.unwrap_or_default() {
+        let mut cors_origins = Vec::new();
+        for o in self.cors_origins.unwrap_or_default() {
+            let o = parse_origin(o.trim()).map_err(|m| invalid("cors_origins", m))?;
+            if !cors_origins.contains(&o) {
+                cors_origins.push(o);
+            }
+        }
+        for o in self.allowed_origins.unwrap_or_default().iter().chain(&cors_origins) {
             let o = parse_origin(o.trim()).map_err(|m| invalid("allowed_origins", m))?;
             if !allowed_origins.contains(&o) {
                 allowed_origins.push(o);
@@ -462,6 +476,7 @@ impl RawConfig {
             store_ca,
             public_origin,
             allowed_origins,
+            cors_origins,
             origin_from_listen: !origin_given,
             cookie_name,
             idle_timeout,
@@ -482,6 +497,13 @@ impl RawConfig {
 }
 
 impl Config {
+    /// The origins that are Cloakroom's own (and the proxy's in front of it): `public_origin`,
+    /// and its `localhost` twin when derived from a loopback `listen`. Not `allowed_origins`.
+    pub fn own_origins(&self) -> &[String] {
+        let own = if self.origin_from_listen { 2 } else { 1 };
+        &self.allowed_origins[..own.min(self.allowed_origins.len())]
+    }
+
     /// Records the address actually bound (port 0 picks one): a public origin derived from
     /// `listen` follows it.
     pub fn bound_to(&mut self, addr: SocketAddr) {

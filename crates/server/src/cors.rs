@@ -1,10 +1,11 @@
-//! CORS for a single-page app on another of the allowed origins (`allowed_origins`): its
+//! CORS for a single-page app on another origin named in `cors_origins` (empty by default: a
+//! plain `allowed_origins` entry may write with the CSRF token but never read a response): its
 //! `fetch(…, {credentials: "include"})` calls get `Access-Control-Allow-Origin` (that origin,
 //! never `*`) with credentials, and preflights are answered. Any other origin gets no CORS
 //! header, so the browser keeps the response from it; a preflight from it is 403.
 //!
 //! CORS only decides what a page may *read*. What a request may *do* is still the Origin and
-//! CSRF rules of `extract.rs`, which the same `allowed_origins` drive: an SPA reads its CSRF
+//! CSRF rules of `extract.rs` (a CORS origin is also an allowed origin): an SPA reads its CSRF
 //! token from `GET /v1/session` and sends it back as `X-CSRF-Token`.
 
 use axum::extract::{Request, State};
@@ -35,7 +36,7 @@ fn allowed_origin(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue
 /// The layer: answers preflights, and marks responses to allowed origins readable.
 pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let has_origin = req.headers().contains_key(header::ORIGIN);
-    let origin = allowed_origin(req.headers(), &state.config.allowed_origins);
+    let origin = allowed_origin(req.headers(), &state.config.cors_origins);
     let preflight = req.method() == Method::OPTIONS
         && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut response = if preflight {
@@ -59,7 +60,7 @@ pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Re
         h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
     }
-    if has_origin {
+    if has_origin || !state.config.cors_origins.is_empty() {
         // The answer depends on the Origin: shared caches must not hand one origin's to another.
         h.append(header::VARY, HeaderValue::from_static("origin"));
     }

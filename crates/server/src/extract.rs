@@ -158,7 +158,16 @@ impl Caller {
             return Ok(None);
         };
         let cookie_write = via == Via::Cookie && intent != Intent::Read;
-        if cookie_write && let Err(e) = check_origin(&parts.headers, &state.config) {
+        // `Origin: null` with `Sec-Fetch-Site: same-origin` is an app page under
+        // `Referrer-Policy: no-referrer` (a page with an opaque origin is always `cross-site`).
+        let null_same_origin = intent == Intent::ForwardedWrite
+            && parts.headers.get(header::ORIGIN).is_some_and(|o| o == "null")
+            && parts.headers.get_all("sec-fetch-site").iter().count() == 1
+            && parts.headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin");
+        if cookie_write
+            && !null_same_origin
+            && let Err(e) = check_origin(&parts.headers, &state.config)
+        {
             refused(parts, "origin_mismatch", "the Origin (or Sec-Fetch-Site) is not allowed");
             return Err(e);
         }
@@ -166,11 +175,11 @@ impl Caller {
             return Ok(None);
         };
         if cookie_write {
-            let presented = parts
-                .headers
-                .get(cloakroom_axum::request::X_CSRF_TOKEN)
-                .and_then(|v| v.to_str().ok())
-                .or_else(|| parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()));
+            // A header that is there but no text counts as a wrong token, not as none.
+            let presented = match parts.headers.get(cloakroom_axum::request::X_CSRF_TOKEN) {
+                Some(v) => Some(v.to_str().unwrap_or("\u{fffd}")),
+                None => parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()),
+            };
             let vouched = match presented {
                 Some(p) if session.csrf_matches(p) => true,
                 Some(_) => {
@@ -180,10 +189,13 @@ impl Caller {
                 // A form behind forward-auth cannot send the header, and the proxy does not
                 // forward its body: the browser's own signals stand in for the token there.
                 None if intent == Intent::ForwardedWrite => {
-                    let same = cloakroom_axum::request::browser_says_same_origin(
-                        &parts.headers,
-                        &state.config.allowed_origins,
-                    );
+                    // The guarded app's own origin only: another allowed origin (an SPA, a
+                    // marketing site) may write with the token, not by the browser's word.
+                    let same = null_same_origin
+                        || cloakroom_axum::request::browser_says_same_origin(
+                            &parts.headers,
+                            state.config.own_origins(),
+                        );
                     if !same {
                         refused(parts, "csrf_failed", "no CSRF token and no same-origin signal");
                     }
@@ -237,17 +249,29 @@ impl Caller {
 
 /// Logs a refused cookie write with its reason and the headers that decided it (never a token).
 fn refused(parts: &Parts, code: &'static str, reason: &'static str) {
-    let header =
-        |name: &str| parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()));
+    // At most 128 characters of a value, control characters shown as `?`: anyone can send these.
+    let header = |name: &str| -> String {
+        parts.headers.get(name).map_or_else(
+            || "-".to_owned(),
+            |v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(128)
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect()
+            },
+        )
+    };
     tracing::info!(
         target: "cloakroom::csrf",
         code,
         reason,
         method = %parts.method,
         path = parts.uri.path(),
-        origin = ?header("origin"),
-        sec_fetch_site = ?header("sec-fetch-site"),
-        forwarded_method = ?header("x-original-method").or_else(|| header("x-forwarded-method")),
+        origin = %header("origin"),
+        sec_fetch_site = %header("sec-fetch-site"),
+        original_method = %header("x-original-method"),
+        forwarded_method = %header("x-forwarded-method"),
         "refused a cookie request that changes state"
     );
 }

@@ -81,9 +81,8 @@ pub async fn open_store_with(
 
 /// The file an embedded-store URL names (none for in-memory and `file:` URI names).
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let special = path.is_empty() || path == ":memory:" || path.starts_with("file:");
-    (!special).then(|| std::path::PathBuf::from(path))
+    let name = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    cloakroom_store_sqlite::file_of(name).map(std::path::PathBuf::from)
 }
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.
@@ -142,14 +141,13 @@ pub fn cached_state(
 
 /// Runs the server.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    let store =
-        open_store_with(
-            &config.store,
-            config.store_ca.as_deref(),
-            config.store_listen.as_deref(),
-            Open { create: true },
-        )
-        .await?;
+    let store = open_store_with(
+        &config.store,
+        config.store_ca.as_deref(),
+        config.store_listen.as_deref(),
+        Open { create: true },
+    )
+    .await?;
     let store: Arc<dyn Store> = Arc::new(crate::metered::MeteredStore::new(store));
     // A grant_key that does not open the stored signing keys is a start-up error, not a
     // surprise at the first grant.

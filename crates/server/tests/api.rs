@@ -857,7 +857,34 @@ async fn forward_auth_of_a_state_changing_request_keeps_csrf_and_origin_checks()
             request.headers_mut().insert("sec-fetch-site", site.parse().unwrap());
             assert_eq!(h.send(request).await.status.as_u16(), want, "Sec-Fetch-Site: {site}");
         }
+        // An app page under `Referrer-Policy: no-referrer` sends `Origin: null`.
+        let mut request = check(name, "POST", None, Some("null"));
+        request.headers_mut().insert("sec-fetch-site", "same-origin".parse().unwrap());
+        assert_eq!(h.send(request).await.status, StatusCode::OK, "Origin: null, same-origin");
+        let mut request = check(name, "POST", None, Some("null"));
+        request.headers_mut().insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert_eq!(h.send(request).await.status, StatusCode::FORBIDDEN, "Origin: null, cross-site");
     }
+    // Without any method header (a recipe that forgot it), a request with an Origin, and a
+    // WebSocket handshake, still get the write rules.
+    let bare = |headers: &[(&'static str, &'static str)]| {
+        let mut r = req(Method::GET, "/v1/auth/check").header(header::COOKIE, b.cookie());
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let evil = ("origin", "https://evil.example");
+    assert_eq!(h.send(bare(&[evil])).await.code(), "origin_mismatch");
+    let sibling = [("sec-fetch-site", "same-site"), ("origin", ORIGIN)];
+    assert_eq!(h.send(bare(&sibling)).await.status, StatusCode::FORBIDDEN);
+    let ws = ("sec-fetch-mode", "websocket");
+    assert_eq!(h.send(bare(&[ws, evil])).await.code(), "origin_mismatch");
+    let same = ("sec-fetch-site", "same-origin");
+    assert_eq!(h.send(bare(&[ws, same])).await.status, StatusCode::OK);
+    assert_eq!(h.send(bare(&[])).await.status, StatusCode::OK, "a plain navigation");
+    let link = ("sec-fetch-site", "cross-site");
+    assert_eq!(h.send(bare(&[link])).await.status, StatusCode::OK, "a link from elsewhere");
     // Asked directly, a write still needs the token: Fetch Metadata is no substitute there.
     let direct = req(Method::POST, "/v1/sessions/revoke-others")
         .header(header::COOKIE, b.cookie())
@@ -903,7 +930,8 @@ async fn the_forward_auth_check_never_rotates_the_token() {
 async fn an_spa_on_an_allowed_origin_gets_cors_and_others_do_not() {
     let spa = "https://spa.example.com";
     let h = harness_with(RawConfig {
-        allowed_origins: Some(vec![spa.to_owned()]),
+        cors_origins: Some(vec![spa.to_owned()]),
+        allowed_origins: Some(vec!["https://www.example.com".to_owned()]),
         ..Default::default()
     })
     .await;
@@ -940,9 +968,12 @@ async fn an_spa_on_an_allowed_origin_gets_cors_and_others_do_not() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("access-control-allow-origin"), Some(spa));
     assert!(r.header("access-control-expose-headers").unwrap().contains("etag"));
-    let r = h.send(read("https://evil.example")).await;
-    assert_eq!(r.header("access-control-allow-origin"), None);
-    assert_eq!(r.header("vary"), Some("origin"));
+    for other in ["https://evil.example", "https://www.example.com"] {
+        // An allowed origin that is no CORS origin may write with the token, never read.
+        let r = h.send(read(other)).await;
+        assert_eq!(r.header("access-control-allow-origin"), None, "{other}");
+        assert_eq!(r.header("vary"), Some("origin"));
+    }
 
     // A write from the SPA still needs the CSRF token; with it, it works.
     let write = |csrf: Option<&str>| {

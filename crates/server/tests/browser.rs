@@ -115,7 +115,7 @@ async fn a_form_behind_nginx_posts_in_chromium() {
     .unwrap();
 }
 
-/// A single-page app on another allowed origin (`--allowed-origins`) logs in, reads its CSRF
+/// A single-page app on another origin (`--cors-origins`) logs in, reads its CSRF
 /// token and writes with it, through CORS in Chromium; a page on an origin not allowed cannot
 /// read the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn an_spa_on_another_origin_works_through_cors_in_chromium() {
     add_user(&db, "alice", "staff", password);
     let spa_origin = urls[0].trim_end_matches('/').to_owned();
     let server =
-        Server::start_with(&db, &dir.path().join("s.log"), &["--allowed-origins", &spa_origin]);
+        Server::start_with(&db, &dir.path().join("s.log"), &["--cors-origins", &spa_origin]);
     let api = server.base.replace("127.0.0.1", "localhost");
     let shots = repo().join("target/browser-screenshots");
     let shots = shots.to_str().unwrap().to_owned();

@@ -469,6 +469,11 @@ fn the_cli_never_creates_a_store_unasked() {
         assert!(err.contains("--create"), "and says how to make one: {err}");
         assert!(!db.exists(), "{args:?} created {}", db.display());
     }
+    // A `file:` URI names the same file: no way around the rule.
+    let uri = format!("sqlite:file:{}?cache=shared", db.display());
+    let (code, _, err) = common::process::cli_store(&uri, &["user", "list"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(!db.exists(), "a file: URI created {}", db.display());
     let (code, _, err) = cli(&db, &["user", "add", "bob", "--no-password", "--create"], None);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = cli(&db, &["user", "list"], None);
@@ -534,6 +539,10 @@ async fn a_base_path_moves_every_route() {
     assert_eq!(r.headers()["x-cloakroom-reason"], "login");
     let spec: Value = get("/auth/v1/openapi.json").await.unwrap().json().await.unwrap();
     assert_eq!(spec["servers"][0]["url"], "/auth");
+    // Metrics label routes without the prefix, as the fast path labels the check.
+    let metrics = get("/auth/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("route=\"/healthz\""), "{metrics}");
+    assert!(!metrics.contains("route=\"/auth/"), "{metrics}");
     // A login under the prefix sets the cookie for the whole host.
     let r = http
         .post(format!("{}/auth/v1/login", server.base))

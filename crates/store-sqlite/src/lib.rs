@@ -94,15 +94,33 @@ impl SqliteStore {
 #[cfg(unix)]
 fn create_private(path: &str) -> StoreResult<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    // In-memory and URI names are no file of ours to make.
-    if path.is_empty() || path == ":memory:" || path.starts_with("file:") {
-        return Ok(());
-    }
+    // In-memory names are no file of ours to make; a `file:` URI names one like a path does.
+    let Some(path) = file_of(path) else { return Ok(()) };
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(StoreError::unavailable(e)),
     }
+}
+
+/// The file a database name (the `PATH` of `sqlite:PATH`) stands for: the name itself, or the
+/// path of a `file:` URI (`file:x.db?cache=shared`, `file:///var/lib/x.db`); `None` for the
+/// in-memory names (`:memory:`, `file::memory:`, `mode=memory`).
+pub fn file_of(name: &str) -> Option<&str> {
+    let Some(uri) = name.strip_prefix("file:") else {
+        return (!name.is_empty() && name != ":memory:").then_some(name);
+    };
+    let (path, query) = uri.split_once('?').map_or((uri, ""), |(p, q)| (p, q));
+    let path = path.split('#').next().unwrap_or(path);
+    // `file://host/path`: only an empty or `localhost` authority names a local file.
+    let path = match path.strip_prefix("//") {
+        Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
+        None => path,
+    };
+    let memory = path.is_empty()
+        || path == ":memory:"
+        || query.split('&').any(|kv| kv.eq_ignore_ascii_case("mode=memory"));
+    (!memory).then_some(path)
 }
 
 #[cfg(not(unix))]

@@ -41,4 +41,22 @@ async fn under_umask_022() {
         let mode = std::fs::metadata(&path).expect(&path).permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{path} is {mode:o}");
     }
+    // A `file:` URI name makes its file private too.
+    let uri_db = dir.path().join("u.db");
+    let _store =
+        SqliteStore::open(&format!("file:{}?cache=private", uri_db.display())).await.unwrap();
+    let mode = std::fs::metadata(&uri_db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a file: URI's database is {mode:o}");
+}
+
+#[test]
+fn file_uris_name_their_file_and_memory_names_none() {
+    use cloakroom_store_sqlite::file_of;
+    assert_eq!(file_of("x.db"), Some("x.db"));
+    assert_eq!(file_of("file:x.db?cache=shared"), Some("x.db"));
+    assert_eq!(file_of("file:///var/lib/x.db"), Some("/var/lib/x.db"));
+    assert_eq!(file_of("file://localhost/var/lib/x.db"), Some("/var/lib/x.db"));
+    for memory in ["", ":memory:", "file::memory:", "file:x?mode=memory&cache=shared", "file:"] {
+        assert_eq!(file_of(memory), None, "{memory}");
+    }
 }

@@ -74,7 +74,7 @@ async fn decide(state: &AppState, parts: &Parts) -> Response {
     };
     let outcome = match query {
         Ok(q) => {
-            let intent = if forwarded_write(&parts.headers) {
+            let intent = if forwarded_write(&parts.headers) || needs_same_origin(&parts.headers) {
                 Intent::ForwardedWrite
             } else if is_unsafe(&parts.method) {
                 Intent::Write
@@ -149,6 +149,32 @@ fn login_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
         }
         None => login,
     }
+}
+
+/// Guarded requests that get the write rules although the proxy reports no state-changing
+/// method: a WebSocket handshake (a GET, which a sibling site could open with the `Lax` cookie),
+/// and any request with an `Origin` when the proxy sends no method header at all (browsers send
+/// `Origin` on every `POST`; a recipe that forgot `X-Original-Method` must not open the app's
+/// forms to other sites). Warned about once, since the recipe should be fixed.
+fn needs_same_origin(headers: &axum::http::HeaderMap) -> bool {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let websocket = headers
+        .get("sec-fetch-mode")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        || headers.contains_key(axum::http::header::UPGRADE);
+    if websocket {
+        return true;
+    }
+    let no_method =
+        !headers.contains_key("x-original-method") && !headers.contains_key("x-forwarded-method");
+    let with_origin = no_method && headers.contains_key(axum::http::header::ORIGIN);
+    if with_origin && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "a forward-auth check came without X-Original-Method or X-Forwarded-Method: requests \
+             with an Origin get the write rules; set the header in the proxy (docs/integrations.md)"
+        );
+    }
+    with_origin
 }
 
 /// The caller passes if its session counts for the asked audience and holds the asked role.

@@ -163,6 +163,11 @@ pub async fn guarded_app_keeps_the_contract(public: &str) -> (Browser, Browser) 
     assert_eq!(r.status(), 303, "the login form through the proxy");
     assert_eq!(r.headers()["location"], wanted);
 
+    // Cloakroom's metrics are not published through the proxy.
+    let r =
+        alice.request(reqwest::Method::GET, &format!("{BASE_PATH}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "/auth/metrics through the proxy");
+
     alice.login("alice").await;
     let r = alice
         .request(reqwest::Method::GET, "/app/reports")
