@@ -42,8 +42,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(crate::openapi::openapi_json))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .merge(crate::pages::router())
+        // With `metrics_listen`, `/metrics` is served only there (`serve.rs`).
+        .merge(match state.config.metrics_listen {
+            None => Router::new().route("/metrics", get(health::metrics)),
+            Some(_) => Router::new(),
+        })
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), per_request));
     // Under a base path, everything moves there; the rest of the host is not Cloakroom's.

@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// Address to listen on: IP:PORT or localhost:PORT [default: 127.0.0.1:7878]
     #[arg(long, env = "CLOAKROOM_LISTEN", global = true)]
     pub listen: Option<String>,
+    /// Serve /metrics only on this address (IP:PORT or localhost:PORT), not on `listen` [default: none]
+    #[arg(long, env = "CLOAKROOM_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<String>,
     /// Serve every route (API, pages, health) under this path prefix, e.g. /auth [default: none]
     #[arg(long, env = "CLOAKROOM_BASE_PATH", global = true)]
     pub base_path: Option<String>,
@@ -98,6 +101,7 @@ pub struct RawConfig {
 const KEYS: &[&str] = &[
     "listen",
     "base_path",
+    "metrics_listen",
     "store",
     "store_listen",
     "store_ca",
@@ -171,6 +175,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The prefix of every route: empty, or `/segment[/segment…]` without a trailing slash.
     pub base_path: String,
+    /// Where `/metrics` is served instead of `listen`, if anywhere else.
+    pub metrics_listen: Option<SocketAddr>,
     /// Store URL.
     pub store: String,
     /// The PostgreSQL change listener's own URL, if not the store's.
@@ -221,6 +227,7 @@ impl RawConfig {
         RawConfig {
             listen: self.listen.or(lower.listen),
             base_path: self.base_path.or(lower.base_path),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             store: self.store.or(lower.store),
             store_listen: self.store_listen.or(lower.store_listen),
             store_ca: self.store_ca.or(lower.store_ca),
@@ -290,6 +297,15 @@ impl RawConfig {
                     "expected an address like 127.0.0.1:7878, [::]:7878 or localhost:7878",
                 )
             })?;
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            None => None,
+            Some(text) => Some(parse_listen(text).ok_or_else(|| {
+                invalid(
+                    "metrics_listen",
+                    "expected an address like 127.0.0.1:9187 or localhost:9187",
+                )
+            })?),
+        };
         let base_path = match self.base_path.as_deref() {
             None => String::new(),
             Some(p) => parse_base_path(p).map_err(|m| invalid("base_path", m))?,
@@ -471,6 +487,7 @@ impl RawConfig {
         Ok(Config {
             listen,
             base_path,
+            metrics_listen,
             store,
             store_listen,
             store_ca,

@@ -210,6 +210,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(addr) = state.config.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics_listen {addr}"))?;
+        let bound = metrics.local_addr()?;
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::routes::health::metrics))
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, app).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+        tracing::info!(listen = %bound, "metrics listening (/metrics is served only there)");
+    }
     serve_http(listener, state, limits, shutdown()).await;
     tracing::info!("cloakroom stopped");
     Ok(())

@@ -554,3 +554,32 @@ async fn a_base_path_moves_every_route() {
     let cookie = r.headers()["set-cookie"].to_str().unwrap();
     assert!(cookie.contains("; Path=/") && !cookie.contains("Path=/auth"), "{cookie}");
 }
+
+/// `metrics_listen`: `/metrics` moves to its own address (kept off the public listener).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_metrics_only_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::proxy::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = common::process::Server::start_with(
+        &dir.path().join("m.db"),
+        &dir.path().join("m.log"),
+        &["--metrics-listen", &addr],
+    );
+    let main = reqwest::get(format!("{}/metrics", server.base)).await.unwrap();
+    assert_eq!(main.status(), 404, "no /metrics on the main listener");
+    let start = std::time::Instant::now();
+    let page = loop {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await {
+            break r.text().await.unwrap();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "metrics_listen never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(page.contains("cloakroom_build_info"), "{page}");
+    let other = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    assert_eq!(other.status(), 404, "only /metrics there");
+}
