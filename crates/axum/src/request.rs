@@ -79,13 +79,29 @@ fn cookie_in<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a str> {
 /// decide, and no honest client needs two.
 pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = single(headers, &header::ORIGIN) else { return false };
-    if let Some(origin) = origin {
-        return origin.to_str().is_ok_and(|o| allowed.contains(&o.to_ascii_lowercase()));
+    if origin.is_some() {
+        return allowed_origin(headers, allowed).is_some();
     }
     match single(headers, &SEC_FETCH_SITE) {
         Some(site) => matches!(site.map(|v| v.as_bytes()), None | Some(b"same-origin" | b"none")),
         None => false,
     }
+}
+
+/// The request's one `Origin`, when it is among `allowed` (compared lowercase): the entry of
+/// `allowed` it matched. Two `Origin` headers match nothing.
+pub fn allowed_origin<'a>(headers: &HeaderMap, allowed: &'a [String]) -> Option<&'a str> {
+    let origin = single(headers, &header::ORIGIN)??.to_str().ok()?.to_ascii_lowercase();
+    allowed.iter().find(|a| **a == origin).map(String::as_str)
+}
+
+/// Whether the request is `Origin: null` with `Sec-Fetch-Site: same-origin` (one of each): a
+/// same-origin page under `Referrer-Policy: no-referrer`. A page with an opaque origin (a
+/// sandboxed frame, a `data:` URL) is always `cross-site`, so this is no way in for one.
+pub fn null_origin_same_origin(headers: &HeaderMap) -> bool {
+    let origin = single(headers, &header::ORIGIN).flatten();
+    let site = single(headers, &SEC_FETCH_SITE).flatten();
+    origin.is_some_and(|o| o == "null") && site.is_some_and(|s| s == "same-origin")
 }
 
 /// Whether the browser itself says that a state-changing request comes from this origin:
@@ -100,12 +116,7 @@ pub fn browser_says_same_origin(headers: &HeaderMap, allowed: &[String]) -> bool
     match single(headers, &SEC_FETCH_SITE) {
         None => false,
         Some(Some(site)) => matches!(site.as_bytes(), b"same-origin" | b"none"),
-        Some(None) => match single(headers, &header::ORIGIN) {
-            Some(Some(origin)) => {
-                origin.to_str().is_ok_and(|o| allowed.contains(&o.to_ascii_lowercase()))
-            }
-            _ => false,
-        },
+        Some(None) => allowed_origin(headers, allowed).is_some(),
     }
 }
 

@@ -371,15 +371,18 @@ impl RawConfig {
             // The default loopback origin also answers to its `localhost` name.
             allowed_origins.push(format!("http://localhost:{}", listen.port()));
         }
-        let mut cors_origins = Vec::new();
-        for o in self.cors_origins.unwrap_or_default() {
-            let o = parse_origin(o.trim()).map_err(|m| invalid("cors_origins", m))?;
-            if !cors_origins.contains(&o) {
-                cors_origins.push(o);
-            }
-        }
-        for o in self.allowed_origins.unwrap_or_default().iter().chain(&cors_origins) {
-            let o = parse_origin(o.trim()).map_err(|m| invalid("allowed_origins", m))?;
+        let origins = |key: &'static str, list: Option<Vec<String>>| {
+            list.unwrap_or_default()
+                .iter()
+                .map(|o| parse_origin(o.trim()).map_err(|m| invalid(key, m)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let cors_origins = origins("cors_origins", self.cors_origins)?;
+        // A CORS origin is also an allowed one (an SPA writes with the token it reads).
+        for o in origins("allowed_origins", self.allowed_origins)?
+            .into_iter()
+            .chain(cors_origins.clone())
+        {
             if !allowed_origins.contains(&o) {
                 allowed_origins.push(o);
             }

@@ -9,7 +9,7 @@
 //! token from `GET /v1/session` and sends it back as `X-CSRF-Token`.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -22,21 +22,11 @@ const HEADERS: &str = "content-type, x-csrf-token, if-match, authorization";
 /// Response headers a page may read besides the simple ones.
 const EXPOSE: &str = "etag, retry-after";
 
-/// The request's `Origin` when it is one allowed origin (one header, known), lowercased.
-fn allowed_origin(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
-    let mut values = headers.get_all(header::ORIGIN).iter();
-    let origin = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let origin = origin.to_str().ok()?.to_ascii_lowercase();
-    allowed.contains(&origin).then(|| HeaderValue::from_str(&origin).ok()).flatten()
-}
-
 /// The layer: answers preflights, and marks responses to allowed origins readable.
 pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let has_origin = req.headers().contains_key(header::ORIGIN);
-    let origin = allowed_origin(req.headers(), &state.config.cors_origins);
+    let origin = cloakroom_axum::request::allowed_origin(req.headers(), &state.config.cors_origins)
+        .and_then(|o| HeaderValue::from_str(o).ok());
     let preflight = req.method() == Method::OPTIONS
         && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut response = if preflight {

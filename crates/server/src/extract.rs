@@ -161,9 +161,7 @@ impl Caller {
         // `Origin: null` with `Sec-Fetch-Site: same-origin` is an app page under
         // `Referrer-Policy: no-referrer` (a page with an opaque origin is always `cross-site`).
         let null_same_origin = intent == Intent::ForwardedWrite
-            && parts.headers.get(header::ORIGIN).is_some_and(|o| o == "null")
-            && parts.headers.get_all("sec-fetch-site").iter().count() == 1
-            && parts.headers.get("sec-fetch-site").is_some_and(|v| v == "same-origin");
+            && cloakroom_axum::request::null_origin_same_origin(&parts.headers);
         if cookie_write
             && !null_same_origin
             && let Err(e) = check_origin(&parts.headers, &state.config)
@@ -294,20 +292,31 @@ pub enum Intent {
     ForwardedWrite,
 }
 
-/// Whether the request that a forward-auth proxy guards changes state: `X-Original-Method`
-/// (nginx, by configuration) or `X-Forwarded-Method` (Traefik, Caddy) names a state-changing
-/// method. These headers can only make the check stricter: an unreadable value counts as unsafe.
-pub fn forwarded_write(headers: &HeaderMap) -> bool {
+/// What a forward-auth proxy says of the method of the request it guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedMethod {
+    /// Neither `X-Original-Method` nor `X-Forwarded-Method` came.
+    Absent,
+    /// Every value names a safe method.
+    Safe,
+    /// Some value names a state-changing method, or cannot be read (these headers can only make
+    /// the check stricter).
+    Unsafe,
+}
+
+/// Reads `X-Original-Method` (nginx, by configuration) and `X-Forwarded-Method` (Traefik,
+/// Caddy), every value of each, in one pass.
+pub fn forwarded_method(headers: &HeaderMap) -> ForwardedMethod {
     const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
     const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-    [X_ORIGINAL_METHOD, X_FORWARDED_METHOD].iter().any(|name| {
-        headers.get_all(name).iter().any(|v| {
-            match v.to_str().ok().and_then(|m| Method::from_bytes(m.trim().as_bytes()).ok()) {
-                Some(m) => is_unsafe(&m),
-                None => true,
-            }
-        })
-    })
+    let mut seen = ForwardedMethod::Absent;
+    for value in [X_ORIGINAL_METHOD, X_FORWARDED_METHOD].iter().flat_map(|n| headers.get_all(n)) {
+        match value.to_str().ok().and_then(|m| Method::from_bytes(m.trim().as_bytes()).ok()) {
+            Some(m) if !is_unsafe(&m) => seen = ForwardedMethod::Safe,
+            _ => return ForwardedMethod::Unsafe,
+        }
+    }
+    seen
 }
 
 impl FromRequestParts<AppState> for Caller {

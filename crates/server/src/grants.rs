@@ -36,10 +36,7 @@ pub fn sealing_key(config: &Config) -> anyhow::Result<Option<SymmetricKey>> {
     if let Some(bytes) = &config.grant_key {
         return Ok(Some(SymmetricKey::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))?));
     }
-    let Some(path) = config
-        .store
-        .strip_prefix("sqlite://")
-        .or_else(|| config.store.strip_prefix("sqlite:"))
+    let Some(path) = cloakroom_store_sqlite::name_of_url(&config.store)
         .filter(|p| !p.is_empty() && !p.starts_with(':'))
     else {
         return Ok(None);

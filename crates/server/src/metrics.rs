@@ -5,7 +5,6 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::MatchedPath;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -147,12 +146,8 @@ thread_local! {
     static ROUTES: RefCell<Vec<RouteMetrics>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Counts and times a finished request by its matched route and status.
-pub fn record(route: Option<&MatchedPath>, start: Instant, status: axum::http::StatusCode) {
-    record_route(route.map_or("unmatched", MatchedPath::as_str), start, status);
-}
-
-/// [`record`] for a route answered without the router.
+/// Counts and times a finished request by its route (the matched pattern without the base
+/// path, or the fast path's own) and status.
 pub fn record_route(route: &str, start: Instant, status: axum::http::StatusCode) {
     let elapsed = start.elapsed().as_secs_f64();
     ROUTES.with_borrow_mut(|routes| {

@@ -81,8 +81,9 @@ pub async fn open_store_with(
 
 /// The file an embedded-store URL names (none for in-memory and `file:` URI names).
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let name = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    cloakroom_store_sqlite::file_of(name).map(std::path::PathBuf::from)
+    cloakroom_store_sqlite::name_of_url(url)
+        .and_then(cloakroom_store_sqlite::file_of)
+        .map(std::path::PathBuf::from)
 }
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.

@@ -19,15 +19,7 @@ fn api_doc() -> String {
 /// The `sh` blocks of `doc` from the heading `from` on.
 fn sh_blocks(doc: &str, from: &str) -> Vec<String> {
     let start = doc.find(&format!("\n{from}\n")).unwrap_or_else(|| panic!("no {from}"));
-    let mut rest = &doc[start..];
-    let mut blocks = Vec::new();
-    while let Some(open) = rest.find("\n```sh\n") {
-        let body = &rest[open + 7..];
-        let close = body.find("\n```").unwrap();
-        blocks.push(body[..=close].to_owned());
-        rest = &body[close..];
-    }
-    blocks
+    common::proxy::fenced(&doc[start..], "sh")
 }
 
 /// Whether `line` matches `pattern`, where each `…` stands for any text.

@@ -46,9 +46,7 @@ impl SqliteStore {
     /// Opens (creating when missing) the database named by a store URL `sqlite:PATH` (also
     /// `sqlite://PATH`) and brings its schema up to date.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
+        let path = name_of_url(url)
             .filter(|p| !p.is_empty())
             .ok_or_else(|| StoreError::unavailable(format!("not a sqlite: store URL: {url}")))?;
         Self::open(path).await
@@ -101,6 +99,11 @@ fn create_private(path: &str) -> StoreResult<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(StoreError::unavailable(e)),
     }
+}
+
+/// The database name of a store URL `sqlite:PATH` or `sqlite://PATH`.
+pub fn name_of_url(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
 }
 
 /// The file a database name (the `PATH` of `sqlite:PATH`) stands for: the name itself, or the

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, Caller, Intent, forwarded_write, is_unsafe};
+use crate::extract::{ApiQuery, Caller, ForwardedMethod, Intent, forwarded_method, is_unsafe};
 use crate::state::AppState;
 
 // The answer's header names, made once (a name given as text is parsed on every insert).
@@ -74,13 +74,7 @@ async fn decide(state: &AppState, parts: &Parts) -> Response {
     };
     let outcome = match query {
         Ok(q) => {
-            let intent = if forwarded_write(&parts.headers) || needs_same_origin(&parts.headers) {
-                Intent::ForwardedWrite
-            } else if is_unsafe(&parts.method) {
-                Intent::Write
-            } else {
-                Intent::Read
-            };
+            let intent = intent(parts);
             Caller::optional_for(parts, state, intent, false)
                 .await
                 .and_then(|c| c.ok_or_else(ApiError::unauthenticated))
@@ -151,30 +145,34 @@ fn login_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
     }
 }
 
-/// Guarded requests that get the write rules although the proxy reports no state-changing
-/// method: a WebSocket handshake (a GET, which a sibling site could open with the `Lax` cookie),
-/// and any request with an `Origin` when the proxy sends no method header at all (browsers send
-/// `Origin` on every `POST`; a recipe that forgot `X-Original-Method` must not open the app's
-/// forms to other sites). Warned about once, since the recipe should be fixed.
-fn needs_same_origin(headers: &axum::http::HeaderMap) -> bool {
+/// What the guarded request is about to do. The write rules apply when the proxy reports a
+/// state-changing method, and also to a WebSocket handshake (a GET, which a sibling site could
+/// open with the `Lax` cookie) and to any request with an `Origin` when the proxy sends no
+/// method header at all (browsers send `Origin` on every `POST`; a recipe that forgot
+/// `X-Original-Method` must not open the app's forms to other sites; warned about once).
+fn intent(parts: &Parts) -> Intent {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let websocket = headers
-        .get("sec-fetch-mode")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        || headers.contains_key(axum::http::header::UPGRADE);
-    if websocket {
-        return true;
+    let h = &parts.headers;
+    let websocket = || {
+        h.get("sec-fetch-mode").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            || h.contains_key(header::UPGRADE)
+    };
+    match forwarded_method(h) {
+        ForwardedMethod::Unsafe => Intent::ForwardedWrite,
+        _ if websocket() => Intent::ForwardedWrite,
+        ForwardedMethod::Absent if h.contains_key(header::ORIGIN) => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "a forward-auth check came without X-Original-Method or X-Forwarded-Method: \
+                     requests with an Origin get the write rules; set the header in the proxy \
+                     (docs/integrations.md)"
+                );
+            }
+            Intent::ForwardedWrite
+        }
+        _ if is_unsafe(&parts.method) => Intent::Write,
+        _ => Intent::Read,
     }
-    let no_method =
-        !headers.contains_key("x-original-method") && !headers.contains_key("x-forwarded-method");
-    let with_origin = no_method && headers.contains_key(axum::http::header::ORIGIN);
-    if with_origin && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::warn!(
-            "a forward-auth check came without X-Original-Method or X-Forwarded-Method: requests \
-             with an Origin get the write rules; set the header in the proxy (docs/integrations.md)"
-        );
-    }
-    with_origin
 }
 
 /// The caller passes if its session counts for the asked audience and holds the asked role.

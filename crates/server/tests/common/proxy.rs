@@ -23,10 +23,25 @@ pub fn doc_block(heading: &str, lang: &str) -> String {
     let start = doc.find(&format!("\n{heading}")).unwrap_or_else(|| panic!("no section {heading}"));
     let section = &doc[start + 1..];
     let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
-    let fence = format!("```{lang}\n");
-    let from = section.find(&fence).unwrap_or_else(|| panic!("no {lang} block in {heading}"));
-    let body = &section[from + fence.len()..];
-    body[..body.find("\n```").unwrap() + 1].to_owned()
+    fenced(section, lang)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {lang} block in {heading}"))
+}
+
+/// Every fenced block of language `lang` in `text`, in order, each ending with its last newline.
+pub fn fenced(text: &str, lang: &str) -> Vec<String> {
+    let fence = format!("\n```{lang}\n");
+    let text = format!("\n{text}"); // a block on the first line counts too
+    let mut rest = text.as_str();
+    let mut blocks = Vec::new();
+    while let Some(open) = rest.find(&fence) {
+        let body = &rest[open + fence.len()..];
+        let close = body.find("\n```").unwrap();
+        blocks.push(body[..=close].to_owned());
+        rest = &body[close..];
+    }
+    blocks
 }
 
 /// `text` with `from` replaced by `to`, which must occur exactly once (a recipe that changed
