@@ -42,6 +42,7 @@
 //! ```
 
 pub mod request;
+pub mod resolve;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -135,33 +136,28 @@ impl Sessions {
     /// The session of a request, after the CSRF and origin rules; `Ok(None)` when it has none.
     async fn resolve(&self, parts: &Parts) -> Result<Option<CurrentSession>, SessionRejection> {
         let c = &self.0;
-        let (token, via) = match request::credential(&parts.headers, &c.cookie_name) {
-            Ok(Some(found)) => found,
-            Ok(None) => return Ok(None),
-            Err(request::BadAuthorization) => return Err(SessionRejection::Unauthenticated),
+        let rules = resolve::Rules {
+            cookie_name: &c.cookie_name,
+            allowed_origins: &c.allowed_origins,
+            own_origins: &[],
+            audience: resolve::Audience::For(c.audience.as_deref()),
         };
-        let writes = via == Via::Cookie && request::is_unsafe(&parts.method);
-        if writes && !request::origin_allowed(&parts.headers, &c.allowed_origins) {
-            return Err(SessionRejection::OriginMismatch);
-        }
-        let session = match c.manager.authenticate(token).await {
-            Ok(Some(session)) => session,
-            Ok(None) => return Ok(None),
-            Err(e) => {
+        let intent = resolve::Intent::of(&parts.method);
+        match resolve::resolve(&c.manager, &parts.headers, None, intent, &rules).await {
+            Ok(Some(r)) => Ok(Some(CurrentSession {
+                session: r.checked.session,
+                via: r.via,
+                sessions: self.clone(),
+            })),
+            Ok(None) => Ok(None),
+            Err(resolve::Refusal::BadAuthorization) => Err(SessionRejection::Unauthenticated),
+            Err(resolve::Refusal::Origin(_)) => Err(SessionRejection::OriginMismatch),
+            Err(resolve::Refusal::Csrf(_)) => Err(SessionRejection::CsrfFailed),
+            Err(resolve::Refusal::Store(e)) => {
                 tracing::error!(error = %e, "session store unavailable");
-                return Err(SessionRejection::StoreUnavailable);
-            }
-        };
-        if !session.valid_for(c.audience.as_deref()) {
-            return Ok(None);
-        }
-        if writes {
-            let presented = parts.headers.get(request::X_CSRF_TOKEN).and_then(|v| v.to_str().ok());
-            if !presented.is_some_and(|p| session.csrf_matches(p)) {
-                return Err(SessionRejection::CsrfFailed);
+                Err(SessionRejection::StoreUnavailable)
             }
         }
-        Ok(Some(CurrentSession { session, via, sessions: self.clone() }))
     }
 }
 

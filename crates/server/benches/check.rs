@@ -29,7 +29,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 struct Fixture {
     manager: SessionManager,
-    app: axum::Router,
+    app: cloakroom_server::app::App,
     token: String,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<PgServer>,

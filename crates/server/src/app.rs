@@ -1,5 +1,11 @@
-//! The router: every route of the HTTP API, testable without a socket (`app(state).oneshot(req)`).
+//! The application: the forward-auth check's fast path in front of the router with every other
+//! route, testable without a socket (`app(state).oneshot(req)`). `cloakroom serve` runs exactly
+//! this: [`App::is_check`] and [`App::check`] for the one hot route, [`App::router`] for the rest,
+//! so the tests exercise the path production runs.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
@@ -17,8 +23,88 @@ use crate::{extract, metrics};
 /// Largest request body accepted anywhere.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// The path of the forward-auth check, under the base path.
+pub const CHECK_ROUTE: &str = "/v1/auth/check";
+
+/// The application: the fast path for the forward-auth check and the router for the rest.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    state: AppState,
+    check_route: Arc<str>,
+}
+
 /// Builds the application.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: AppState) -> App {
+    let check_route = format!("{}{CHECK_ROUTE}", state.config.base_path).into();
+    App { router: router(state.clone()), state, check_route }
+}
+
+impl App {
+    /// Whether a request with this method and path is the forward-auth check, answered by
+    /// [`App::check`] without the router (no routing, no boxed middleware: it sits in front of
+    /// every request of every guarded app).
+    pub fn is_check(&self, method: &axum::http::Method, path: &str) -> bool {
+        matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
+            && path == &*self.check_route
+    }
+
+    /// Answers the forward-auth check from the request's head, with what the router's layer adds
+    /// to every route: the common headers, the route's metrics and the access log line.
+    pub async fn check(&self, parts: &axum::http::request::Parts) -> Response {
+        let start = Instant::now();
+        let response = check::answer(&self.state, parts).await;
+        metrics::record_route(CHECK_ROUTE, start, response.status());
+        if self.state.config.access_log {
+            let session = response
+                .headers()
+                .get("x-cloakroom-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let status = response.status();
+            metrics::access_log(&parts.method, CHECK_ROUTE, status, start, session.as_ref());
+        }
+        response
+    }
+
+    /// The router with every route but the fast path (which it also serves, the slow way).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+}
+
+impl tower::Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send + 'static>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let app = self.clone();
+        Box::pin(async move {
+            if app.is_check(req.method(), req.uri().path()) {
+                let (parts, _) = req.into_parts();
+                return Ok(app.check(&parts).await);
+            }
+            tower::ServiceExt::oneshot(app.router.clone(), req).await
+        })
+    }
+}
+
+/// The router with every route.
+fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/v1/login", post(auth::login))
         .route("/v1/logout", post(auth::logout))

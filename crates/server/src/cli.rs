@@ -10,11 +10,10 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
-use cloakroom_core::manager::Actor;
+use cloakroom_core::audit::AuditFilter;
 use cloakroom_core::password::{Cost, Password};
-use cloakroom_core::token::{SecretKind, Token};
-use cloakroom_core::{Role, SessionId, SessionManager, Timestamp, User, Username};
+use cloakroom_core::{SessionId, Timestamp, Username};
+use cloakroom_service::{Actor, Client, DomainError, Service};
 use serde_json::json;
 
 use crate::config::{Config, LogFormat, RawConfig};
@@ -251,17 +250,32 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     let open = crate::serve::Open { create: cli.create };
     let store = crate::serve::open_store(&config.store, config.store_ca.as_deref(), open).await?;
     let manager = crate::serve::manager(Arc::clone(&store), &config, Cost::ASVS);
+    // Only the key commands need the grant-signing keys (and a grant_key that opens them).
+    let issuer = match &cli.command {
+        Command::Keys(_) => Some(
+            crate::grants::grants(&store, &config)?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "grants are off: set grant_key (CLOAKROOM_GRANT_KEY) for this store"
+                    )
+                })?
+                .issuer
+                .clone(),
+        ),
+        _ => None,
+    };
+    let throttle = crate::throttle::Throttle::new(store, crate::throttle::Limits::default());
+    let service = Service::new(manager, throttle, issuer);
     let out = Output { json: cli.json };
     match cli.command {
         Command::Serve => unreachable_serve(),
-        Command::User(cmd) => user(&manager, &out, cmd).await,
-        Command::Session(cmd) => session(&manager, &out, cmd).await,
-        Command::Apikey(cmd) => apikey(&manager, &out, cmd).await,
-        Command::Keys(cmd) => keys(&store, &config, &manager, &out, cmd).await,
+        Command::User(cmd) => user(&service, &out, cmd).await,
+        Command::Session(cmd) => session(&service, &out, cmd).await,
+        Command::Apikey(cmd) => apikey(&service, &out, cmd).await,
+        Command::Keys(cmd) => keys(&service, &out, cmd).await,
         Command::Audit { user, limit } => {
             let username = user.as_deref().map(parse_username).transpose()?;
-            let events = manager.store().list_audit(&AuditFilter { username, limit }).await?;
-            out.audit(&events)?;
+            out.audit(&service.audit_log(&AuditFilter { username, limit }).await?)?;
             Ok(())
         }
     }
@@ -275,26 +289,8 @@ fn parse_username(s: &str) -> anyhow::Result<Username> {
     Username::parse(s).map_err(|e| anyhow::anyhow!("invalid username `{s}`: {e}"))
 }
 
-fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
-    roles
-        .iter()
-        .map(|r| Role::parse(r).map_err(|e| anyhow::anyhow!("invalid role `{r}`: {e}")))
-        .collect()
-}
-
-async fn existing(manager: &SessionManager, name: &str) -> anyhow::Result<User> {
-    let username = parse_username(name)?;
-    manager.user(&username).await?.with_context(|| format!("no user named {username}"))
-}
-
-async fn audit(manager: &SessionManager, event: AuditEvent) {
-    if let Err(e) = manager.store().append_audit(&event).await {
-        say_err(&format!("cloakroom: warning: could not record the audit event: {e}"));
-    }
-}
-
 /// Reads a new password from stdin (`--password-stdin`) or a terminal prompt (asked twice).
-fn read_password(input: &PasswordInput) -> anyhow::Result<Password> {
+fn read_password(input: &PasswordInput) -> anyhow::Result<String> {
     let text = if input.password_stdin {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
@@ -314,162 +310,99 @@ fn read_password(input: &PasswordInput) -> anyhow::Result<Password> {
             "no terminal to ask for a password: pass --password-stdin and write it to standard input"
         );
     };
-    let password = Password::new(text);
-    password.check_policy()?;
-    Ok(password)
+    Password::new(text.clone()).check_policy()?;
+    Ok(text)
 }
 
-async fn user(manager: &SessionManager, out: &Output, cmd: UserCmd) -> anyhow::Result<()> {
+async fn user(service: &Service, out: &Output, cmd: UserCmd) -> anyhow::Result<()> {
+    let cli = &Actor::Cli;
     match cmd {
         UserCmd::Add { name, roles, password, no_password } => {
-            let username = parse_username(&name)?;
-            let roles = parse_roles(&roles)?;
             let password = if no_password { None } else { Some(read_password(&password)?) };
-            let user = manager
-                .create_user(username, password.as_ref(), roles)
-                .await
-                .map_err(conflict("user"))?;
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::UserCreated, "cli").user(Some(&user.id), &user.username),
-            )
-            .await;
+            let user =
+                service.create_user(cli, &name, password, &roles).await.map_err(|e| match e {
+                    DomainError::Conflict(_) => anyhow::anyhow!("that user already exists"),
+                    other => other.into(),
+                })?;
             out.users(&[user])?;
         }
         UserCmd::Passwd { name, password } => {
-            let user = existing(manager, &name).await?;
+            service.user(&name).await.map_err(no_user(&name))?;
             let password = read_password(&password)?;
-            let (user, revoked) = manager.set_password(&user.id, &password, None).await?;
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::PasswordChanged, "cli")
-                    .user(Some(&user.id), &user.username)
-                    .detail(format!("{} session(s) revoked", revoked.len())),
-            )
-            .await;
+            let (user, revoked) = service.set_password(cli, &name, password).await?;
             out.message(
-                &format!("password changed; {} session(s) revoked", revoked.len()),
-                json!({ "user": user, "revoked": revoked.len() }),
+                &format!("password changed; {revoked} session(s) revoked"),
+                json!({ "user": user, "revoked": revoked }),
             )?;
         }
         UserCmd::Role { name, add, remove } => {
-            let user = existing(manager, &name).await?;
-            let (add, remove) = (parse_roles(&add)?, parse_roles(&remove)?);
-            let mut roles: Vec<Role> =
-                user.roles.iter().filter(|r| !remove.contains(r)).cloned().collect();
-            roles.extend(add);
-            let (updated, _) =
-                manager.update_user(Actor::Operator, &user.id, Some(roles), None).await?;
-            let list = updated.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::RolesChanged, "cli")
-                    .user(Some(&updated.id), &updated.username)
-                    .detail(format!("roles: [{list}]")),
-            )
-            .await;
-            out.users(&[updated])?;
+            let user =
+                service.change_roles(cli, &name, &add, &remove).await.map_err(no_user(&name))?;
+            out.users(&[user])?;
         }
         UserCmd::Disable { name } => {
-            let user = existing(manager, &name).await?;
             let (user, revoked) =
-                manager.update_user(Actor::Operator, &user.id, None, Some(true)).await?;
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::UserDisabled, "cli")
-                    .user(Some(&user.id), &user.username)
-                    .detail(format!("{} session(s) revoked", revoked.len())),
-            )
-            .await;
+                service.set_disabled(cli, &name, true).await.map_err(no_user(&name))?;
             out.message(
-                &format!("{} disabled; {} session(s) revoked", user.username, revoked.len()),
-                json!({ "user": user, "revoked": revoked.len() }),
+                &format!("{} disabled; {revoked} session(s) revoked", user.username),
+                json!({ "user": user, "revoked": revoked }),
             )?;
         }
         UserCmd::Enable { name } => {
-            let user = existing(manager, &name).await?;
             let (user, _) =
-                manager.update_user(Actor::Operator, &user.id, None, Some(false)).await?;
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::UserEnabled, "cli").user(Some(&user.id), &user.username),
-            )
-            .await;
+                service.set_disabled(cli, &name, false).await.map_err(no_user(&name))?;
             out.users(&[user])?;
         }
-        UserCmd::List => out.users(&manager.store().list_users().await?)?,
+        UserCmd::List => out.users(&service.users(cli).await?)?,
     }
     Ok(())
 }
 
-fn conflict(what: &'static str) -> impl Fn(cloakroom_core::Error) -> anyhow::Error {
+/// "no user named NAME" for a use case's not-found user; other errors as they are.
+fn no_user(name: &str) -> impl Fn(DomainError) -> anyhow::Error + '_ {
     move |e| match e {
-        cloakroom_core::Error::Store(cloakroom_core::StoreError::Conflict { .. }) => {
-            anyhow::anyhow!("that {what} already exists")
-        }
+        DomainError::NotFound("user") => match parse_username(name) {
+            Ok(n) => anyhow::anyhow!("no user named {n}"),
+            Err(e) => e,
+        },
         other => other.into(),
     }
 }
 
-async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> anyhow::Result<()> {
+async fn session(service: &Service, out: &Output, cmd: SessionCmd) -> anyhow::Result<()> {
+    let cli = &Actor::Cli;
     match cmd {
         SessionCmd::List { user } => {
-            let user = match user {
-                Some(name) => Some(existing(manager, &name).await?),
-                None => None,
-            };
-            let sessions = manager
-                .store()
-                .list_sessions(user.as_ref().map(|u| &u.id), Timestamp::now())
-                .await?;
+            let name = user.as_deref();
+            let sessions = service.list_sessions(cli, name).await.map_err(|e| match name {
+                Some(n) => no_user(n)(e),
+                None => e.into(),
+            })?;
             out.sessions(&sessions)?;
         }
         SessionCmd::Revoke { id: Some(id), .. } => {
-            let id = SessionId::parse(&id)
-                .with_context(|| format!("`{id}` is not a session id (ses_…)"))?;
-            let found = manager.store().session_by_id(&id, Timestamp::now()).await?;
-            if manager.revoke(&id).await?.is_none() {
-                bail!("no session {id}");
+            if SessionId::parse(&id).is_none() {
+                bail!("`{id}` is not a session id (ses_…)");
             }
-            let mut e = AuditEvent::new(AuditKind::SessionRevoked, "cli")
-                .session(&id)
-                .detail("revoked from the CLI");
-            if let Some(a) = found {
-                e = e.user(Some(&a.user.id), &a.user.username);
-            }
-            audit(manager, e).await;
+            service.revoke_session(cli, &id, &Client::default()).await.map_err(|e| match e {
+                DomainError::NotFound(_) => anyhow::anyhow!("no session {id}"),
+                other => other.into(),
+            })?;
             out.message(&format!("revoked {id}"), json!({ "revoked": 1 }))?;
         }
         SessionCmd::Revoke { user: Some(name), .. } => {
-            let user = existing(manager, &name).await?;
-            let revoked = manager.revoke_user(&user.id, None).await?;
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::SessionsRevoked, "cli")
-                    .user(Some(&user.id), &user.username)
-                    .detail(format!("all sessions from the CLI: {}", revoked.len())),
-            )
-            .await;
+            let revoked = service
+                .revoke_user_sessions(cli, &name, &Client::default())
+                .await
+                .map_err(no_user(&name))?;
+            let username = parse_username(&name)?;
             out.message(
-                &format!("revoked {} session(s) of {}", revoked.len(), user.username),
-                json!({ "revoked": revoked.len() }),
+                &format!("revoked {revoked} session(s) of {username}"),
+                json!({ "revoked": revoked }),
             )?;
         }
         SessionCmd::Revoke { all: true, .. } => {
-            let mut total = 0;
-            for user in manager.store().list_users().await? {
-                let revoked = manager.revoke_user(&user.id, None).await?;
-                if !revoked.is_empty() {
-                    total += revoked.len();
-                    audit(
-                        manager,
-                        AuditEvent::new(AuditKind::SessionsRevoked, "cli")
-                            .user(Some(&user.id), &user.username)
-                            .detail(format!("every session of every user: {}", revoked.len())),
-                    )
-                    .await;
-                }
-            }
+            let total = service.revoke_everyone(cli).await?;
             out.message(&format!("revoked {total} session(s)"), json!({ "revoked": total }))?;
         }
         SessionCmd::Revoke { .. } => bail!("name a session id, --user NAME or --all"),
@@ -477,26 +410,12 @@ async fn session(manager: &SessionManager, out: &Output, cmd: SessionCmd) -> any
     Ok(())
 }
 
-async fn keys(
-    store: &Arc<dyn cloakroom_core::Store>,
-    config: &Config,
-    manager: &SessionManager,
-    out: &Output,
-    cmd: KeysCmd,
-) -> anyhow::Result<()> {
-    let grants = crate::grants::grants(store, config)?.ok_or_else(|| {
-        anyhow::anyhow!("grants are off: set grant_key (CLOAKROOM_GRANT_KEY) for this store")
-    })?;
+async fn keys(service: &Service, out: &Output, cmd: KeysCmd) -> anyhow::Result<()> {
+    let cli = &Actor::Cli;
     let now = Timestamp::now();
     match cmd {
         KeysCmd::Rotate => {
-            grants.issuer.ensure_key(now).await?;
-            let key = grants.issuer.rotate(now).await?;
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::SigningKeyRotated, "cli").detail(key.id.clone()),
-            )
-            .await;
+            let key = service.rotate_signing_key(cli).await?;
             out.message(
                 &format!(
                     "new grant-signing key {} signs from {}; the previous keys verify until their grants expire",
@@ -506,8 +425,7 @@ async fn keys(
             )?;
         }
         KeysCmd::List => {
-            grants.issuer.ensure_key(now).await?;
-            let keys = store.signing_keys().await?;
+            let keys = service.signing_keys(cli).await?;
             if out.json {
                 let keys: Vec<_> = keys
                     .iter()
@@ -550,31 +468,11 @@ async fn keys(
     Ok(())
 }
 
-async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyhow::Result<()> {
-    let store = manager.store();
+async fn apikey(service: &Service, out: &Output, cmd: ApikeyCmd) -> anyhow::Result<()> {
+    let cli = &Actor::Cli;
     match cmd {
         ApikeyCmd::Create { name } => {
-            if name.is_empty()
-                || name.len() > 64
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                bail!("an API key name is 1 to 64 characters from A-Z a-z 0-9 - _ .");
-            }
-            let key = Token::generate(SecretKind::ApiKey)?;
-            let created = store
-                .create_api_key(&name, &key.hash(), Timestamp::now())
-                .await
-                .map_err(|e| match e {
-                    cloakroom_core::StoreError::Conflict { .. } => {
-                        anyhow::anyhow!("an API key named {name} already exists")
-                    }
-                    other => other.into(),
-                })?;
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::ApiKeyCreated, "cli").detail(format!("apikey:{name}")),
-            )
-            .await;
+            let (created, key) = service.create_api_key(cli, &name).await?;
             if out.json {
                 out.line(
                     &json!({ "name": created.name, "created_at": created.created_at, "key": key.expose() })
@@ -588,7 +486,7 @@ async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyho
             }
         }
         ApikeyCmd::List => {
-            let keys = store.list_api_keys().await?;
+            let keys = service.api_keys(cli).await?;
             if out.json {
                 out.line(&json!({ "api_keys": keys }).to_string())?;
             } else {
@@ -599,14 +497,10 @@ async fn apikey(manager: &SessionManager, out: &Output, cmd: ApikeyCmd) -> anyho
             }
         }
         ApikeyCmd::Revoke { name } => {
-            if !store.revoke_api_key(&name).await? {
-                bail!("no API key named {name}");
-            }
-            audit(
-                manager,
-                AuditEvent::new(AuditKind::ApiKeyRevoked, "cli").detail(format!("apikey:{name}")),
-            )
-            .await;
+            service.revoke_api_key(cli, &name).await.map_err(|e| match e {
+                DomainError::NotFound(_) => anyhow::anyhow!("no API key named {name}"),
+                other => other.into(),
+            })?;
             out.message(&format!("revoked API key {name}"), json!({ "revoked": name }))?;
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cloakroom_core::grants::GrantFailure;
 use cloakroom_core::{Error, StoreError};
+use cloakroom_service::DomainError;
 use serde_json::json;
 
 /// An error response.
@@ -158,29 +158,35 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+/// The one status map: every domain outcome a use case can refuse with, as the contract's status
+/// and code. Internals are logged here and answered without detail.
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
         match e {
-            StoreError::Conflict { what } => ApiError::conflict(format!("{what} already exists")),
-            StoreError::NotFound { what } => ApiError::not_found(format!("{what} not found")),
-            other => {
+            DomainError::InvalidCredentials => ApiError::invalid_credentials(),
+            DomainError::WrongCurrentPassword => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "the current password is wrong",
+            ),
+            DomainError::Throttled { retry_after } => ApiError::rate_limited(retry_after),
+            DomainError::Unauthenticated => ApiError::unauthenticated(),
+            DomainError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            DomainError::Conflict(m) => ApiError::conflict(m),
+            DomainError::Invalid(m) => ApiError::invalid(m),
+            DomainError::Forbidden(m) => ApiError::forbidden(m),
+            // 409: the request is well-formed and allowed in general; it conflicts with who makes
+            // it (the account it would disable is the caller's own).
+            DomainError::SelfDisable => ApiError::conflict(e.to_string()),
+            DomainError::VersionMismatch => ApiError::precondition_failed(),
+            DomainError::TooLarge(m) => ApiError::payload_too_large(m),
+            DomainError::GrantsOff => ApiError::grants_off(),
+            DomainError::InvalidGrant(m) => ApiError::invalid_grant(m),
+            DomainError::GrantAlreadyUsed => ApiError::grant_already_used(),
+            DomainError::Store(other) => {
                 tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failure");
                 ApiError::store_unavailable()
             }
-        }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Store(s) => s.into(),
-            Error::Policy(p) => ApiError::invalid(p.to_string()),
-            Error::Name { .. } => ApiError::invalid(e.to_string()),
-            Error::UnknownUser => ApiError::not_found("user not found"),
-            // 409: the request is well-formed and allowed in general; it conflicts with who makes
-            // it (the account it would disable is the caller's own).
-            Error::SelfDisable => ApiError::conflict("you cannot disable your own account"),
             other => {
                 tracing::error!(error = %other, "internal failure");
                 ApiError::internal()
@@ -189,19 +195,15 @@ impl From<Error> for ApiError {
     }
 }
 
-impl From<GrantFailure> for ApiError {
-    fn from(e: GrantFailure) -> Self {
-        match e {
-            GrantFailure::Store(s) => s.into(),
-            GrantFailure::Request(m) => ApiError::invalid(m),
-            GrantFailure::Invalid(g) => ApiError::invalid_grant(g.to_string()),
-            GrantFailure::Revoked => ApiError::invalid_grant("grant revoked"),
-            GrantFailure::AlreadyUsed => ApiError::grant_already_used(),
-            other => {
-                tracing::error!(error = %other, "grant failure");
-                ApiError::internal()
-            }
-        }
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        DomainError::from(e).into()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        DomainError::from(e).into()
     }
 }
 

@@ -1,4 +1,4 @@
-//! Extractors: who is calling ([`Caller`], [`Service`]), from where ([`Client`]), and request
+//! Extractors: who is calling ([`Caller`], [`Operator`]), from where ([`Client`]), and request
 //! bodies, paths and queries whose rejections become the contract's error bodies.
 //!
 //! CSRF defence for cookie-authenticated state changes, in order: an `Origin` header, when
@@ -16,10 +16,11 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cloakroom_core::ActiveSession;
 use cloakroom_core::audit::{AuditEvent, AuditKind};
-use cloakroom_core::manager::{Actor, Checked, ClientInfo};
+use cloakroom_core::manager::Checked;
 use cloakroom_core::token::{SecretKind, Token};
-use cloakroom_core::{ActiveSession, Role, UserId};
+use cloakroom_service::Actor;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Config, TrustedProxies};
@@ -27,6 +28,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use cloakroom_axum::request::{Via, find_cookie, is_unsafe};
+pub use cloakroom_axum::resolve::{Audience, Intent};
+use cloakroom_axum::resolve::{Refusal, Resolved, Rules, resolve};
 pub use exact_json::ExactJson;
 
 mod exact_json;
@@ -136,78 +139,48 @@ impl Caller {
     /// The caller, `None` when the request has no valid session; CSRF, origin and store failures
     /// are still errors.
     /// A session scoped to one service (traded for a grant) is no session for Cloakroom's own
-    /// endpoints: only [`ForwardedCaller`] and the service API's validation accept it, for its
-    /// audience.
+    /// endpoints: only the forward-auth check and the service API's validation accept it, for
+    /// its audience.
     pub async fn optional(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
-        let intent = if is_unsafe(&parts.method) { Intent::Write } else { Intent::Read };
-        let caller = Self::optional_for(parts, state, intent, true).await?;
-        Ok(caller.filter(|c| c.session.valid_for(None)))
+        let intent = Intent::of(&parts.method);
+        Self::optional_for(parts, state, intent, Audience::For(None), true).await
     }
 
     /// [`Caller::optional`] for a request with the given `intent` (the CSRF and Origin rules
-    /// apply to cookie callers that write). With `rotate`, a cookie whose token predates a
-    /// privilege change gets a new token in this response; only where the response reaches the
-    /// browser.
+    /// apply to cookie callers that write) and `audience`, through the one resolver shared with
+    /// `cloakroom-axum` ([`cloakroom_axum::resolve`]). With `rotate`, a cookie whose token
+    /// predates a privilege change gets a new token in this response; only where the response
+    /// reaches the browser.
     pub async fn optional_for(
         parts: &Parts,
         state: &AppState,
         intent: Intent,
+        audience: Audience<'_>,
         rotate: bool,
     ) -> Result<Option<Caller>, ApiError> {
-        let Some((token, via)) = credential(&parts.headers, &state.config.cookie_name)? else {
-            return Ok(None);
+        let config = &state.config;
+        let rules = Rules {
+            cookie_name: &config.cookie_name,
+            allowed_origins: &config.allowed_origins,
+            own_origins: config.own_origins(),
+            audience,
         };
-        let cookie_write = via == Via::Cookie && intent != Intent::Read;
-        // `Origin: null` with `Sec-Fetch-Site: same-origin` is an app page under
-        // `Referrer-Policy: no-referrer` (a page with an opaque origin is always `cross-site`).
-        let null_same_origin = intent == Intent::ForwardedWrite
-            && cloakroom_axum::request::null_origin_same_origin(&parts.headers);
-        if cookie_write
-            && !null_same_origin
-            && let Err(e) = check_origin(&parts.headers, &state.config)
-        {
-            refused(parts, "origin_mismatch", "the Origin (or Sec-Fetch-Site) is not allowed");
-            return Err(e);
-        }
-        let Some(Checked { token, session }) = state.manager.check(token).await? else {
-            return Ok(None);
-        };
-        if cookie_write {
-            // A header that is there but no text counts as a wrong token, not as none.
-            let presented = match parts.headers.get(cloakroom_axum::request::X_CSRF_TOKEN) {
-                Some(v) => Some(v.to_str().unwrap_or("\u{fffd}")),
-                None => parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str()),
-            };
-            let vouched = match presented {
-                Some(p) if session.csrf_matches(p) => true,
-                Some(_) => {
-                    refused(parts, "csrf_failed", "a CSRF token that is not the session's");
-                    false
-                }
-                // A form behind forward-auth cannot send the header, and the proxy does not
-                // forward its body: the browser's own signals stand in for the token there.
-                None if intent == Intent::ForwardedWrite => {
-                    // The guarded app's own origin only: another allowed origin (an SPA, a
-                    // marketing site) may write with the token, not by the browser's word.
-                    let same = null_same_origin
-                        || cloakroom_axum::request::browser_says_same_origin(
-                            &parts.headers,
-                            state.config.own_origins(),
-                        );
-                    if !same {
-                        refused(parts, "csrf_failed", "no CSRF token and no same-origin signal");
-                    }
-                    same
-                }
-                None => {
-                    refused(parts, "csrf_failed", "no CSRF token");
-                    false
-                }
-            };
-            if !vouched {
+        let form = parts.extensions.get::<FormCsrfToken>().map(|t| t.0.as_str());
+        let resolved = match resolve(&state.manager, &parts.headers, form, intent, &rules).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(Refusal::BadAuthorization) => return Err(ApiError::unauthenticated()),
+            Err(Refusal::Origin(reason)) => {
+                refused(parts, "origin_mismatch", reason);
+                return Err(ApiError::origin_mismatch());
+            }
+            Err(Refusal::Csrf(reason)) => {
+                refused(parts, "csrf_failed", reason);
                 return Err(ApiError::csrf_failed());
             }
-        }
+            Err(Refusal::Store(e)) => return Err(e.into()),
+        };
+        let Resolved { checked: Checked { token, session }, via } = resolved;
         if let Some(seen) = parts.extensions.get::<SessionSeen>() {
             let _ = seen.0.set(session.session_id_text().as_str().to_owned());
         }
@@ -238,7 +211,7 @@ impl Caller {
             slot.put(state.session_cookie(&token.expose()));
         }
         let event = AuditEvent::new(AuditKind::SessionRotated, "system").of_session(&session);
-        state.audit(event.detail("privileges changed")).await;
+        state.service.audit(event.detail("privileges changed")).await;
         self.session = session;
         self.token = token;
         Ok(())
@@ -279,19 +252,6 @@ fn refused(parts: &Parts, code: &'static str, reason: &'static str) {
 #[derive(Clone, Debug, Default)]
 pub struct SessionSeen(pub Arc<std::sync::OnceLock<String>>);
 
-/// What a request is about to do, for the CSRF rules of cookie callers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Intent {
-    /// Reads only: no CSRF rule.
-    Read,
-    /// Changes state, asked of Cloakroom directly: an allowed origin and the CSRF token.
-    Write,
-    /// Changes state behind a forward-auth proxy (the check of a guarded `POST`): an allowed
-    /// origin, and the CSRF token or, without one, the browser's word that the request comes
-    /// from the same origin (`Sec-Fetch-Site`, or without Fetch Metadata an allowed `Origin`).
-    ForwardedWrite,
-}
-
 /// What a forward-auth proxy says of the method of the request it guards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardedMethod {
@@ -327,49 +287,28 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A caller of the service API: an API key, or an `admin` user's session (with CSRF for cookies).
+/// A caller of the service API: an API key, or an `admin` user's session (with CSRF for cookies),
+/// as the use cases' actor.
 #[derive(Clone, Debug)]
-pub struct Service {
-    /// For the audit log: `apikey:NAME` or `user:NAME`.
-    pub actor: String,
-    /// The admin's user id when a session (not an API key) calls: the domain's rules about
-    /// acting on one's own account apply to it.
-    pub user: Option<UserId>,
-}
+pub struct Operator(pub Actor);
 
-impl Service {
-    /// An admin's session as a service-API caller.
-    pub fn admin(session: &ActiveSession) -> Self {
-        Service { actor: format!("user:{}", session.username()), user: Some(session.user_id()) }
-    }
-
-    /// Who acts, for the domain.
-    pub fn as_actor(&self) -> Actor<'_> {
-        match &self.user {
-            Some(id) => Actor::User(id),
-            None => Actor::Operator,
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Service {
+impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(name) = api_key_name(parts, state).await? {
-            return Ok(Service { actor: format!("apikey:{name}"), user: None });
+        if let Some(actor) = api_key(parts, state).await? {
+            return Ok(Operator(actor));
         }
         let caller = Caller::from_request_parts(parts, state).await?;
-        if !caller.session.has_role(Role::ADMIN) {
-            return Err(ApiError::forbidden("the service API needs an API key or the admin role"));
-        }
-        Ok(Service::admin(&caller.session))
+        Actor::admin(&caller.session)
+            .map(Operator)
+            .map_err(|_| ApiError::forbidden("the service API needs an API key or the admin role"))
     }
 }
 
-/// The name of the API key the request presents as `Authorization: Bearer crk_…`; `None` when it
+/// The API key the request presents as `Authorization: Bearer crk_…`, as an actor; `None` when it
 /// presents none (a session, or nothing), 401 for a key that does not exist.
-pub async fn api_key_name(parts: &Parts, state: &AppState) -> Result<Option<String>, ApiError> {
+pub async fn api_key(parts: &Parts, state: &AppState) -> Result<Option<Actor>, ApiError> {
     let Some((token, Via::Bearer)) = credential(&parts.headers, &state.config.cookie_name)? else {
         return Ok(None);
     };
@@ -377,33 +316,15 @@ pub async fn api_key_name(parts: &Parts, state: &AppState) -> Result<Option<Stri
         return Ok(None);
     }
     let key = Token::parse(SecretKind::ApiKey, token).map_err(|_| ApiError::invalid_api_key())?;
-    match state.manager.store().api_key_by_hash(&key.hash()).await? {
-        Some(k) => Ok(Some(k.name)),
+    match state.service.api_key_actor(&key).await? {
+        Some(actor) => Ok(Some(actor)),
         None => Err(ApiError::invalid_api_key()),
     }
 }
 
 /// The client's address (the peer, or the forwarded address when the peer is a trusted proxy)
-/// and user agent.
-#[derive(Clone, Debug, Default)]
-pub struct Client {
-    /// Client IP.
-    pub ip: Option<IpAddr>,
-    /// User agent (at most 512 bytes are kept with a session).
-    pub user_agent: Option<String>,
-}
-
-impl Client {
-    /// As recorded with a session.
-    pub fn info(&self) -> ClientInfo {
-        ClientInfo { ip: self.ip.map(|ip| ip.to_string()), user_agent: self.user_agent.clone() }
-    }
-
-    /// The IP as text, for audit events.
-    pub fn ip_text(&self) -> Option<String> {
-        self.ip.map(|ip| ip.to_string())
-    }
-}
+/// and user agent: the use cases' [`Client`].
+pub use cloakroom_service::Client;
 
 impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;

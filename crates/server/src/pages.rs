@@ -1,11 +1,11 @@
 //! Server-rendered pages, usable without JavaScript: login, "your sessions", password change, an
 //! admin page, and the first-run setup. Every form that changes state carries the session's CSRF
 //! token as a `csrf_token` field and is checked like an API call (origin and token); the pages'
-//! actions call the API handlers themselves, so the rules, audit events and metrics are the same.
+//! actions call the same use cases as the API and the CLI (`cloakroom_service`), so the rules,
+//! audit events and metrics are the same.
 //! Templates (`templates/*.html`, minijinja, HTML auto-escaping) are compiled into the binary.
 
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Query, State};
@@ -13,19 +13,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cloakroom_core::password::Password;
-use cloakroom_core::{Role, Timestamp, Username};
+use cloakroom_core::Role;
+use cloakroom_service::{Actor, DomainError};
 use minijinja::{Environment, context};
 use serde::Deserialize;
-use subtle::ConstantTimeEq as _;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath, Caller, Client, Service};
-use crate::routes::{admin, auth, sessions};
+use crate::extract::{ApiPath, Audience, Caller, Client, Intent};
+use crate::routes::auth;
 use crate::state::AppState;
-
-/// How long the first-run setup link works.
-pub const SETUP_VALID_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// The page routes (merged into the app's router).
 pub fn router() -> Router<AppState> {
@@ -136,10 +132,6 @@ fn who(caller: Option<&Caller>) -> minijinja::Value {
         },
         None => context! {},
     }
-}
-
-fn admin_role() -> Vec<Role> {
-    Role::parse(Role::ADMIN).into_iter().collect()
 }
 
 /// Whether `next` stays on this origin: a path, not `//host` or `/\host`, no control characters.
@@ -289,18 +281,20 @@ async fn login_submit(
 }
 
 async fn logout(State(state): State<AppState>, parts: Parts) -> Response {
-    match auth::logout(State(state.clone()), parts).await {
-        Ok(api) => {
-            let mut r = go(&state, "/login");
-            for (name, value) in api.headers() {
-                if name == header::SET_COOKIE || name.as_str() == "clear-site-data" {
-                    r.headers_mut().append(name, value.clone());
-                }
-            }
-            r
-        }
-        Err(e) => error_page(&state, e, None),
+    // As `POST /v1/logout`: any live session the form presents ends, a scoped one too.
+    let ended =
+        match Caller::optional_for(&parts, &state, Intent::Write, Audience::Any, false).await {
+            Ok(Some(caller)) => state.service.log_out(&caller.session).await.map(|_| ()),
+            Ok(None) => Ok(()),
+            Err(e) => return error_page(&state, e, None),
+        };
+    if let Err(e) = ended {
+        return error_page(&state, e.into(), None);
     }
+    let mut r = go(&state, "/login");
+    r.headers_mut().append(header::SET_COOKIE, state.clear_cookie());
+    r.headers_mut().insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+    r
 }
 
 #[derive(Deserialize)]
@@ -325,9 +319,7 @@ async fn sessions_page(
     PageCaller(caller): PageCaller,
     Query(n): Query<Notice>,
 ) -> Response {
-    let user = caller.session.user_id();
-    let list = state.manager.store().list_sessions(Some(&user), Timestamp::now());
-    let list = match list.await {
+    let list = match state.service.sessions_of(&caller.session.user_id()).await {
         Ok(l) => l,
         Err(e) => return error_page(&state, e.into(), Some(&caller)),
     };
@@ -346,10 +338,9 @@ async fn revoke_one(
     client: Client,
     ApiPath(id): ApiPath<String>,
 ) -> Response {
-    let c = caller.clone();
-    match sessions::revoke(State(state.clone()), caller, client, ApiPath(id)).await {
-        Ok(_) => go(&state, "/account/sessions?done=revoked"),
-        Err(e) => error_page(&state, e, Some(&c)),
+    match state.service.revoke_session(&Actor::owner(&caller.session), &id, &client).await {
+        Ok(()) => go(&state, "/account/sessions?done=revoked"),
+        Err(e) => error_page(&state, e.into(), Some(&caller)),
     }
 }
 
@@ -358,10 +349,9 @@ async fn revoke_others(
     PageCaller(caller): PageCaller,
     client: Client,
 ) -> Response {
-    let c = caller.clone();
-    match sessions::revoke_others(State(state.clone()), caller, client).await {
+    match state.service.revoke_other_sessions(&caller.session, &client).await {
         Ok(_) => go(&state, "/account/sessions?done=others"),
-        Err(e) => error_page(&state, e, Some(&c)),
+        Err(e) => error_page(&state, e.into(), Some(&caller)),
     }
 }
 
@@ -390,36 +380,36 @@ async fn password_submit(
     let Ok(Form(form)) = form else {
         return error_page(&state, ApiError::invalid("expected the password form"), Some(&caller));
     };
-    let change = auth::PasswordChange {
-        current_password: form.current_password,
-        new_password: form.new_password,
-    };
-    let c = caller.clone();
-    match auth::change_password(State(state.clone()), client, caller, ApiJson(change)).await {
-        Ok(api) => {
-            // The session got a new token: pass its cookie on.
+    let changed = state
+        .service
+        .change_password(
+            &caller.session,
+            &caller.token,
+            &client,
+            form.current_password,
+            form.new_password,
+        )
+        .await;
+    match changed {
+        Ok(changed) => {
+            // The session got a new token: the cookie carries it.
             let mut r = go(&state, "/account/sessions?done=password");
-            for value in api.headers().get_all(header::SET_COOKIE) {
-                r.headers_mut().append(header::SET_COOKIE, value.clone());
-            }
+            r.headers_mut()
+                .append(header::SET_COOKIE, state.session_cookie(&changed.token.expose()));
             r
         }
         Err(e) => page_with_error(
             &state,
-            &e,
+            &e.into(),
             "password.html",
-            context! { title => "Change password", ..who(Some(&c)) },
+            context! { title => "Change password", ..who(Some(&caller)) },
         ),
     }
 }
 
-/// An admin for a page: the caller with the `admin` role, as a service-API caller.
-fn as_admin(caller: &Caller) -> Result<Service, ApiError> {
-    if caller.session.has_role(Role::ADMIN) {
-        Ok(Service::admin(&caller.session))
-    } else {
-        Err(ApiError::forbidden("this page needs the admin role"))
-    }
+/// An admin for a page: the caller with the `admin` role, as the use cases' actor.
+fn as_admin(caller: &Caller) -> Result<Actor, ApiError> {
+    Actor::admin(&caller.session).map_err(|_| ApiError::forbidden("this page needs the admin role"))
 }
 
 #[derive(Deserialize)]
@@ -433,25 +423,20 @@ async fn admin_page(
     PageCaller(caller): PageCaller,
     Query(q): Query<AdminQuery>,
 ) -> Response {
-    if let Err(e) = as_admin(&caller) {
-        return error_page(&state, e, Some(&caller));
-    }
+    let actor = match as_admin(&caller) {
+        Ok(a) => a,
+        Err(e) => return error_page(&state, e, Some(&caller)),
+    };
     let notice = notice_text(&Notice { done: q.done.clone() });
     let query = q.username.clone().unwrap_or_default();
     let mut error = None;
     let mut found = None;
     let mut rows = Vec::new();
     if let Some(name) = q.username.as_deref().filter(|n| !n.is_empty()) {
-        let user = match Username::parse(name) {
-            Ok(n) => state.manager.user(&n).await,
-            Err(_) => Ok(None),
-        };
-        match user {
-            Ok(Some(user)) => {
-                match state.manager.store().list_sessions(Some(&user.id), Timestamp::now()).await {
-                    Ok(list) => {
-                        rows = session_rows(&list, None);
-                    }
+        match state.service.user(name).await {
+            Ok(user) => {
+                match state.service.list_sessions(&actor, Some(name)).await {
+                    Ok(list) => rows = session_rows(&list, None),
                     Err(e) => return error_page(&state, e.into(), Some(&caller)),
                 }
                 found = Some(context! {
@@ -460,7 +445,7 @@ async fn admin_page(
                     disabled => user.disabled,
                 });
             }
-            Ok(None) => error = Some("No such user."),
+            Err(DomainError::NotFound(_)) => error = Some("No such user."),
             Err(e) => return error_page(&state, e.into(), Some(&caller)),
         }
     }
@@ -484,13 +469,13 @@ async fn admin_revoke(
     client: Client,
     ApiPath((username, id)): ApiPath<(String, String)>,
 ) -> Response {
-    let service = match as_admin(&caller) {
-        Ok(s) => s,
+    let actor = match as_admin(&caller) {
+        Ok(a) => a,
         Err(e) => return error_page(&state, e, Some(&caller)),
     };
-    match admin::revoke_session(State(state.clone()), service, client, ApiPath(id)).await {
-        Ok(_) => admin_back(&state, &username, "revoked"),
-        Err(e) => error_page(&state, e, Some(&caller)),
+    match state.service.revoke_session(&actor, &id, &client).await {
+        Ok(()) => admin_back(&state, &username, "revoked"),
+        Err(e) => error_page(&state, e.into(), Some(&caller)),
     }
 }
 
@@ -500,18 +485,14 @@ async fn set_disabled(
     username: String,
     disabled: bool,
 ) -> Response {
-    let service = match as_admin(&caller) {
-        Ok(s) => s,
+    let actor = match as_admin(&caller) {
+        Ok(a) => a,
         Err(e) => return error_page(&state, e, Some(&caller)),
     };
-    // Disabling one's own account is refused by the domain (`SessionManager::update_user`),
-    // for this page and the API alike.
-    let change = admin::PutUser { password: None, roles: None, disabled: Some(disabled) };
-    let put =
-        admin::put_user(State(state.clone()), service, ApiPath(username.clone()), ApiJson(change));
-    match put.await {
+    // Disabling one's own account is refused by the use case, for this page and the API alike.
+    match state.service.set_disabled(&actor, &username, disabled).await {
         Ok(_) => admin_back(&state, &username, if disabled { "disabled" } else { "enabled" }),
-        Err(e) => error_page(&state, e, Some(&caller)),
+        Err(e) => error_page(&state, e.into(), Some(&caller)),
     }
 }
 
@@ -531,33 +512,6 @@ async fn admin_enable(
     set_disabled(state, caller, username, false).await
 }
 
-/// The first-run setup token: made at start-up when the store has no user, printed once, valid
-/// for [`SETUP_VALID_FOR`], used once.
-pub struct SetupToken {
-    token: String,
-    until: Instant,
-}
-
-impl SetupToken {
-    /// A fresh token.
-    pub fn generate() -> Result<Self, cloakroom_core::token::RandomError> {
-        let mut bytes = [0u8; 32];
-        cloakroom_core::token::random_bytes(&mut bytes)?;
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        Ok(Self { token, until: Instant::now() + SETUP_VALID_FOR })
-    }
-
-    /// The token, for the link.
-    pub fn expose(&self) -> &str {
-        &self.token
-    }
-
-    pub(crate) fn matches(&self, presented: &str) -> bool {
-        Instant::now() < self.until && bool::from(self.token.as_bytes().ct_eq(presented.as_bytes()))
-    }
-}
-
 #[derive(Deserialize)]
 struct SetupQuery {
     token: Option<String>,
@@ -573,8 +527,13 @@ fn setup_refused(state: &AppState) -> Response {
     )
 }
 
+/// A refusal of the link itself, not of what was typed.
+fn setup_link_refused(e: &DomainError) -> bool {
+    matches!(e, DomainError::Forbidden(_))
+}
+
 async fn setup_page(State(state): State<AppState>, Query(q): Query<SetupQuery>) -> Response {
-    let ok = q.token.as_deref().is_some_and(|t| state.setup_matches(t));
+    let ok = q.token.as_deref().is_some_and(|t| state.service.setup_link_valid(t));
     if !ok {
         return setup_refused(&state);
     }
@@ -603,55 +562,21 @@ async fn setup_submit(
     if let Err(e) = crate::extract::check_origin(&headers, &state.config) {
         return error_page(&state, e, None);
     }
-    // Taken out of the state before anything else: a link works once, even for racing posts.
-    let Some(taken) = state.take_setup(&form.token) else { return setup_refused(&state) };
-    match state.manager.store().list_users().await {
-        Ok(users) if users.is_empty() => {}
-        Ok(_) => return setup_refused(&state),
-        Err(e) => {
-            state.restore_setup(taken);
-            return error_page(&state, e.into(), None);
-        }
-    }
-    let password = Password::new(form.password);
-    let created = match Username::parse(&form.username) {
-        Ok(name) => state
-            .manager
-            .create_user(name, Some(&password), admin_role())
-            .await
-            .map_err(ApiError::from),
-        Err(e) => Err(ApiError::invalid(format!("username: {e}"))),
-    };
-    let user = match created {
-        Ok(u) => u,
-        Err(e) => {
-            // Something the user can fix: the link stays usable.
-            state.restore_setup(taken);
-            let ctx = context! { title => "Set up", token => form.token };
-            return page_with_error(&state, &e, "setup.html", ctx);
-        }
-    };
-    state
-        .audit(
-            cloakroom_core::audit::AuditEvent::new(
-                cloakroom_core::audit::AuditKind::UserCreated,
-                "setup",
-            )
-            .user(Some(&user.id), &user.username)
-            .ip(client.ip_text())
-            .detail("first administrator, from the setup link"),
-        )
-        .await;
-    tracing::info!(username = %user.username, "first administrator created; the setup link is spent");
-    // Straight into their sessions page, logged in.
-    match state.manager.create(&user, client.info(), None).await {
+    let done = state.service.complete_setup(&form.token, &form.username, form.password, &client);
+    match done.await {
+        // Straight into their sessions page, logged in.
         Ok(issued) => {
             let mut r = go(&state, "/account/sessions");
             r.headers_mut()
                 .append(header::SET_COOKIE, state.session_cookie(&issued.token.expose()));
             r
         }
-        Err(_) => go(&state, "/login"),
+        Err(e) if setup_link_refused(&e) => setup_refused(&state),
+        Err(e) => {
+            // Something the user can fix: the link stays usable.
+            let ctx = context! { title => "Set up", token => form.token };
+            page_with_error(&state, &e.into(), "setup.html", ctx)
+        }
     }
 }
 

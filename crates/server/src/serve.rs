@@ -14,16 +14,11 @@ use cloakroom_store_postgres::PgStore;
 use cloakroom_store_redis::{RedisStore, redact};
 use cloakroom_store_sqlite::SqliteStore;
 
-use axum::http::Method;
 use hyper::body::Incoming;
 
 use crate::config::Config;
-use crate::routes::check;
 use crate::state::AppState;
 use crate::throttle::{Limits, Throttle};
-
-/// The forward-auth route, which [`serve_http`] answers before the router.
-const CHECK_ROUTE: &str = "/v1/auth/check";
 
 /// How to open a store.
 #[derive(Clone, Copy, Debug)]
@@ -181,14 +176,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         tokio::spawn(sweep(Arc::clone(&store)));
     }
     tokio::spawn(count_sessions(Arc::clone(&store)));
-    tracing::info!(listen = %bound, store = state.manager.store().kind(), "cloakroom listening");
+    tracing::info!(listen = %bound, store = state.service.store_kind(), "cloakroom listening");
     // A plain line on stdout too, for scripts and tests that start the binary on port 0.
     say(&format!("cloakroom listening on http://{bound}"));
     // First start on an empty store: a one-time link to create the first administrator. No
     // default account or password exists anywhere.
     if store.list_users().await.map(|u| u.is_empty()).unwrap_or(false) {
         let token = state.arm_setup()?;
-        let minutes = crate::pages::SETUP_VALID_FOR.as_secs() / 60;
+        let minutes = cloakroom_service::SETUP_VALID_FOR.as_secs() / 60;
         // Browsers keep `Secure` cookies over plain HTTP for `localhost` only.
         let origin = if state.config.origin_from_listen && bound.ip().is_loopback() {
             format!("http://localhost:{}", bound.port())
@@ -259,8 +254,8 @@ pub struct ServeLimits {
 ///
 /// `GET`/`HEAD /v1/auth/check` is answered before the router: it sits in front of every request
 /// of every app behind a forward-auth proxy, and the router's generic machinery (route matching,
-/// request extensions, boxed futures, the per-request layer) cost a tenth of its throughput. It
-/// runs the same [`check::answer`] as the routed handler and is counted and timed the same way.
+/// request extensions, boxed futures, the per-request layer) cost a tenth of its throughput. The
+/// fast path is the application's own ([`crate::app::App::check`]), which the tests drive too.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -272,8 +267,6 @@ async fn serve_http(
     use tower::ServiceExt as _;
 
     let app = crate::app::app(state.clone());
-    let check_route: Arc<str> = format!("{}{CHECK_ROUTE}", state.config.base_path).into();
-
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     let connections = Arc::new(Semaphore::new(limits.connections.max(1)));
@@ -300,64 +293,41 @@ async fn serve_http(
             },
             () = &mut stop => break,
         };
-        let both = Arc::new((
-            app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-            state.clone(),
-            Arc::clone(&bodies),
-            Arc::clone(&connections),
-            Arc::clone(&check_route),
-        ));
+        let both = Arc::new((app.clone(), Arc::clone(&bodies), Arc::clone(&connections)));
         let cap = limits.connections;
         let body_timeout = limits.body_timeout;
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let both = Arc::clone(&both);
             async move {
-                let (router, state, bodies, connections, check_route) = &*both;
-                let fast = matches!(*req.method(), Method::GET | Method::HEAD)
-                    && req.uri().path() == &**check_route;
-                if !fast {
-                    let req = if !crate::limits::has_body(&req) {
-                        req.map(axum::body::Body::new)
-                    } else {
-                        // A trusted proxy speaks for many clients: it gets the total, not one share.
-                        let slot = if state.config.trusted_proxies.contains(peer.ip()) {
-                            bodies.take_shared()
-                        } else {
-                            bodies.take(Some(peer.ip()))
-                        };
-                        let Some(slot) = slot else {
-                            return Ok(too_many_bodies(&state.config));
-                        };
-                        req.map(|body| {
-                            axum::body::Body::new(crate::limits::DeadlineBody::new(
-                                body,
-                                body_timeout,
-                                slot,
-                            ))
-                        })
-                    };
-                    let response = router.clone().oneshot(req).await?;
+                let (app, bodies, connections) = &*both;
+                let state = app.state();
+                if app.is_check(req.method(), req.uri().path()) {
+                    let (parts, _) = req.into_parts();
+                    let response = app.check(&parts).await;
                     return Ok(shed_when_full(response, connections, cap));
                 }
-                let start = std::time::Instant::now();
-                let (parts, _) = req.into_parts();
-                let response = check::answer(state, &parts).await;
-                crate::metrics::record_route(CHECK_ROUTE, start, response.status());
-                if state.config.access_log {
-                    let session = response
-                        .headers()
-                        .get("x-cloakroom-session-id")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    let status = response.status();
-                    crate::metrics::access_log(
-                        &parts.method,
-                        CHECK_ROUTE,
-                        status,
-                        start,
-                        session.as_ref(),
-                    );
-                }
+                let mut req = if !crate::limits::has_body(&req) {
+                    req.map(axum::body::Body::new)
+                } else {
+                    // A trusted proxy speaks for many clients: it gets the total, not one share.
+                    let slot = if state.config.trusted_proxies.contains(peer.ip()) {
+                        bodies.take_shared()
+                    } else {
+                        bodies.take(Some(peer.ip()))
+                    };
+                    let Some(slot) = slot else {
+                        return Ok(too_many_bodies(&state.config));
+                    };
+                    req.map(|body| {
+                        axum::body::Body::new(crate::limits::DeadlineBody::new(
+                            body,
+                            body_timeout,
+                            slot,
+                        ))
+                    })
+                };
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                let response = app.router().clone().oneshot(req).await?;
                 Ok::<_, std::convert::Infallible>(shed_when_full(response, connections, cap))
             }
         });

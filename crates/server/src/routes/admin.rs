@@ -5,40 +5,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use cloakroom_core::audit::{AuditEvent, AuditKind};
-use cloakroom_core::password::Password;
-use cloakroom_core::user::normalize_roles;
-use cloakroom_core::{Role, SessionId, Timestamp, User, Username};
+use cloakroom_core::manager::ClientInfo;
+use cloakroom_service::UserChanges;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, ExactJson, Service};
+use crate::error::ApiResult;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, ExactJson, Operator};
 use crate::routes::no_store;
-use crate::routes::session::DATA_LIMIT;
 use crate::state::AppState;
-
-fn username(text: &str) -> Result<Username, ApiError> {
-    Username::parse(text).map_err(|e| ApiError::invalid(format!("invalid username: {e}")))
-}
-
-async fn existing_user(state: &AppState, name: &str) -> Result<User, ApiError> {
-    // A name that cannot exist is simply not found.
-    let Ok(name) = Username::parse(name) else {
-        return Err(ApiError::not_found("user not found"));
-    };
-    state.manager.user(&name).await?.ok_or_else(|| ApiError::not_found("user not found"))
-}
-
-/// [`existing_user`] that is not disabled (403 otherwise): someone a session or grant may be
-/// made for.
-pub(crate) async fn active_user(state: &AppState, name: &str) -> Result<User, ApiError> {
-    let user = existing_user(state, name).await?;
-    if user.disabled {
-        return Err(ApiError::forbidden("the user is disabled"));
-    }
-    Ok(user)
-}
 
 /// `PUT /v1/admin/users/{username}` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -64,109 +39,14 @@ pub struct PutUser {
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn put_user(
     State(state): State<AppState>,
-    service: Service,
+    Operator(operator): Operator,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<PutUser>,
 ) -> ApiResult<Response> {
-    let name = username(&name)?;
-    let roles = req
-        .roles
-        .map(|rs| {
-            rs.iter()
-                .map(|r| {
-                    Role::parse(r)
-                        .map_err(|e| ApiError::invalid(format!("invalid role `{r}`: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
-    // The domain refuses too many roles as well; checked here first so that a refused request
-    // changes nothing (a new password would be set before the roles).
-    if let Some(rs) = &roles {
-        normalize_roles(rs.clone())
-            .map_err(|e| ApiError::invalid(format!("invalid roles: {e}")))?;
-    }
-    let password = req.password.map(Password::new);
-    if let Some(p) = &password {
-        p.check_policy().map_err(|e| ApiError::invalid(e.to_string()))?;
-    }
-    let actor = service.actor.as_str();
-    let (user, created) = match state.manager.user(&name).await? {
-        None => {
-            let user = state
-                .manager
-                .create_user(name.clone(), password.as_ref(), roles.clone().unwrap_or_default())
-                .await?;
-            state
-                .audit(
-                    AuditEvent::new(AuditKind::UserCreated, actor)
-                        .user(Some(&user.id), &user.username),
-                )
-                .await;
-            let user = if req.disabled == Some(true) {
-                apply_flags(&state, &service, &user, None, Some(true)).await?
-            } else {
-                user
-            };
-            (user, true)
-        }
-        Some(user) => {
-            let mut user = user;
-            if let Some(p) = &password {
-                let (updated, revoked) = state.manager.set_password(&user.id, p, None).await?;
-                state
-                    .audit(
-                        AuditEvent::new(AuditKind::PasswordChanged, actor)
-                            .user(Some(&user.id), &user.username)
-                            .detail(format!("{} session(s) revoked", revoked.len())),
-                    )
-                    .await;
-                metrics::counter!("cloakroom_revocations_total", "reason" => "password_changed")
-                    .increment(revoked.len() as u64);
-                user = updated;
-            }
-            if roles.is_some() || req.disabled.is_some() {
-                user = apply_flags(&state, &service, &user, roles, req.disabled).await?;
-            }
-            (user, false)
-        }
-    };
+    let changes = UserChanges { password: req.password, roles: req.roles, disabled: req.disabled };
+    let (user, created) = state.service.put_user(&operator, &name, changes).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(no_store((status, Json(json!({ "user": user })))))
-}
-
-/// Applies roles and the disabled flag, auditing what changed.
-async fn apply_flags(
-    state: &AppState,
-    service: &Service,
-    before: &User,
-    roles: Option<Vec<Role>>,
-    disabled: Option<bool>,
-) -> Result<User, ApiError> {
-    let (user, revoked) =
-        state.manager.update_user(service.as_actor(), &before.id, roles, disabled).await?;
-    let actor = service.actor.as_str();
-    if user.roles != before.roles {
-        let list = user.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",");
-        state
-            .audit(
-                AuditEvent::new(AuditKind::RolesChanged, actor)
-                    .user(Some(&user.id), &user.username)
-                    .detail(format!("roles: [{list}]")),
-            )
-            .await;
-    }
-    if user.disabled != before.disabled {
-        let kind = if user.disabled { AuditKind::UserDisabled } else { AuditKind::UserEnabled };
-        let mut e = AuditEvent::new(kind, actor).user(Some(&user.id), &user.username);
-        if user.disabled {
-            e = e.detail(format!("{} session(s) revoked", revoked.len()));
-            metrics::counter!("cloakroom_revocations_total", "reason" => "user_disabled")
-                .increment(revoked.len() as u64);
-        }
-        state.audit(e).await;
-    }
-    Ok(user)
 }
 
 /// `GET /v1/admin/users/{username}`.
@@ -180,10 +60,10 @@ async fn apply_flags(
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn get_user(
     State(state): State<AppState>,
-    _service: Service,
+    _operator: Operator,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let user = existing_user(&state, &name).await?;
+    let user = state.service.user(&name).await?;
     Ok(no_store(Json(json!({ "user": user }))))
 }
 
@@ -210,43 +90,12 @@ pub struct CreateSession {
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn create_session(
     State(state): State<AppState>,
-    service: Service,
+    Operator(operator): Operator,
     ExactJson(req): ExactJson<CreateSession>,
 ) -> ApiResult<Response> {
-    let user = active_user(&state, &req.username).await?;
-    if let Some(d) = &req.data {
-        if !d.is_object() {
-            return Err(ApiError::invalid("data must be a JSON object"));
-        }
-        if d.to_string().len() > DATA_LIMIT {
-            return Err(ApiError::payload_too_large("session data is limited to 16 KiB"));
-        }
-    }
-    if let Some(ip) = &req.ip
-        && ip.parse::<std::net::IpAddr>().is_err()
-    {
-        return Err(ApiError::invalid("ip must be an IP address"));
-    }
-    let client = cloakroom_core::manager::ClientInfo { ip: req.ip, user_agent: req.user_agent };
-    let issued = state.manager.create(&user, client, req.data).await?;
-    metrics::counter!("cloakroom_sessions_created_total", "how" => "service").increment(1);
-    state
-        .audit(
-            AuditEvent::new(AuditKind::SessionCreated, service.actor.as_str())
-                .user(Some(&user.id), &user.username)
-                .session(&issued.auth.session.id),
-        )
-        .await;
-    for id in &issued.evicted {
-        state
-            .audit(
-                AuditEvent::new(AuditKind::SessionEvicted, "system")
-                    .user(Some(&user.id), &user.username)
-                    .session(id)
-                    .detail("max_sessions_per_user"),
-            )
-            .await;
-    }
+    let client = ClientInfo { ip: req.ip, user_agent: req.user_agent };
+    let issued =
+        state.service.create_session_for(&operator, &req.username, client, req.data).await?;
     let body = json!({ "token": issued.token.expose(), "session": issued.auth.view(None) });
     Ok(no_store((StatusCode::CREATED, Json(body))))
 }
@@ -270,16 +119,10 @@ pub struct Validate {
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn validate(
     State(state): State<AppState>,
-    _service: Service,
+    Operator(operator): Operator,
     ApiJson(req): ApiJson<Validate>,
 ) -> ApiResult<Response> {
-    let session =
-        state.manager.authenticate(&req.token).await?.ok_or_else(ApiError::unauthenticated)?;
-    if !session.valid_for(req.audience.as_deref()) {
-        return Err(ApiError::unauthenticated());
-    }
-    // The check (cached) decides; the answer shows the whole record, read from the store.
-    let auth = state.manager.details(&session).await?.ok_or_else(ApiError::unauthenticated)?;
+    let auth = state.service.validate(&operator, &req.token, req.audience.as_deref()).await?;
     Ok(no_store(Json(json!({ "session": auth.view(None) }))))
 }
 
@@ -302,11 +145,10 @@ pub struct ListQuery {
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
-    _service: Service,
+    Operator(operator): Operator,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let user = existing_user(&state, &q.username).await?;
-    let all = state.manager.store().list_sessions(Some(&user.id), Timestamp::now()).await?;
+    let all = state.service.list_sessions(&operator, Some(&q.username)).await?;
     let views: Vec<_> = all.iter().map(|a| a.view(None)).collect();
     Ok(no_store(Json(json!({ "sessions": views }))))
 }
@@ -322,23 +164,11 @@ pub async fn list_sessions(
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_session(
     State(state): State<AppState>,
-    service: Service,
+    Operator(operator): Operator,
     client: Client,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let id = SessionId::parse(&id).ok_or_else(|| ApiError::not_found("session not found"))?;
-    let found = state.manager.store().session_by_id(&id, Timestamp::now()).await?;
-    if state.manager.revoke(&id).await?.is_none() {
-        return Err(ApiError::not_found("session not found"));
-    }
-    metrics::counter!("cloakroom_revocations_total", "reason" => "admin").increment(1);
-    let mut e = AuditEvent::new(AuditKind::SessionRevoked, service.actor.as_str())
-        .session(&id)
-        .ip(client.ip_text());
-    if let Some(a) = found {
-        e = e.user(Some(&a.user.id), &a.user.username);
-    }
-    state.audit(e.detail("revoked through the service API")).await;
+    state.service.revoke_session(&operator, &id, &client).await?;
     Ok(no_store(StatusCode::NO_CONTENT))
 }
 
@@ -353,21 +183,10 @@ pub async fn revoke_session(
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_user_sessions(
     State(state): State<AppState>,
-    service: Service,
+    Operator(operator): Operator,
     client: Client,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let user = existing_user(&state, &name).await?;
-    let revoked = state.manager.revoke_user(&user.id, None).await?;
-    metrics::counter!("cloakroom_revocations_total", "reason" => "admin")
-        .increment(revoked.len() as u64);
-    state
-        .audit(
-            AuditEvent::new(AuditKind::SessionsRevoked, service.actor.as_str())
-                .user(Some(&user.id), &user.username)
-                .ip(client.ip_text())
-                .detail(format!("all sessions: {}", revoked.len())),
-        )
-        .await;
-    Ok(no_store(Json(json!({ "revoked": revoked.len() }))))
+    let revoked = state.service.revoke_user_sessions(&operator, &name, &client).await?;
+    Ok(no_store(Json(json!({ "revoked": revoked }))))
 }

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, Caller, ForwardedMethod, Intent, forwarded_method, is_unsafe};
+use crate::extract::{
+    ApiQuery, Audience, Caller, ForwardedMethod, Intent, forwarded_method, is_unsafe,
+};
 use crate::state::AppState;
 
 // The answer's header names, made once (a name given as text is parsed on every insert).
@@ -74,8 +76,9 @@ async fn decide(state: &AppState, parts: &Parts) -> Response {
     };
     let outcome = match query {
         Ok(q) => {
-            let intent = intent(parts);
-            Caller::optional_for(parts, state, intent, false)
+            // A scoped session passes only the check of its own audience.
+            let audience = Audience::For(q.audience.as_deref());
+            Caller::optional_for(parts, state, intent(parts), audience, false)
                 .await
                 .and_then(|c| c.ok_or_else(ApiError::unauthenticated))
                 .and_then(|caller| allowed(caller, &q))
@@ -175,12 +178,8 @@ fn intent(parts: &Parts) -> Intent {
     }
 }
 
-/// The caller passes if its session counts for the asked audience and holds the asked role.
+/// The caller (whose session counts for the asked audience) passes if it holds the asked role.
 fn allowed(caller: Caller, q: &CheckQuery) -> Result<Caller, ApiError> {
-    if !caller.session.valid_for(q.audience.as_deref()) {
-        // A scoped session passes only the check of its own audience.
-        return Err(ApiError::unauthenticated());
-    }
     match q.role.as_deref() {
         Some(role) if !caller.session.has_role(role) => {
             Err(ApiError::forbidden("the session's user lacks the required role"))

@@ -12,23 +12,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cloakroom_core::Timestamp;
-use cloakroom_core::audit::{AuditEvent, AuditKind};
 use cloakroom_core::grants::GrantRequest;
-use cloakroom_core::manager::ClientInfo;
 use cloakroom_grant::Grant;
 use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::admin::active_user;
 use super::no_store;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Caller, Client, api_key_name};
+use crate::extract::{ApiJson, Caller, Client, api_key};
 use crate::grants::{FeedEvent, Grants};
 use crate::state::AppState;
-use crate::throttle::UserAction;
+use cloakroom_service::Actor;
 
 /// Default grant lifetime.
 const DEFAULT_TTL: u64 = 60;
@@ -37,23 +33,19 @@ fn grants(state: &AppState) -> Result<&Arc<Grants>, ApiError> {
     state.grants.as_ref().ok_or_else(ApiError::grants_off)
 }
 
-/// Who asks for a grant: a user's session (cookie with CSRF, or bearer), or an API key acting
-/// for a named user.
-pub enum Requester {
-    /// A logged-in user, for themself.
-    Session(Caller),
-    /// A service, by API key name.
-    Service(String),
-}
+/// Who asks for a grant: a user's session (cookie with CSRF, or bearer) as its owner, or an API
+/// key acting for a named user.
+pub struct Requester(pub Actor);
 
 impl FromRequestParts<AppState> for Requester {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(name) = api_key_name(parts, state).await? {
-            return Ok(Requester::Service(name));
+        if let Some(actor) = api_key(parts, state).await? {
+            return Ok(Requester(actor));
         }
-        Caller::from_request_parts(parts, state).await.map(Requester::Session)
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(Requester(Actor::owner(&caller.session)))
     }
 }
 
@@ -81,44 +73,16 @@ pub struct IssueBody {
         (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn issue(
     State(state): State<AppState>,
-    requester: Requester,
+    Requester(actor): Requester,
     ApiJson(body): ApiJson<IssueBody>,
 ) -> ApiResult<Response> {
-    let grants = grants(&state)?;
-    let (user, actor) = match requester {
-        Requester::Session(caller) => {
-            if body.username.is_some() {
-                return Err(ApiError::invalid("username is for API-key callers only"));
-            }
-            (active_user(&state, caller.session.username()).await?, "self".to_owned())
-        }
-        Requester::Service(name) => {
-            let username = body
-                .username
-                .as_deref()
-                .ok_or_else(|| ApiError::invalid("username is required"))?;
-            (active_user(&state, username).await?, format!("apikey:{name}"))
-        }
-    };
-    if let Err(wait) = state.throttle.user_action(UserAction::GrantIssue, &user.id).await? {
-        return Err(ApiError::rate_limited(wait));
-    }
-    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL);
     let req = GrantRequest {
         audience: body.audience,
         action: body.action,
         resource: body.resource,
-        ttl: Duration::from_secs(ttl),
+        ttl: Duration::from_secs(body.ttl_seconds.unwrap_or(DEFAULT_TTL)),
     };
-    let issued = grants.issuer.issue(&user, &req).await?;
-    metrics::counter!("cloakroom_grants_issued_total").increment(1);
-    state
-        .audit(
-            AuditEvent::new(AuditKind::GrantIssued, actor)
-                .user(Some(&user.id), &user.username)
-                .detail(format!("{} for {}", issued.id, req.audience)),
-        )
-        .await;
+    let (issued, _) = state.service.issue_grant(&actor, body.username.as_deref(), &req).await?;
     let body = json!({ "token": issued.token, "id": issued.id, "expires_at": issued.expires_at });
     Ok(no_store((StatusCode::CREATED, Json(body))))
 }
@@ -156,10 +120,7 @@ pub async fn redeem(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RedeemBody>,
 ) -> ApiResult<Response> {
-    let grants = grants(&state)?;
-    let grant = grants.issuer.redeem(&body.token, &body.audience).await?;
-    metrics::counter!("cloakroom_grants_redeemed_total", "how" => "redeem").increment(1);
-    audit_use(&state, &grant, AuditKind::GrantRedeemed, None).await;
+    let grant = state.service.redeem_grant(&body.token, &body.audience).await?;
     Ok(no_store(Json(claims_json(&grant))))
 }
 
@@ -177,37 +138,9 @@ pub async fn exchange(
     client: Client,
     ApiJson(body): ApiJson<RedeemBody>,
 ) -> ApiResult<Response> {
-    let grants = grants(&state)?;
-    let grant = grants.issuer.redeem(&body.token, &body.audience).await?;
-    // The user as of now: one disabled since the grant was issued gets nothing.
-    let user = match active_user(&state, &grant.claims.username).await {
-        Ok(u) if u.id.as_str() == grant.claims.sub => u,
-        Ok(_) | Err(_) => return Err(ApiError::invalid_grant("the grant's user is not active")),
-    };
-    let client: ClientInfo = client.info();
-    let issued =
-        state.manager.create_scoped(&user, client, None, Some(grant.claims.aud.clone())).await?;
-    metrics::counter!("cloakroom_grants_redeemed_total", "how" => "exchange").increment(1);
-    audit_use(&state, &grant, AuditKind::GrantExchanged, Some(&issued.auth.session.id)).await;
+    let issued = state.service.exchange_grant(&body.token, &body.audience, &client).await?;
     let body = json!({ "token": issued.token.expose(), "session": issued.auth.view(None) });
     Ok(no_store((StatusCode::CREATED, Json(body))))
-}
-
-async fn audit_use(
-    state: &AppState,
-    grant: &Grant,
-    kind: AuditKind,
-    session: Option<&cloakroom_core::SessionId>,
-) {
-    let user = cloakroom_core::UserId::parse(&grant.claims.sub);
-    let Ok(name) = cloakroom_core::Username::parse(&grant.claims.username) else { return };
-    let mut event = AuditEvent::new(kind, "grant")
-        .user(user.as_ref(), &name)
-        .detail(format!("{} for {}", grant.claims.jti, grant.claims.aud));
-    if let Some(s) = session {
-        event = event.session(s);
-    }
-    state.audit(event).await;
 }
 
 /// `GET /v1/keys` → `{keys: [{id, paserk, created_at, active_from, retired_at}]}`: every key a
@@ -217,8 +150,7 @@ async fn audit_use(
         (status = 200, description = "Verification keys as PASERK", body = crate::openapi::KeysResponse),
         (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn keys(State(state): State<AppState>) -> ApiResult<Response> {
-    let grants = grants(&state)?;
-    let keys = grants.issuer.published(Timestamp::now()).await?;
+    let keys = state.service.published_keys().await?;
     let keys: Vec<_> = keys
         .iter()
         .map(|k| {

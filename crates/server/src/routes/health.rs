@@ -22,9 +22,10 @@ pub async fn healthz() -> Response {
         (status = 200, description = "The store answers", body = crate::openapi::Health),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.manager.store().ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "store": state.manager.store().kind() }))
-            .into_response(),
+    match state.service.ping().await {
+        Ok(()) => {
+            Json(json!({ "status": "ready", "store": state.service.store_kind() })).into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use cloakroom_core::session::DataWrite;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
@@ -12,7 +11,7 @@ use crate::routes::{no_store, session_body};
 use crate::state::AppState;
 
 /// Most bytes of session data.
-pub const DATA_LIMIT: usize = 16 * 1024;
+pub const DATA_LIMIT: usize = cloakroom_service::DATA_LIMIT;
 
 /// `GET /v1/session`.
 #[utoipa::path(get, path = "/v1/session", tag = "sessions",
@@ -22,9 +21,7 @@ pub const DATA_LIMIT: usize = 16 * 1024;
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     // Checks keep no client details in memory: this reads the whole record.
-    let auth =
-        state.manager.details(&caller.session).await?.ok_or_else(ApiError::unauthenticated)?;
-    Ok(session_body(&auth))
+    Ok(session_body(&state.service.session_details(&caller.session).await?))
 }
 
 fn etag(version: u64) -> HeaderValue {
@@ -39,12 +36,7 @@ fn etag(version: u64) -> HeaderValue {
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn get_data(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    let data = state
-        .manager
-        .store()
-        .session_data(&caller.session.session_id())
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
+    let data = state.service.session_data(&caller.session).await?;
     let mut r = no_store(axum::Json(data.value));
     r.headers_mut().insert(header::ETAG, etag(data.version));
     Ok(r)
@@ -85,26 +77,9 @@ pub async fn put_data(
     headers: HeaderMap,
     ExactJson(value): ExactJson<Value, DATA_LIMIT>,
 ) -> ApiResult<Response> {
-    if !value.is_object() {
-        return Err(ApiError::invalid("session data must be a JSON object"));
-    }
-    // The body was at most the limit; written compactly it may still grow (`1e2` is `100.0`).
-    if value.to_string().len() > DATA_LIMIT {
-        return Err(ApiError::payload_too_large("session data is limited to 16 KiB"));
-    }
     let expected = if_match(&headers)?;
-    match state
-        .manager
-        .store()
-        .put_session_data(&caller.session.session_id(), &value, expected)
-        .await?
-    {
-        DataWrite::Stored(version) => {
-            let mut r = no_store(StatusCode::NO_CONTENT);
-            r.headers_mut().insert(header::ETAG, etag(version));
-            Ok(r)
-        }
-        DataWrite::VersionMismatch(_) => Err(ApiError::precondition_failed()),
-        DataWrite::Gone => Err(ApiError::unauthenticated()),
-    }
+    let version = state.service.put_session_data(&caller.session, &value, expected).await?;
+    let mut r = no_store(StatusCode::NO_CONTENT);
+    r.headers_mut().insert(header::ETAG, etag(version));
+    Ok(r)
 }

@@ -4,11 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use cloakroom_core::audit::{AuditEvent, AuditKind};
-use cloakroom_core::{SessionId, Timestamp};
+use cloakroom_service::Actor;
 use serde_json::json;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiPath, Caller, Client};
 use crate::routes::no_store;
 use crate::state::AppState;
@@ -20,11 +19,7 @@ use crate::state::AppState;
         (status = 401, description = "unauthenticated", body = crate::openapi::ErrorBody),
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    let all = state
-        .manager
-        .store()
-        .list_sessions(Some(&caller.session.user_id()), Timestamp::now())
-        .await?;
+    let all = state.service.sessions_of(&caller.session.user_id()).await?;
     let current = caller.session.session_id();
     let views: Vec<_> = all.iter().map(|a| a.view(Some(a.session.id == current))).collect();
     Ok(no_store(Json(json!({ "sessions": views }))))
@@ -45,30 +40,7 @@ pub async fn revoke(
     client: Client,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let id = SessionId::parse(&id).ok_or_else(|| ApiError::not_found("session not found"))?;
-    let owned = state
-        .manager
-        .store()
-        .session_by_id(&id, Timestamp::now())
-        .await?
-        .is_some_and(|a| a.user.id == caller.session.user_id());
-    if !owned || state.manager.revoke(&id).await?.is_none() {
-        return Err(ApiError::not_found("session not found"));
-    }
-    metrics::counter!("cloakroom_revocations_total", "reason" => "user").increment(1);
-    state
-        .audit(
-            AuditEvent::new(AuditKind::SessionRevoked, "self")
-                .of_session(&caller.session)
-                .session(&id)
-                .ip(client.ip_text())
-                .detail(if id == caller.session.session_id() {
-                    "revoked own current session"
-                } else {
-                    "revoked by owner"
-                }),
-        )
-        .await;
+    state.service.revoke_session(&Actor::owner(&caller.session), &id, &client).await?;
     Ok(no_store(StatusCode::NO_CONTENT))
 }
 
@@ -84,17 +56,6 @@ pub async fn revoke_others(
     caller: Caller,
     client: Client,
 ) -> ApiResult<Response> {
-    let (user, current) = (caller.session.user_id(), caller.session.session_id());
-    let revoked = state.manager.revoke_user(&user, Some(&current)).await?;
-    metrics::counter!("cloakroom_revocations_total", "reason" => "revoke_others")
-        .increment(revoked.len() as u64);
-    state
-        .audit(
-            AuditEvent::new(AuditKind::SessionsRevoked, "self")
-                .of_session(&caller.session)
-                .ip(client.ip_text())
-                .detail(format!("revoke-others: {} session(s)", revoked.len())),
-        )
-        .await;
-    Ok(no_store(Json(json!({ "revoked": revoked.len() }))))
+    let revoked = state.service.revoke_other_sessions(&caller.session, &client).await?;
+    Ok(no_store(Json(json!({ "revoked": revoked }))))
 }

@@ -8,14 +8,13 @@ pub mod proxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use cloakroom_core::Role;
 use cloakroom_core::manager::Actor;
 use cloakroom_core::password::{Cost, Password};
-use cloakroom_core::token::{SecretKind, Token};
+use cloakroom_server::app::App;
 use cloakroom_server::config::{Config, RawConfig};
 use cloakroom_server::state::AppState;
 use cloakroom_store_sqlite::SqliteStore;
@@ -29,7 +28,7 @@ pub const ORIGIN: &str = "http://127.0.0.1:7878";
 pub struct Harness {
     pub state: AppState,
     pub store: SqliteStore,
-    pub app: Router,
+    pub app: App,
     _dir: tempfile::TempDir,
 }
 
@@ -113,13 +112,8 @@ impl Harness {
     }
 
     pub async fn api_key(&self) -> String {
-        let key = Token::generate(SecretKind::ApiKey).unwrap();
-        self.state
-            .manager
-            .store()
-            .create_api_key("test", &key.hash(), cloakroom_core::Timestamp::now())
-            .await
-            .unwrap();
+        let actor = cloakroom_service::Actor::Cli;
+        let (_, key) = self.state.service.create_api_key(&actor, "test").await.unwrap();
         key.expose()
     }
 

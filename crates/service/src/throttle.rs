@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloakroom_core::store::{EventId, Reservation};
-use cloakroom_core::{Store, StoreError, Timestamp};
+use cloakroom_core::{Store, StoreError, Timestamp, UserId};
 
 /// One limit: at most `max` failures in any `window`.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +140,7 @@ impl Throttle {
     pub async fn user_action(
         &self,
         action: UserAction,
-        user: &cloakroom_core::UserId,
+        user: &UserId,
     ) -> ThrottleResult<Result<(), Duration>> {
         let (name, limit) = match action {
             UserAction::GrantIssue => ("grant", self.limits.grant_issue),
