@@ -312,34 +312,27 @@ impl RawConfig {
         };
 
         let store = self.store.unwrap_or_else(|| "sqlite:./cloakroom.db".into());
-        let postgres = cloakroom_store_postgres::is_postgres_url(&store);
-        if !postgres
-            && !["sqlite:", "redis://", "rediss://", "redis+cluster://", "redis+sentinel://"]
-                .iter()
-                .any(|p| store.starts_with(p))
-        {
+        let Some(backend) = crate::stores::backend_for(&store) else {
             return Err(invalid(
                 "store",
                 format!(
-                    "unsupported store URL scheme `{}`; this build supports sqlite:PATH, redis://, rediss://, redis+cluster://, redis+sentinel://, postgres:// and postgresql://",
-                    scheme_of(&store)
+                    "unsupported store URL scheme `{}`; this build supports {}",
+                    scheme_of(&store),
+                    crate::stores::supported()
                 ),
             ));
-        }
-        if postgres {
-            cloakroom_store_postgres::Settings::parse(&store).map_err(|m| invalid("store", m))?;
-        }
+        };
+        (backend.check)(&store).map_err(|m| invalid("store", m))?;
         let store_listen = match self.store_listen {
             None => None,
-            Some(_) if !postgres => {
+            Some(_) if !backend.listens => {
                 return Err(invalid(
                     "store_listen",
                     "only a PostgreSQL store (postgres://) has a change listener to point elsewhere",
                 ));
             }
             Some(url) => {
-                cloakroom_store_postgres::Settings::parse(&url)
-                    .map_err(|m| invalid("store_listen", m))?;
+                (backend.check)(&url).map_err(|m| invalid("store_listen", m))?;
                 Some(url)
             }
         };

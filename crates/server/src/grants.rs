@@ -36,9 +36,9 @@ pub fn sealing_key(config: &Config) -> anyhow::Result<Option<SymmetricKey>> {
     if let Some(bytes) = &config.grant_key {
         return Ok(Some(SymmetricKey::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))?));
     }
-    let Some(path) = cloakroom_store_sqlite::name_of_url(&config.store)
-        .filter(|p| !p.is_empty() && !p.starts_with(':'))
-    else {
+    let local =
+        crate::stores::backend_for(&config.store).and_then(|b| (b.local_file)(&config.store));
+    let Some(path) = local else {
         return Ok(None);
     };
     let file = PathBuf::from(format!("{path}.grant-key"));

@@ -21,6 +21,7 @@ pub mod pages;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod stores;
 
 pub use cloakroom_service::throttle;
 

@@ -10,9 +10,6 @@ use cloakroom_core::manager::ManagerConfig;
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::ExpiryPolicy;
 use cloakroom_core::{SessionManager, Store, Timestamp};
-use cloakroom_store_postgres::PgStore;
-use cloakroom_store_redis::{RedisStore, redact};
-use cloakroom_store_sqlite::SqliteStore;
 
 use hyper::body::Incoming;
 
@@ -46,39 +43,16 @@ pub async fn open_store_with(
     listen: Option<&str>,
     open: Open,
 ) -> anyhow::Result<Arc<dyn Store>> {
-    if cloakroom_store_postgres::is_postgres_url(url) {
-        let store = PgStore::connect_with(url, listen, ca_pem).await.with_context(|| {
-            format!("connecting to the store {}", cloakroom_store_postgres::redact(url))
-        })?;
-        return Ok(Arc::new(store));
-    }
-    if url.starts_with("sqlite:") {
-        if let Some(path) = sqlite_file(url).filter(|p| !open.create && !p.exists()) {
-            anyhow::bail!(
-                "no store at {}: start `cloakroom serve` with this store first, name the right \
-                 one with --store (or CLOAKROOM_STORE), or pass --create to make a new one",
-                path.display()
-            );
-        }
-        let store =
-            SqliteStore::connect(url).await.with_context(|| format!("opening the store {url}"))?;
-        return Ok(Arc::new(store));
-    }
-    let redis = ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"];
-    if redis.iter().any(|p| url.starts_with(p)) {
-        let store = RedisStore::connect_with_ca(url, ca_pem)
-            .await
-            .with_context(|| format!("connecting to the store {}", redact(url)))?;
-        return Ok(Arc::new(store));
-    }
-    anyhow::bail!("unsupported store URL: {}", redact(url))
-}
-
-/// The file an embedded-store URL names (none for in-memory and `file:` URI names).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    cloakroom_store_sqlite::name_of_url(url)
-        .and_then(cloakroom_store_sqlite::file_of)
-        .map(std::path::PathBuf::from)
+    let Some(backend) = crate::stores::backend_for(url) else {
+        anyhow::bail!("unsupported store URL: {}", crate::stores::redact(url))
+    };
+    let target = crate::stores::Target {
+        url: url.to_owned(),
+        ca_pem: ca_pem.map(<[u8]>::to_vec),
+        listen: listen.map(str::to_owned),
+        create: open.create,
+    };
+    crate::stores::open(backend, target).await
 }
 
 /// The session manager the configuration describes, with Argon2id at the ASVS cost.
