@@ -179,41 +179,55 @@ pub enum DataWrite {
     Gone,
 }
 
-/// The session as the API shows it.
+/// The session as the API shows it (RFC 3339 UTC times).
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = SessionJson))]
 pub struct SessionView<'a> {
     /// `ses_…`
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: &'a SessionId,
     /// The owner.
     pub user: UserView<'a>,
     /// Login time.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub created_at: Timestamp,
     /// Last recorded use.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub last_seen_at: Timestamp,
     /// End unless used again.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub idle_expires_at: Timestamp,
     /// End however used.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub expires_at: Timestamp,
     /// Client IP at login.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ip: Option<&'a str>,
     /// Client user agent at login.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub user_agent: Option<&'a str>,
-    /// The one service the session is valid for (sessions traded for a grant only).
+    /// For a session traded for a grant: the one service it is valid for.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, required = false))]
     pub audience: Option<&'a str>,
     /// In lists: whether this is the caller's own session.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub current: Option<bool>,
 }
 
-/// The user inside a [`SessionView`].
+/// A session's user.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = SessionUser))]
 pub struct UserView<'a> {
     /// `usr_…`
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: &'a UserId,
     /// The username.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub username: &'a crate::user::Username,
     /// The roles.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub roles: &'a [crate::user::Role],
 }
 

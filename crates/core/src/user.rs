@@ -130,24 +130,31 @@ impl Serialize for Role {
 
 /// A user as the rest of the system sees it: never with a secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = UserJson))]
 pub struct User {
-    /// Stable id.
+    /// Stable id, `usr_…`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: UserId,
     /// Unique, lowercased.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub username: Username,
     /// Sorted, without duplicates.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub roles: Vec<Role>,
     /// A disabled user cannot log in and has no sessions.
     pub disabled: bool,
     /// Whether a password is set (users created for app-managed login may have none).
     pub has_password: bool,
     /// When the account was created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub created_at: Timestamp,
     /// When the account last changed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub updated_at: Timestamp,
     /// When the user's roles last changed: a cookie session whose token was issued before gets a
     /// new token on its next request.
     #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub privileges_changed_at: Timestamp,
 }
 

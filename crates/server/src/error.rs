@@ -8,7 +8,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom_core::{Error, StoreError};
 use cloakroom_service::DomainError;
-use serde_json::json;
 
 /// An error response.
 #[derive(Debug)]
@@ -209,7 +208,8 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let detail = crate::routes::bodies::ErrorDetail { code: self.code, message: &self.message };
+        let body = crate::routes::bodies::ErrorBody { error: detail };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

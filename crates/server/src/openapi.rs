@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 description of the HTTP API, served at `/v1/openapi.json`. Each operation is
-//! declared on its handler (`#[utoipa::path]` in `routes/`); the response bodies, which handlers
-//! build with `json!`, are described here. `tests/openapi.rs` checks the document against the
+//! declared on its handler (`#[utoipa::path]` in `routes/`); the response bodies are the very
+//! types the handlers serialize (`routes/bodies.rs`). `tests/openapi.rs` checks the document against the
 //! router, and `scripts/test` runs schemathesis against a live server with it.
 
 use axum::Json;
@@ -9,203 +9,32 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
 };
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::routes::{admin, auth, check, grants, health, session, sessions};
 
-/// `{"error":{"code","message"}}`.
-#[derive(ToSchema)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// The error inside [`ErrorBody`].
-#[derive(ToSchema)]
-pub struct ErrorDetail {
-    /// snake_case code (`unauthenticated`, `csrf_failed`, `grant_already_used`, …).
-    pub code: String,
-    /// Human text.
-    pub message: String,
-}
-
-/// A session's user.
-#[derive(ToSchema)]
-pub struct SessionUser {
-    /// `usr_…`
-    pub id: String,
-    /// Username.
-    pub username: String,
-    /// Roles.
-    pub roles: Vec<String>,
-}
-
-/// A session as the API shows it (RFC 3339 UTC times).
-#[derive(ToSchema)]
-pub struct SessionJson {
-    /// `ses_…`
-    pub id: String,
-    /// The owner.
-    pub user: SessionUser,
-    /// Login time.
-    pub created_at: String,
-    /// Last recorded use.
-    pub last_seen_at: String,
-    /// End unless used again.
-    pub idle_expires_at: String,
-    /// End however used.
-    pub expires_at: String,
-    /// Client IP at login.
-    pub ip: Option<String>,
-    /// Client user agent at login.
-    pub user_agent: Option<String>,
-    /// For a session traded for a grant: the one service it is valid for.
-    #[schema(required = false)]
-    pub audience: Option<String>,
-    /// In lists: the caller's own session.
-    #[schema(required = false)]
-    pub current: Option<bool>,
-}
-
-/// `{session, csrf_token}` (bearer callers of a password change also get `token`).
-#[derive(ToSchema)]
-pub struct SessionWithCsrf {
-    /// The session.
-    pub session: SessionJson,
-    /// The session's CSRF token, for `X-CSRF-Token` or a `csrf_token` form field.
-    pub csrf_token: String,
-    /// Only for bearer callers of `POST /v1/password`: the rotated token.
-    #[schema(required = false)]
-    pub token: Option<String>,
-}
-
-/// `{session}`.
-#[derive(ToSchema)]
-pub struct SessionOnly {
-    /// The session.
-    pub session: SessionJson,
-}
-
-/// `{token, session}`: a session made for a service, with its token (the one place a token is in
-/// a body).
-#[derive(ToSchema)]
-pub struct SessionWithToken {
-    /// `crs_…`
-    pub token: String,
-    /// The session.
-    pub session: SessionJson,
-}
-
-/// `{sessions}`, newest first.
-#[derive(ToSchema)]
-pub struct SessionList {
-    /// Sessions.
-    pub sessions: Vec<SessionJson>,
-}
-
-/// `{revoked}`: how many sessions were revoked.
-#[derive(ToSchema)]
-pub struct RevokedCount {
-    /// Count.
-    pub revoked: u64,
-}
-
-/// A user, without secrets.
-#[derive(ToSchema)]
-pub struct UserJson {
-    /// `usr_…`
-    pub id: String,
-    /// Username.
-    pub username: String,
-    /// Roles.
-    pub roles: Vec<String>,
-    /// Disabled users cannot log in and have no sessions.
-    pub disabled: bool,
-    /// Whether a password is set.
-    pub has_password: bool,
-    /// Creation time.
-    pub created_at: String,
-    /// Last change.
-    pub updated_at: String,
-}
-
-/// `{user}`.
-#[derive(ToSchema)]
-pub struct UserResponse {
-    /// The user.
-    pub user: UserJson,
-}
-
-/// `{token, id, expires_at}`.
-#[derive(ToSchema)]
-pub struct GrantIssued {
-    /// `v4.public.…`
-    pub token: String,
-    /// `grt_…`
-    pub id: String,
-    /// Expiry.
-    pub expires_at: String,
-}
-
-/// The grant's user.
-#[derive(ToSchema)]
-pub struct GrantUser {
-    /// `usr_…`
-    pub id: String,
-    /// Username at issue time.
-    pub username: String,
-}
-
-/// A redeemed grant's claims.
-#[derive(ToSchema)]
-pub struct GrantClaims {
-    /// `grt_…`
-    pub id: String,
-    /// The user.
-    pub user: GrantUser,
-    /// The service it is for.
-    pub audience: String,
-    /// What the user may do.
-    pub action: Option<String>,
-    /// On what.
-    pub resource: Option<String>,
-    /// Issue time.
-    pub issued_at: String,
-    /// Expiry.
-    pub expires_at: String,
-}
-
-/// A published verification key.
-#[derive(ToSchema)]
-pub struct KeyJson {
-    /// PASERK id, `k4.pid.…`.
-    pub id: String,
-    /// PASERK, `k4.public.…`.
-    pub paserk: String,
-    /// Creation time.
-    pub created_at: String,
-    /// When it signs from.
-    pub active_from: String,
-    /// When it stopped signing, if it did.
-    pub retired_at: Option<String>,
-}
-
-/// `{keys}`.
-#[derive(ToSchema)]
-pub struct KeysResponse {
-    /// The keys a valid grant may name.
-    pub keys: Vec<KeyJson>,
-}
-
-/// `{status}` (and the store kind when ready).
-#[derive(ToSchema)]
-pub struct Health {
-    /// `ok` or `ready`.
-    pub status: String,
-    /// Store kind (`sqlite`, `redis`).
-    #[schema(required = false)]
-    pub store: Option<String>,
-}
+// The bodies as the handlers' `#[utoipa::path]` attributes name them (the document needs no
+// lifetimes).
+use crate::routes::bodies;
+/// [`bodies::ErrorBody`].
+pub type ErrorBody = bodies::ErrorBody<'static>;
+/// [`bodies::SessionWithCsrf`].
+pub type SessionWithCsrf = bodies::SessionWithCsrf<'static>;
+/// [`bodies::SessionOnly`].
+pub type SessionOnly = bodies::SessionOnly<'static>;
+/// [`bodies::SessionWithToken`].
+pub type SessionWithToken = bodies::SessionWithToken<'static>;
+/// [`bodies::SessionList`].
+pub type SessionList = bodies::SessionList<'static>;
+/// [`bodies::UserResponse`].
+pub type UserResponse = bodies::UserResponse<'static>;
+/// [`bodies::GrantIssued`].
+pub type GrantIssued = bodies::GrantIssued<'static>;
+/// [`bodies::GrantClaims`].
+pub type GrantClaims = bodies::GrantClaims<'static>;
+/// [`bodies::KeysResponse`].
+pub type KeysResponse = bodies::KeysResponse<'static>;
+pub use bodies::{Health, RevokedCount};
 
 struct Security;
 

@@ -8,10 +8,13 @@ use axum::response::Response;
 use cloakroom_core::manager::ClientInfo;
 use cloakroom_service::UserChanges;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Client, ExactJson, Operator};
+use crate::routes::bodies::{
+    RevokedCount, SessionList, SessionOnly, SessionWithToken, UserResponse,
+};
 use crate::routes::no_store;
 use crate::state::AppState;
 
@@ -46,7 +49,7 @@ pub async fn put_user(
     let changes = UserChanges { password: req.password, roles: req.roles, disabled: req.disabled };
     let (user, created) = state.service.put_user(&operator, &name, changes).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(no_store((status, Json(json!({ "user": user })))))
+    Ok(no_store((status, Json(UserResponse { user: &user }))))
 }
 
 /// `GET /v1/admin/users/{username}`.
@@ -64,7 +67,7 @@ pub async fn get_user(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
     let user = state.service.user(&name).await?;
-    Ok(no_store(Json(json!({ "user": user }))))
+    Ok(no_store(Json(UserResponse { user: &user })))
 }
 
 /// `POST /v1/admin/sessions` body.
@@ -96,7 +99,7 @@ pub async fn create_session(
     let client = ClientInfo { ip: req.ip, user_agent: req.user_agent };
     let issued =
         state.service.create_session_for(&operator, &req.username, client, req.data).await?;
-    let body = json!({ "token": issued.token.expose(), "session": issued.auth.view(None) });
+    let body = SessionWithToken { token: issued.token.expose(), session: issued.auth.view(None) };
     Ok(no_store((StatusCode::CREATED, Json(body))))
 }
 
@@ -123,7 +126,7 @@ pub async fn validate(
     ApiJson(req): ApiJson<Validate>,
 ) -> ApiResult<Response> {
     let auth = state.service.validate(&operator, &req.token, req.audience.as_deref()).await?;
-    Ok(no_store(Json(json!({ "session": auth.view(None) }))))
+    Ok(no_store(Json(SessionOnly { session: auth.view(None) })))
 }
 
 /// Query of the session list.
@@ -150,7 +153,7 @@ pub async fn list_sessions(
 ) -> ApiResult<Response> {
     let all = state.service.list_sessions(&operator, Some(&q.username)).await?;
     let views: Vec<_> = all.iter().map(|a| a.view(None)).collect();
-    Ok(no_store(Json(json!({ "sessions": views }))))
+    Ok(no_store(Json(SessionList { sessions: views })))
 }
 
 /// `DELETE /v1/admin/sessions/{id}`.
@@ -188,5 +191,5 @@ pub async fn revoke_user_sessions(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
     let revoked = state.service.revoke_user_sessions(&operator, &name, &client).await?;
-    Ok(no_store(Json(json!({ "revoked": revoked }))))
+    Ok(no_store(Json(RevokedCount { revoked })))
 }

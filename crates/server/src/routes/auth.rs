@@ -125,13 +125,11 @@ pub async fn change_password(
         )
         .await?;
     let (auth, token) = (changed.session, changed.token);
-    let body = match caller.via {
-        Via::Cookie => {
-            serde_json::json!({ "session": auth.view(None), "csrf_token": auth.session.csrf.expose() })
-        }
-        Via::Bearer => serde_json::json!({
-            "session": auth.view(None), "csrf_token": auth.session.csrf.expose(), "token": token.expose()
-        }),
+    // Bearer callers hold the token themselves: they get the new one in the body.
+    let body = crate::routes::bodies::SessionWithCsrf {
+        session: auth.view(None),
+        csrf_token: auth.session.csrf.expose(),
+        token: (caller.via == Via::Bearer).then(|| token.expose()),
     };
     let mut response = no_store(axum::Json(body));
     if caller.via == Via::Cookie {

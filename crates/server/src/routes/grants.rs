@@ -6,6 +6,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::routes::bodies::{
+    GrantClaims, GrantIssued, GrantUser, KeyJson, KeysResponse, SessionWithToken,
+};
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -16,7 +19,6 @@ use cloakroom_core::grants::GrantRequest;
 use cloakroom_grant::Grant;
 use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::no_store;
@@ -83,7 +85,7 @@ pub async fn issue(
         ttl: Duration::from_secs(body.ttl_seconds.unwrap_or(DEFAULT_TTL)),
     };
     let (issued, _) = state.service.issue_grant(&actor, body.username.as_deref(), &req).await?;
-    let body = json!({ "token": issued.token, "id": issued.id, "expires_at": issued.expires_at });
+    let body = GrantIssued { token: &issued.token, id: &issued.id, expires_at: issued.expires_at };
     Ok(no_store((StatusCode::CREATED, Json(body))))
 }
 
@@ -95,17 +97,17 @@ pub struct RedeemBody {
     audience: String,
 }
 
-fn claims_json(grant: &Grant) -> serde_json::Value {
+fn claims_json(grant: &Grant) -> GrantClaims<'_> {
     let c = &grant.claims;
-    json!({
-        "id": c.jti,
-        "user": { "id": c.sub, "username": c.username },
-        "audience": c.aud,
-        "action": c.action,
-        "resource": c.resource,
-        "issued_at": c.iat,
-        "expires_at": c.exp,
-    })
+    GrantClaims {
+        id: &c.jti,
+        user: GrantUser { id: &c.sub, username: &c.username },
+        audience: &c.aud,
+        action: c.action.as_deref(),
+        resource: c.resource.as_deref(),
+        issued_at: &c.iat,
+        expires_at: &c.exp,
+    }
 }
 
 /// `POST /v1/grants/redeem` → 200 the claims, once; 409 `grant_already_used` after.
@@ -139,7 +141,7 @@ pub async fn exchange(
     ApiJson(body): ApiJson<RedeemBody>,
 ) -> ApiResult<Response> {
     let issued = state.service.exchange_grant(&body.token, &body.audience, &client).await?;
-    let body = json!({ "token": issued.token.expose(), "session": issued.auth.view(None) });
+    let body = SessionWithToken { token: issued.token.expose(), session: issued.auth.view(None) };
     Ok(no_store((StatusCode::CREATED, Json(body))))
 }
 
@@ -151,19 +153,17 @@ pub async fn exchange(
         (status = 503, description = "store_unavailable / grants_not_configured", body = crate::openapi::ErrorBody)))]
 pub async fn keys(State(state): State<AppState>) -> ApiResult<Response> {
     let keys = state.service.published_keys().await?;
-    let keys: Vec<_> = keys
+    let keys = keys
         .iter()
-        .map(|k| {
-            json!({
-                "id": k.id,
-                "paserk": k.public,
-                "created_at": k.created_at,
-                "active_from": k.active_from,
-                "retired_at": k.retired_at,
-            })
+        .map(|k| KeyJson {
+            id: &k.id,
+            paserk: &k.public,
+            created_at: k.created_at,
+            active_from: k.active_from,
+            retired_at: k.retired_at,
         })
         .collect();
-    let mut r = Json(json!({ "keys": keys })).into_response();
+    let mut r = Json(KeysResponse { keys }).into_response();
     // Public, but it changes at a rotation: verifiers must not keep a stale copy.
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)

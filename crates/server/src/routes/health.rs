@@ -1,10 +1,10 @@
 //! Liveness, readiness and metrics.
 
+use crate::routes::bodies::Health;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -13,7 +13,7 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
     responses((status = 200, description = "Alive", body = crate::openapi::Health)))]
 pub async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+    Json(Health { status: "ok", store: None }).into_response()
 }
 
 /// `GET /readyz`: the store answers.
@@ -23,9 +23,8 @@ pub async fn healthz() -> Response {
         (status = 503, description = "store_unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.service.ping().await {
-        Ok(()) => {
-            Json(json!({ "status": "ready", "store": state.service.store_kind() })).into_response()
-        }
+        Ok(()) => Json(Health { status: "ready", store: Some(state.service.store_kind()) })
+            .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

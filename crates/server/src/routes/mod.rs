@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bodies;
 pub mod check;
 pub mod grants;
 pub mod health;
@@ -12,7 +13,6 @@ use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use cloakroom_core::Authenticated;
-use serde_json::json;
 
 use crate::config::Config;
 
@@ -32,7 +32,8 @@ pub(crate) fn harden(headers: &mut HeaderMap, config: &Config) {
 
 /// `{session, csrf_token}` with `Cache-Control: no-store`.
 pub(crate) fn session_body(auth: &Authenticated) -> Response {
-    no_store(Json(json!({ "session": auth.view(None), "csrf_token": auth.session.csrf.expose() })))
+    let csrf_token = auth.session.csrf.expose();
+    no_store(Json(bodies::SessionWithCsrf { session: auth.view(None), csrf_token, token: None }))
 }
 
 /// Any response, with `Cache-Control: no-store`.

@@ -1,11 +1,11 @@
 //! The caller's sessions: list, revoke one, revoke all others.
 
+use crate::routes::bodies::{RevokedCount, SessionList};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use cloakroom_service::Actor;
-use serde_json::json;
 
 use crate::error::ApiResult;
 use crate::extract::{ApiPath, Caller, Client};
@@ -22,7 +22,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
     let all = state.service.sessions_of(&caller.session.user_id()).await?;
     let current = caller.session.session_id();
     let views: Vec<_> = all.iter().map(|a| a.view(Some(a.session.id == current))).collect();
-    Ok(no_store(Json(json!({ "sessions": views }))))
+    Ok(no_store(Json(SessionList { sessions: views })))
 }
 
 /// `DELETE /v1/sessions/{id}`: revokes one of the caller's sessions; 404 for anyone else's.
@@ -57,5 +57,5 @@ pub async fn revoke_others(
     client: Client,
 ) -> ApiResult<Response> {
     let revoked = state.service.revoke_other_sessions(&caller.session, &client).await?;
-    Ok(no_store(Json(json!({ "revoked": revoked }))))
+    Ok(no_store(Json(RevokedCount { revoked })))
 }
