@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::audit::{AuditEvent, AuditKind};
+use crate::error::StoreError;
 use crate::grant::{GrantRevocation as DomainRevocation, Revoked, SigningKeyRecord};
 use crate::id::{SessionId, UserId};
 use crate::store::StoreResult;
@@ -85,6 +86,12 @@ impl Kind {
             Kind::EventLogs => "event logs",
             Kind::Audit => "audit events",
         }
+    }
+
+    /// Whether which records its export holds depends on the time (`now`): sessions, grant
+    /// uses and revocations, and event logs do; the rest are exported whatever the time.
+    pub fn dated(self) -> bool {
+        matches!(self, Kind::Sessions | Kind::GrantUses | Kind::GrantRevocations | Kind::EventLogs)
     }
 
     /// The name programs read (`api_keys`).
@@ -488,6 +495,139 @@ impl Digest {
     pub fn checksum(&self) -> String {
         format!("{:032x}", self.sum)
     }
+}
+
+/// A row of a SQL store's export query, read by column name, so that one decoder
+/// ([`page_of_rows`]) serves every SQL store. Each kind's query selects the columns of that kind's
+/// record (named as its fields, with `csrf_token`, `public_key`, `sealed_secret` and an audit
+/// event's `ref` as the schemas name them), every one as text or an integer: flags as 0 or 1,
+/// hashes as lowercase hex, lists (roles, event times) as JSON arrays; and `cursor`, where the
+/// next page starts after the row, as text.
+pub trait Columns {
+    /// A text column, `None` when NULL.
+    fn maybe_text(&self, column: &str) -> StoreResult<Option<String>>;
+
+    /// An integer column, `None` when NULL.
+    fn maybe_int(&self, column: &str) -> StoreResult<Option<i64>>;
+
+    /// A text column that is never NULL.
+    fn text(&self, column: &str) -> StoreResult<String> {
+        self.maybe_text(column)?.ok_or(StoreError::Corrupt { what: "record field", source: None })
+    }
+
+    /// An integer column that is never NULL.
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        self.maybe_int(column)?.ok_or(StoreError::Corrupt { what: "record field", source: None })
+    }
+
+    /// A flag (an integer column, 0 or 1).
+    fn flag(&self, column: &str) -> StoreResult<bool> {
+        Ok(self.int(column)? != 0)
+    }
+
+    /// A list (a JSON array in a text column).
+    fn list<T: serde::de::DeserializeOwned>(&self, column: &str) -> StoreResult<Vec<T>>
+    where
+        Self: Sized,
+    {
+        serde_json::from_str(&self.text(column)?)
+            .map_err(|e| StoreError::Corrupt { what: "stored list", source: Some(e.into()) })
+    }
+}
+
+/// Appends the record `r` holds to `batch`, of its kind.
+fn push_row<R: Columns>(batch: &mut Batch, r: &R) -> StoreResult<()> {
+    match batch {
+        Batch::Users(all) => all.push(User {
+            id: r.text("id")?,
+            username: r.text("username")?,
+            password_hash: r.maybe_text("password_hash")?,
+            roles: r.list("roles")?,
+            disabled: r.flag("disabled")?,
+            created_at: r.int("created_at")?,
+            updated_at: r.int("updated_at")?,
+            privileges_changed_at: r.int("privileges_changed_at")?,
+        }),
+        Batch::Sessions(all) => all.push(Session {
+            id: r.text("id")?,
+            user_id: r.text("user_id")?,
+            token_hash: r.text("token_hash")?,
+            csrf: r.text("csrf_token")?,
+            created_at: r.int("created_at")?,
+            last_seen_at: r.int("last_seen_at")?,
+            token_issued_at: r.int("token_issued_at")?,
+            idle_expires_at: r.int("idle_expires_at")?,
+            expires_at: r.int("expires_at")?,
+            ip: r.maybe_text("ip")?,
+            user_agent: r.maybe_text("user_agent")?,
+            audience: r.maybe_text("audience")?,
+            data: r.text("data")?,
+            data_version: u64::try_from(r.int("data_version")?).unwrap_or(0),
+        }),
+        Batch::ApiKeys(all) => all.push(ApiKey {
+            name: r.text("name")?,
+            key_hash: r.text("key_hash")?,
+            created_at: r.int("created_at")?,
+        }),
+        Batch::SigningKeys(all) => all.push(SigningKey {
+            id: r.text("id")?,
+            public: r.text("public_key")?,
+            sealed: r.text("sealed_secret")?,
+            created_at: r.int("created_at")?,
+            active_from: r.int("active_from")?,
+            retired_at: r.maybe_int("retired_at")?,
+        }),
+        Batch::GrantUses(all) => {
+            all.push(GrantUse { id: r.text("id")?, expires_at: r.int("expires_at")? })
+        }
+        Batch::GrantRevocations(all) => all.push(GrantRevocation {
+            kind: match r.text("kind")?.as_str() {
+                "grant" => RevocationKind::Grant,
+                "user" => RevocationKind::User,
+                _ => return Err(StoreError::Corrupt { what: "grant revocation", source: None }),
+            },
+            subject: r.text("subject")?,
+            at: r.int("at")?,
+            until: r.int("until")?,
+        }),
+        Batch::EventLogs(all) => {
+            all.push(EventLog { key: r.text("key")?, events: r.list("events")? })
+        }
+        Batch::Audit(all) => all.push(Audit {
+            id: r.text("ref")?,
+            at: r.int("at")?,
+            kind: r.text("kind")?,
+            actor: r.text("actor")?,
+            user_id: r.maybe_text("user_id")?,
+            username: r.maybe_text("username")?,
+            session_id: r.maybe_text("session_id")?,
+            ip: r.maybe_text("ip")?,
+            detail: r.maybe_text("detail")?,
+        }),
+    }
+    Ok(())
+}
+
+/// The 32 bytes a record's hash field (`token_hash`, `key_hash`) spells, for a store that keeps
+/// bytes; [`StoreError::Corrupt`] unless it is 64 hex digits.
+pub fn hash_bytes(hex: &str) -> StoreResult<Vec<u8>> {
+    crate::token::TokenHash::from_hex(hex)
+        .map(|h| h.as_bytes().to_vec())
+        .ok_or(StoreError::Corrupt { what: "exported hash", source: None })
+}
+
+/// The page that `rows` of an export query of `kind` (at most `limit` of them) make: their
+/// records, and the last row's `cursor` when the page is full (more may follow).
+pub fn page_of_rows<R: Columns>(kind: Kind, rows: &[R], limit: usize) -> StoreResult<Page> {
+    let mut batch = Batch::empty(kind);
+    for row in rows {
+        push_row(&mut batch, row)?;
+    }
+    let next = match rows.last() {
+        Some(last) if rows.len() >= limit => Some(Cursor(last.text("cursor")?)),
+        _ => None,
+    };
+    Ok(Page { batch, next })
 }
 
 /// Export and import of a store's contents. Offered by a store through

@@ -1,5 +1,5 @@
 //! Export and import ([`Transfer`]). Pages go in primary-key order, the cursor being the last
-//! key. An imported batch is one transaction; the bulk kinds (sessions, audit events) are one
+//! key, read by the shared decoder ([`page_of_rows`]). An imported batch is one transaction; the bulk kinds (sessions, audit events) are one
 //! `INSERT … SELECT FROM UNNEST(…)` each, so that a page costs a round trip rather than one per
 //! row. Upserts leave a row alone when it already holds the record (`… WHERE (columns) IS
 //! DISTINCT FROM (new values)`), so the rows touched tell what was written.
@@ -8,11 +8,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cloakroom_core::export::{
-    self, Batch, Cursor, EVENT_RETENTION, Imported, Kind, Page, RevocationKind, Transfer,
+    self, Batch, Columns, Cursor, EVENT_RETENTION, Imported, Kind, Page, RevocationKind, Transfer,
+    hash_bytes, page_of_rows,
 };
 use cloakroom_core::grant::GrantRevocation as Revocation;
 use cloakroom_core::store::StoreResult;
-use cloakroom_core::{StoreError, Timestamp, TokenHash};
+use cloakroom_core::{StoreError, Timestamp};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row as _};
 
@@ -20,37 +21,31 @@ use crate::feed::announce;
 use crate::grants::insert_revocation;
 use crate::{PgStore, db_err, is_unique_violation};
 
-fn col<'r, T>(row: &'r PgRow, column: &str) -> StoreResult<T>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get(column).map_err(db_err)
+/// A row of an export query, for the shared decoder.
+struct Row<'r>(&'r PgRow);
+
+impl Columns for Row<'_> {
+    fn maybe_text(&self, column: &str) -> StoreResult<Option<String>> {
+        self.0.try_get(column).map_err(db_err)
+    }
+
+    fn maybe_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        self.0.try_get(column).map_err(db_err)
+    }
 }
 
-fn hash_hex(row: &PgRow, column: &str) -> StoreResult<String> {
-    let bytes: Vec<u8> = col(row, column)?;
-    TokenHash::from_slice(&bytes)
-        .map(|h| h.to_hex())
-        .ok_or(StoreError::Corrupt { what: "token hash", source: None })
-}
-
-fn hash_bytes(text: &str) -> StoreResult<Vec<u8>> {
-    TokenHash::from_hex(text)
-        .map(|h| h.as_bytes().to_vec())
-        .ok_or(StoreError::Corrupt { what: "imported token hash", source: None })
-}
-
-/// What each kind's export selects, in key order after `$1`, at most `$2` rows; `$3`, where
-/// the query has it, is the time before which nothing counts (now, or the oldest event kept).
+/// Each kind's export query: the rows after cursor `$1`, at most `$2`; `$3` (for the kinds
+/// whose export is [`Kind::dated`]) is the time before which nothing counts.
 fn export_query(kind: Kind) -> &'static str {
     match kind {
         Kind::Users => {
-            "SELECT id AS key, username, password_hash, roles, disabled, created_at, updated_at,
-                 privileges_changed_at
+            "SELECT id AS cursor, id, username, password_hash, array_to_json(roles)::text AS roles,
+                 disabled::int::bigint AS disabled, created_at, updated_at, privileges_changed_at
              FROM users WHERE id > $1 ORDER BY id LIMIT $2"
         }
         Kind::Sessions => {
-            "SELECT s.id AS key, s.user_id, s.token_hash, s.csrf_token, s.created_at,
+            "SELECT s.id AS cursor, s.id, s.user_id, encode(s.token_hash, 'hex') AS token_hash,
+                 s.csrf_token, s.created_at,
                  s.last_seen_at, s.token_issued_at, s.idle_expires_at, s.expires_at, s.ip,
                  s.user_agent, s.audience, s.data, s.data_version
              FROM sessions s JOIN users u ON u.id = s.user_id
@@ -58,123 +53,35 @@ fn export_query(kind: Kind) -> &'static str {
              ORDER BY s.id LIMIT $2"
         }
         Kind::ApiKeys => {
-            "SELECT name AS key, key_hash, created_at FROM api_keys WHERE name > $1
-             ORDER BY name LIMIT $2"
+            "SELECT name AS cursor, name, encode(key_hash, 'hex') AS key_hash, created_at
+             FROM api_keys WHERE name > $1 ORDER BY name LIMIT $2"
         }
         Kind::SigningKeys => {
-            "SELECT id AS key, public_key, sealed_secret, created_at, active_from, retired_at
+            "SELECT id AS cursor, id, public_key, sealed_secret, created_at, active_from,
+                 retired_at
              FROM signing_keys WHERE id > $1 ORDER BY id LIMIT $2"
         }
         Kind::GrantUses => {
-            "SELECT id AS key, expires_at FROM redeemed_grants WHERE id > $1 AND expires_at > $3
-             ORDER BY id LIMIT $2"
+            "SELECT id AS cursor, id, expires_at FROM redeemed_grants
+             WHERE id > $1 AND expires_at > $3 ORDER BY id LIMIT $2"
         }
         // Identical rows (one grant revoked twice at the same instant) are one record.
         Kind::GrantRevocations => {
-            "SELECT MIN(seq)::text AS key, kind, subject, at, until FROM grant_revocations
+            "SELECT MIN(seq)::text AS cursor, kind, subject, at, until FROM grant_revocations
              WHERE until > $3 GROUP BY kind, subject, at, until
              HAVING MIN(seq) > COALESCE(NULLIF($1, '')::bigint, 0)
              ORDER BY MIN(seq) LIMIT $2"
         }
-        // $3 here is the oldest time still exported.
         Kind::EventLogs => {
-            "SELECT key, array_agg(at ORDER BY at, seq) AS events FROM event_log
+            "SELECT key AS cursor, key, json_agg(at ORDER BY at, seq)::text AS events FROM event_log
              WHERE key > $1 AND at > $3 GROUP BY key ORDER BY key LIMIT $2"
         }
         Kind::Audit => {
-            "SELECT id::text AS key, ref, at, kind, actor, user_id, username, session_id, ip,
+            "SELECT id::text AS cursor, ref, at, kind, actor, user_id, username, session_id, ip,
                  detail
              FROM audit_events WHERE id > COALESCE(NULLIF($1, '')::bigint, 0) ORDER BY id LIMIT $2"
         }
     }
-}
-
-/// The records of `kind` in `rows`.
-fn decode(kind: Kind, rows: &[PgRow]) -> StoreResult<Batch> {
-    fn each<T>(rows: &[PgRow], f: impl Fn(&PgRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
-        rows.iter().map(f).collect()
-    }
-    Ok(match kind {
-        Kind::Users => Batch::Users(each(rows, |r| {
-            Ok(export::User {
-                id: col(r, "key")?,
-                username: col(r, "username")?,
-                password_hash: col(r, "password_hash")?,
-                roles: col(r, "roles")?,
-                disabled: col(r, "disabled")?,
-                created_at: col(r, "created_at")?,
-                updated_at: col(r, "updated_at")?,
-                privileges_changed_at: col(r, "privileges_changed_at")?,
-            })
-        })?),
-        Kind::Sessions => Batch::Sessions(each(rows, |r| {
-            Ok(export::Session {
-                id: col(r, "key")?,
-                user_id: col(r, "user_id")?,
-                token_hash: hash_hex(r, "token_hash")?,
-                csrf: col(r, "csrf_token")?,
-                created_at: col(r, "created_at")?,
-                last_seen_at: col(r, "last_seen_at")?,
-                token_issued_at: col(r, "token_issued_at")?,
-                idle_expires_at: col(r, "idle_expires_at")?,
-                expires_at: col(r, "expires_at")?,
-                ip: col(r, "ip")?,
-                user_agent: col(r, "user_agent")?,
-                audience: col(r, "audience")?,
-                data: col(r, "data")?,
-                data_version: u64::try_from(col::<i64>(r, "data_version")?).unwrap_or(0),
-            })
-        })?),
-        Kind::ApiKeys => Batch::ApiKeys(each(rows, |r| {
-            Ok(export::ApiKey {
-                name: col(r, "key")?,
-                key_hash: hash_hex(r, "key_hash")?,
-                created_at: col(r, "created_at")?,
-            })
-        })?),
-        Kind::SigningKeys => Batch::SigningKeys(each(rows, |r| {
-            Ok(export::SigningKey {
-                id: col(r, "key")?,
-                public: col(r, "public_key")?,
-                sealed: col(r, "sealed_secret")?,
-                created_at: col(r, "created_at")?,
-                active_from: col(r, "active_from")?,
-                retired_at: col(r, "retired_at")?,
-            })
-        })?),
-        Kind::GrantUses => Batch::GrantUses(each(rows, |r| {
-            Ok(export::GrantUse { id: col(r, "key")?, expires_at: col(r, "expires_at")? })
-        })?),
-        Kind::GrantRevocations => Batch::GrantRevocations(each(rows, |r| {
-            let kind = match col::<String>(r, "kind")?.as_str() {
-                "grant" => RevocationKind::Grant,
-                "user" => RevocationKind::User,
-                _ => return Err(StoreError::Corrupt { what: "grant revocation", source: None }),
-            };
-            Ok(export::GrantRevocation {
-                kind,
-                subject: col(r, "subject")?,
-                at: col(r, "at")?,
-                until: col(r, "until")?,
-            })
-        })?),
-        Kind::EventLogs => Batch::EventLogs(each(rows, |r| {
-            Ok(export::EventLog { key: col(r, "key")?, events: col(r, "events")? })
-        })?),
-        Kind::Audit => Batch::Audit(each(rows, |r| {
-            Ok(export::Audit {
-                id: col(r, "ref")?,
-                at: col(r, "at")?,
-                kind: col(r, "kind")?,
-                actor: col(r, "actor")?,
-                user_id: col(r, "user_id")?,
-                username: col(r, "username")?,
-                session_id: col(r, "session_id")?,
-                ip: col(r, "ip")?,
-                detail: col(r, "detail")?,
-            })
-        })?),
-    })
 }
 
 /// Tallies one statement that wrote `rows` of `of` records.
@@ -319,9 +226,8 @@ async fn import_audit(
     events: &[export::Audit],
     done: &mut Imported,
 ) -> StoreResult<()> {
-    let text = |f: fn(&export::Audit) -> &str| events.iter().map(|e| f(e)).collect::<Vec<_>>();
-    let opt =
-        |f: fn(&export::Audit) -> Option<&str>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+    let text = |f: fn(&export::Audit) -> &str| events.iter().map(f).collect::<Vec<_>>();
+    let opt = |f: fn(&export::Audit) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
     let written = sqlx::query(
         "INSERT INTO audit_events (ref, at, kind, actor, user_id, username, session_id, ip,
              detail)
@@ -494,31 +400,18 @@ impl Transfer for PgStore {
         limit: usize,
         now: Timestamp,
     ) -> StoreResult<Page> {
-        let after = after.map_or("", |c| c.0.as_str());
         let limit = limit.max(1);
-        let since = match kind {
-            Kind::EventLogs => now.minus(EVENT_RETENTION),
-            _ => now,
-        };
-        let timed = matches!(
-            kind,
-            Kind::Sessions | Kind::GrantUses | Kind::GrantRevocations | Kind::EventLogs
-        );
+        let since = if kind == Kind::EventLogs { now.minus(EVENT_RETENTION) } else { now };
         let rows = self
             .read(|| async {
                 let query = sqlx::query(export_query(kind))
-                    .bind(after)
+                    .bind(after.map_or("", |c| c.0.as_str()))
                     .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-                let query = if timed { query.bind(since.as_millis()) } else { query };
+                let query = if kind.dated() { query.bind(since.as_millis()) } else { query };
                 query.fetch_all(&self.pool).await.map_err(db_err)
             })
             .await?;
-        let batch = decode(kind, &rows)?;
-        let next = match rows.last() {
-            Some(last) if rows.len() >= limit => Some(Cursor(col(last, "key")?)),
-            _ => None,
-        };
-        Ok(Page { batch, next })
+        page_of_rows(kind, &rows.iter().map(Row).collect::<Vec<_>>(), limit)
     }
 
     async fn import(&self, batch: &Batch, now: Timestamp) -> StoreResult<Imported> {

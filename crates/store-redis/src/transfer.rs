@@ -230,6 +230,18 @@ fn event_member(at: i64) -> StoreResult<String> {
     Ok(format!("{at}:{}", u64::from_le_bytes(unique)))
 }
 
+/// Writes `records` one after the other with `write`, which says whether it wrote each.
+async fn one_by_one<'a, T, F>(records: &'a [T], write: impl Fn(&'a T) -> F) -> StoreResult<Imported>
+where
+    F: std::future::Future<Output = StoreResult<bool>>,
+{
+    let mut done = Imported::default();
+    for record in records {
+        tally(&mut done, write(record).await?);
+    }
+    Ok(done)
+}
+
 fn tally(done: &mut Imported, written: bool) {
     if written {
         done.written += 1;
@@ -846,41 +858,18 @@ impl Transfer for RedisStore {
     }
 
     async fn import(&self, batch: &Batch, now: Timestamp) -> StoreResult<Imported> {
-        let mut done = Imported::default();
-        match batch {
-            Batch::Users(users) => done = self.import_users(users).await?,
-            Batch::Sessions(sessions) => done = self.import_sessions(sessions, now).await?,
-            Batch::ApiKeys(keys) => {
-                for k in keys {
-                    tally(&mut done, self.import_api_key(k).await?);
-                }
-            }
-            Batch::SigningKeys(keys) => {
-                for k in keys {
-                    tally(&mut done, self.import_signing_key(k).await?);
-                }
-            }
-            Batch::GrantUses(uses) => {
-                for g in uses {
-                    tally(&mut done, self.import_grant_use(g).await?);
-                }
-            }
+        let done = match batch {
+            Batch::Users(users) => self.import_users(users).await?,
+            Batch::Sessions(sessions) => self.import_sessions(sessions, now).await?,
+            Batch::ApiKeys(keys) => one_by_one(keys, |k| self.import_api_key(k)).await?,
+            Batch::SigningKeys(keys) => one_by_one(keys, |k| self.import_signing_key(k)).await?,
+            Batch::GrantUses(uses) => one_by_one(uses, |g| self.import_grant_use(g)).await?,
             Batch::GrantRevocations(revocations) => {
-                for r in revocations {
-                    tally(&mut done, self.import_revocation(r).await?);
-                }
+                one_by_one(revocations, |r| self.import_revocation(r)).await?
             }
-            Batch::EventLogs(logs) => {
-                for log in logs {
-                    tally(&mut done, self.import_event_log(log).await?);
-                }
-            }
-            Batch::Audit(events) => {
-                for e in events {
-                    tally(&mut done, self.add_audit(e).await?);
-                }
-            }
-        }
+            Batch::EventLogs(logs) => one_by_one(logs, |l| self.import_event_log(l)).await?,
+            Batch::Audit(events) => one_by_one(events, |e| self.add_audit(e)).await?,
+        };
         if matches!(batch, Batch::Users(_) | Batch::Sessions(_)) && done.written > 0 {
             self.announce_all().await?;
         }

@@ -1,5 +1,6 @@
 //! Export and import ([`Transfer`]): pages in primary-key order (the cursor is the last key),
-//! and each imported batch in one write transaction, as upserts that leave a row alone when it
+//! read by the shared decoder ([`page_of_rows`]), and each imported batch in one write
+//! transaction, as upserts that leave a row alone when it
 //! already holds the record (`… DO UPDATE … WHERE (columns) IS NOT (new values)`), so that
 //! the rows touched tell what was written.
 
@@ -7,13 +8,14 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cloakroom_core::export::{
-    self, Batch, Cursor, EVENT_RETENTION, Imported, Kind, Page, RevocationKind, Transfer,
+    self, Batch, Columns, Cursor, EVENT_RETENTION, Imported, Kind, Page, RevocationKind, Transfer,
+    hash_bytes, page_of_rows,
 };
 use cloakroom_core::grant::GrantRevocation as Revocation;
 use cloakroom_core::store::StoreResult;
-use cloakroom_core::{StoreError, Timestamp, TokenHash};
+use cloakroom_core::{StoreError, Timestamp};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::{
     SqliteStore, db_err, insert_revocation, is_fk_violation, is_unique_violation, publish,
@@ -21,271 +23,65 @@ use crate::{
 
 type Tx = Transaction<'static, Sqlite>;
 
-fn hex(row: &SqliteRow, column: &str) -> StoreResult<String> {
-    let bytes: Vec<u8> = row.try_get(column).map_err(db_err)?;
-    TokenHash::from_slice(&bytes)
-        .map(|h| h.to_hex())
-        .ok_or(StoreError::Corrupt { what: "token hash", source: None })
+/// A row of an export query, for the shared decoder.
+struct Row<'r>(&'r SqliteRow);
+
+impl Columns for Row<'_> {
+    fn maybe_text(&self, column: &str) -> StoreResult<Option<String>> {
+        self.0.try_get(column).map_err(db_err)
+    }
+
+    fn maybe_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        self.0.try_get(column).map_err(db_err)
+    }
 }
 
-fn unhex(text: &str) -> StoreResult<Vec<u8>> {
-    TokenHash::from_hex(text)
-        .map(|h| h.as_bytes().to_vec())
-        .ok_or(StoreError::Corrupt { what: "imported token hash", source: None })
-}
-
-fn limit_of(limit: usize) -> i64 {
-    i64::try_from(limit.max(1)).unwrap_or(i64::MAX)
-}
-
-/// The next page's cursor: the last record's key, unless the page came back short.
-fn next(batch: &Batch, limit: usize, last: Option<String>) -> Option<Cursor> {
-    (batch.len() >= limit.max(1)).then_some(last).flatten().map(Cursor)
-}
-
-fn roles_of(row: &SqliteRow) -> StoreResult<Vec<String>> {
-    let text: String = row.try_get("roles").map_err(db_err)?;
-    serde_json::from_str(&text)
-        .map_err(|e| StoreError::Corrupt { what: "user roles", source: Some(e.into()) })
-}
-
-impl SqliteStore {
-    async fn export_page(
-        &self,
-        kind: Kind,
-        after: &str,
-        limit: usize,
-        now: Timestamp,
-    ) -> StoreResult<(Batch, Option<String>)> {
-        let n = limit_of(limit);
-        let now = now.as_millis();
-        let pool = &self.pool;
-        Ok(match kind {
-            Kind::Users => {
-                let rows = sqlx::query(
-                    "SELECT id, username, password_hash, roles, disabled, created_at, updated_at,
-                         privileges_changed_at
-                     FROM users WHERE id > ? ORDER BY id LIMIT ?",
-                )
-                .bind(after)
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let users = rows
-                    .iter()
-                    .map(|r| {
-                        Ok(export::User {
-                            id: r.try_get("id").map_err(db_err)?,
-                            username: r.try_get("username").map_err(db_err)?,
-                            password_hash: r.try_get("password_hash").map_err(db_err)?,
-                            roles: roles_of(r)?,
-                            disabled: r.try_get("disabled").map_err(db_err)?,
-                            created_at: r.try_get("created_at").map_err(db_err)?,
-                            updated_at: r.try_get("updated_at").map_err(db_err)?,
-                            privileges_changed_at: r
-                                .try_get("privileges_changed_at")
-                                .map_err(db_err)?,
-                        })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                let last = users.last().map(|u| u.id.clone());
-                (Batch::Users(users), last)
-            }
-            Kind::Sessions => {
-                let rows = sqlx::query(
-                    "SELECT s.id, s.user_id, s.token_hash, s.csrf_token, s.created_at,
-                         s.last_seen_at, s.token_issued_at, s.idle_expires_at, s.expires_at, s.ip,
-                         s.user_agent, s.audience, s.data, s.data_version
-                     FROM sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.id > ?1 AND s.idle_expires_at > ?2 AND s.expires_at > ?2
-                         AND u.disabled = 0
-                     ORDER BY s.id LIMIT ?3",
-                )
-                .bind(after)
-                .bind(now)
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let sessions = rows
-                    .iter()
-                    .map(|r| {
-                        let get = |c: &str| r.try_get::<i64, _>(c).map_err(db_err);
-                        Ok(export::Session {
-                            id: r.try_get("id").map_err(db_err)?,
-                            user_id: r.try_get("user_id").map_err(db_err)?,
-                            token_hash: hex(r, "token_hash")?,
-                            csrf: r.try_get("csrf_token").map_err(db_err)?,
-                            created_at: get("created_at")?,
-                            last_seen_at: get("last_seen_at")?,
-                            token_issued_at: get("token_issued_at")?,
-                            idle_expires_at: get("idle_expires_at")?,
-                            expires_at: get("expires_at")?,
-                            ip: r.try_get("ip").map_err(db_err)?,
-                            user_agent: r.try_get("user_agent").map_err(db_err)?,
-                            audience: r.try_get("audience").map_err(db_err)?,
-                            data: r.try_get("data").map_err(db_err)?,
-                            data_version: u64::try_from(get("data_version")?).unwrap_or(0),
-                        })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                let last = sessions.last().map(|s| s.id.clone());
-                (Batch::Sessions(sessions), last)
-            }
-            Kind::ApiKeys => {
-                let rows = sqlx::query(
-                    "SELECT name, key_hash, created_at FROM api_keys WHERE name > ?
-                     ORDER BY name LIMIT ?",
-                )
-                .bind(after)
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let keys = rows
-                    .iter()
-                    .map(|r| {
-                        Ok(export::ApiKey {
-                            name: r.try_get("name").map_err(db_err)?,
-                            key_hash: hex(r, "key_hash")?,
-                            created_at: r.try_get("created_at").map_err(db_err)?,
-                        })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                let last = keys.last().map(|k| k.name.clone());
-                (Batch::ApiKeys(keys), last)
-            }
-            Kind::SigningKeys => {
-                let rows = sqlx::query(
-                    "SELECT id, public_key, sealed_secret, created_at, active_from, retired_at
-                     FROM signing_keys WHERE id > ? ORDER BY id LIMIT ?",
-                )
-                .bind(after)
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let keys = rows
-                    .iter()
-                    .map(|r| {
-                        Ok(export::SigningKey {
-                            id: r.try_get("id").map_err(db_err)?,
-                            public: r.try_get("public_key").map_err(db_err)?,
-                            sealed: r.try_get("sealed_secret").map_err(db_err)?,
-                            created_at: r.try_get("created_at").map_err(db_err)?,
-                            active_from: r.try_get("active_from").map_err(db_err)?,
-                            retired_at: r.try_get("retired_at").map_err(db_err)?,
-                        })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                let last = keys.last().map(|k| k.id.clone());
-                (Batch::SigningKeys(keys), last)
-            }
-            Kind::GrantUses => {
-                let rows: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT id, expires_at FROM redeemed_grants WHERE id > ? AND expires_at > ?
-                     ORDER BY id LIMIT ?",
-                )
-                .bind(after)
-                .bind(now)
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let last = rows.last().map(|(id, _)| id.clone());
-                let uses = rows
-                    .into_iter()
-                    .map(|(id, expires_at)| export::GrantUse { id, expires_at })
-                    .collect();
-                (Batch::GrantUses(uses), last)
-            }
-            Kind::GrantRevocations => {
-                // Identical rows (one grant revoked twice at the same instant) are one record.
-                let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-                    "SELECT kind, subject, at, until, MIN(seq) AS first FROM grant_revocations
-                     WHERE until > ?2 GROUP BY kind, subject, at, until HAVING MIN(seq) > ?1
-                     ORDER BY first LIMIT ?3",
-                )
-                .bind(after.parse::<i64>().unwrap_or(0))
-                .bind(now)
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let last = rows.last().map(|r| r.4.to_string());
-                let revocations = rows
-                    .into_iter()
-                    .map(|(kind, subject, at, until, _)| {
-                        let kind = match kind.as_str() {
-                            "grant" => RevocationKind::Grant,
-                            "user" => RevocationKind::User,
-                            _ => {
-                                return Err(StoreError::Corrupt {
-                                    what: "grant revocation",
-                                    source: None,
-                                });
-                            }
-                        };
-                        Ok(export::GrantRevocation { kind, subject, at, until })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                (Batch::GrantRevocations(revocations), last)
-            }
-            Kind::EventLogs => {
-                let since = Timestamp::from_millis(now).minus(EVENT_RETENTION).as_millis();
-                let rows: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT key, at FROM event_log
-                     WHERE at > ?2 AND key IN (SELECT DISTINCT key FROM event_log
-                         WHERE key > ?1 AND at > ?2 ORDER BY key LIMIT ?3)
-                     ORDER BY key, at, seq",
-                )
-                .bind(after)
-                .bind(since)
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let mut logs: Vec<export::EventLog> = Vec::new();
-                for (key, at) in rows {
-                    match logs.last_mut() {
-                        Some(log) if log.key == key => log.events.push(at),
-                        _ => logs.push(export::EventLog { key, events: vec![at] }),
-                    }
-                }
-                let last = logs.last().map(|l| l.key.clone());
-                (Batch::EventLogs(logs), last)
-            }
-            Kind::Audit => {
-                let rows = sqlx::query(
-                    "SELECT id, ref, at, kind, actor, user_id, username, session_id, ip, detail
-                     FROM audit_events WHERE id > ? ORDER BY id LIMIT ?",
-                )
-                .bind(after.parse::<i64>().unwrap_or(0))
-                .bind(n)
-                .fetch_all(pool)
-                .await
-                .map_err(db_err)?;
-                let last = rows.last().map(|r| r.try_get::<i64, _>("id")).transpose();
-                let events = rows
-                    .iter()
-                    .map(|r| {
-                        Ok(export::Audit {
-                            id: r.try_get("ref").map_err(db_err)?,
-                            at: r.try_get("at").map_err(db_err)?,
-                            kind: r.try_get("kind").map_err(db_err)?,
-                            actor: r.try_get("actor").map_err(db_err)?,
-                            user_id: r.try_get("user_id").map_err(db_err)?,
-                            username: r.try_get("username").map_err(db_err)?,
-                            session_id: r.try_get("session_id").map_err(db_err)?,
-                            ip: r.try_get("ip").map_err(db_err)?,
-                            detail: r.try_get("detail").map_err(db_err)?,
-                        })
-                    })
-                    .collect::<StoreResult<Vec<_>>>()?;
-                (Batch::Audit(events), last.map_err(db_err)?.map(|id| id.to_string()))
-            }
-        })
+/// Each kind's export query: the rows after cursor `?1`, at most `?2`; `?3` (for the kinds
+/// whose export is [`Kind::dated`]) is the time before which nothing counts.
+fn export_query(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Users => {
+            "SELECT id AS cursor, id, username, password_hash, roles, disabled, created_at,
+                 updated_at, privileges_changed_at
+             FROM users WHERE id > ?1 ORDER BY id LIMIT ?2"
+        }
+        Kind::Sessions => {
+            "SELECT s.id AS cursor, s.id, s.user_id, lower(hex(s.token_hash)) AS token_hash,
+                 s.csrf_token, s.created_at,
+                 s.last_seen_at, s.token_issued_at, s.idle_expires_at, s.expires_at, s.ip,
+                 s.user_agent, s.audience, s.data, s.data_version
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id > ?1 AND s.idle_expires_at > ?3 AND s.expires_at > ?3 AND u.disabled = 0
+             ORDER BY s.id LIMIT ?2"
+        }
+        Kind::ApiKeys => {
+            "SELECT name AS cursor, name, lower(hex(key_hash)) AS key_hash, created_at FROM api_keys
+             WHERE name > ?1 ORDER BY name LIMIT ?2"
+        }
+        Kind::SigningKeys => {
+            "SELECT id AS cursor, id, public_key, sealed_secret, created_at, active_from,
+                 retired_at
+             FROM signing_keys WHERE id > ?1 ORDER BY id LIMIT ?2"
+        }
+        Kind::GrantUses => {
+            "SELECT id AS cursor, id, expires_at FROM redeemed_grants
+             WHERE id > ?1 AND expires_at > ?3 ORDER BY id LIMIT ?2"
+        }
+        // Identical rows (one grant revoked twice at the same instant) are one record.
+        Kind::GrantRevocations => {
+            "SELECT CAST(MIN(seq) AS TEXT) AS cursor, kind, subject, at, until
+             FROM grant_revocations WHERE until > ?3 GROUP BY kind, subject, at, until
+             HAVING MIN(seq) > CAST(?1 AS INTEGER) ORDER BY MIN(seq) LIMIT ?2"
+        }
+        Kind::EventLogs => {
+            "SELECT key AS cursor, key, json_group_array(at ORDER BY at, seq) AS events
+             FROM event_log WHERE key > ?1 AND at > ?3 GROUP BY key ORDER BY key LIMIT ?2"
+        }
+        Kind::Audit => {
+            "SELECT CAST(id AS TEXT) AS cursor, ref, at, kind, actor, user_id, username,
+                 session_id, ip, detail
+             FROM audit_events WHERE id > CAST(?1 AS INTEGER) ORDER BY id LIMIT ?2"
+        }
     }
 }
 
@@ -379,7 +175,7 @@ async fn import_sessions(
         )
         .bind(&s.id)
         .bind(&s.user_id)
-        .bind(unhex(&s.token_hash)?)
+        .bind(hash_bytes(&s.token_hash)?)
         .bind(&s.csrf)
         .bind(s.created_at)
         .bind(s.last_seen_at)
@@ -416,7 +212,7 @@ async fn import_rest(tx: &mut Tx, batch: &Batch, done: &mut Imported) -> StoreRe
                      WHERE (key_hash, created_at) IS NOT (?2, ?3)",
                 )
                 .bind(&k.name)
-                .bind(unhex(&k.key_hash)?)
+                .bind(hash_bytes(&k.key_hash)?)
                 .bind(k.created_at)
                 .execute(&mut **tx)
                 .await
@@ -574,10 +370,14 @@ impl Transfer for SqliteStore {
         limit: usize,
         now: Timestamp,
     ) -> StoreResult<Page> {
-        let after = after.map_or("", |c| c.0.as_str());
-        let (batch, last) = self.export_page(kind, after, limit, now).await?;
-        let next = next(&batch, limit, last);
-        Ok(Page { batch, next })
+        let limit = limit.max(1);
+        let since = if kind == Kind::EventLogs { now.minus(EVENT_RETENTION) } else { now };
+        let query = sqlx::query(export_query(kind))
+            .bind(after.map_or("", |c| c.0.as_str()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let query = if kind.dated() { query.bind(since.as_millis()) } else { query };
+        let rows = query.fetch_all(&self.pool).await.map_err(db_err)?;
+        page_of_rows(kind, &rows.iter().map(Row).collect::<Vec<_>>(), limit)
     }
 
     async fn import(&self, batch: &Batch, now: Timestamp) -> StoreResult<Imported> {
