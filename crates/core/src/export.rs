@@ -648,9 +648,9 @@ pub fn page_of_rows<R: Columns>(kind: Kind, rows: &[R], limit: usize) -> StoreRe
 /// wins over what the destination holds, so a re-run brings what changed since (newer
 /// deadlines, a rotated token, new data), and importing the same batch twice writes nothing the
 /// second time (`written == 0`). It never brings anything back to life: a session dead at
-/// `now` is skipped, a session whose user the destination lacks is
-/// [`crate::StoreError::NotFound`], and a user imported disabled loses its sessions on the
-/// destination in the same step. It deletes nothing else: what the source no longer has
+/// `now` or of a user the destination holds disabled is skipped, a session whose user the
+/// destination lacks is [`crate::StoreError::NotFound`], and a user imported disabled loses its
+/// sessions on the destination in the same step. It deletes nothing else: what the source no longer has
 /// (a session revoked since the last copy) is for the caller to revoke through the ordinary
 /// methods, which announce it. An import that wrote a user or a session announces an
 /// invalidation of every user on the store's change feed, so that servers running on the

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use cloakroom_core::export::{Batch, Digest, EVENT_RETENTION, Imported, Kind, Transfer};
+use cloakroom_core::export::{self, Batch, Digest, EVENT_RETENTION, Imported, Kind, Transfer};
 use cloakroom_core::{SessionId, Store, Timestamp, Username};
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -186,9 +186,16 @@ async fn check_destination(from: &dyn Store, to: &dyn Transfer, page: usize) -> 
     loop {
         let next = to.export(Kind::Users, after.as_ref(), page, Timestamp::now()).await?;
         let Batch::Users(users) = &next.batch else { bail!("the destination exported no users") };
-        for u in users {
-            let held = from.user_by_name(&Username::from_stored(u.username.clone())).await?;
-            if held.is_none_or(|h| h.user.id.as_str() != u.id) {
+        let foreign: Vec<anyhow::Result<Option<&export::User>>> = futures_util::stream::iter(users)
+            .map(|u| async move {
+                let held = from.user_by_name(&Username::from_stored(u.username.clone())).await?;
+                Ok(held.is_none_or(|h| h.user.id.as_str() != u.id).then_some(u))
+            })
+            .buffer_unordered(LOOKUPS)
+            .collect()
+            .await;
+        for u in foreign {
+            if let Some(u) = u? {
                 bail!(
                     "the destination already holds the user {} ({}), which the source does not \
                      have: it is not an earlier copy of this source. Copy into an empty store, \
@@ -301,11 +308,10 @@ async fn remove_gone(
 }
 
 /// The key file beside an embedded store (`PATH.grant-key`), which seals its signing keys when
-/// no `grant_key` is configured.
+/// no `grant_key` is configured: where the server looks for it (`crate::grants::sealing_key`).
 fn key_file(url: &str) -> Option<std::path::PathBuf> {
-    let mut path = sqlite_path(url)?.into_os_string();
-    path.push(".grant-key");
-    Some(path.into())
+    let path = cloakroom_store_sqlite::name_of_url(url).filter(|p| !p.is_empty())?;
+    (!path.starts_with(':')).then(|| format!("{path}.grant-key").into())
 }
 
 /// The signing keys are sealed with the source servers' key: copies the embedded store's key

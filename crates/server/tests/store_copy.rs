@@ -17,10 +17,16 @@ use common::nodes::PASSWORD;
 use common::process::{BIN, HttpLogin, Server, cli_store, http_login};
 use serde_json::{Value, json};
 
-/// `cloakroom store copy --json --from FROM --to TO` with `env`: exit code, report, stderr.
+/// `cloakroom store copy --json --from FROM --to TO` with `env`, in small pages (so that every
+/// kind pages): exit code, report, stderr.
 fn copy(from: &str, to: &str, env: &[(&str, &str)]) -> (i32, Value, String) {
+    copy_paged(from, to, env, "7")
+}
+
+/// [`copy`] with pages of `page` records.
+fn copy_paged(from: &str, to: &str, env: &[(&str, &str)], page: &str) -> (i32, Value, String) {
     let out = Command::new(BIN)
-        .args(["store", "copy", "--json", "--page-size", "7", "--from", from, "--to", to])
+        .args(["store", "copy", "--json", "--page-size", page, "--from", from, "--to", to])
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -31,7 +37,12 @@ fn copy(from: &str, to: &str, env: &[(&str, &str)]) -> (i32, Value, String) {
 
 /// A copy that must succeed and verify; its report.
 fn copied(from: &str, to: &str, env: &[(&str, &str)]) -> Value {
-    let (code, report, err) = copy(from, to, env);
+    copied_paged(from, to, env, "7")
+}
+
+/// [`copied`] with pages of `page` records.
+fn copied_paged(from: &str, to: &str, env: &[(&str, &str)], page: &str) -> Value {
+    let (code, report, err) = copy_paged(from, to, env, page);
     assert_eq!(code, 0, "copy {from} -> {to} failed: {err}\n{report}");
     assert_eq!(report["verified"], true, "{report}");
     report
@@ -452,7 +463,8 @@ async fn copy_throughput() {
     let redis = RedisServer::start().await;
     for (name, to) in [("PostgreSQL", pg.url()), ("Redis", redis.url())] {
         for run in ["first run", "second run"] {
-            let report = copied(&source, &to, &[]);
+            // The default page size.
+            let report = copied_paged(&source, &to, &[], "1000");
             let s = kind(&report, "sessions");
             assert_eq!(s["exported"], USERS * PER_USER);
             eprintln!(

@@ -1,8 +1,9 @@
 //! Export and import ([`Transfer`]): pages in primary-key order (the cursor is the last key),
 //! read by the shared decoder ([`page_of_rows`]), and each imported batch in one write
-//! transaction, as upserts that leave a row alone when it
-//! already holds the record (`… DO UPDATE … WHERE (columns) IS NOT (new values)`), so that
-//! the rows touched tell what was written.
+//! transaction, as upserts that leave a row alone when it already holds the record
+//! (`… DO UPDATE … WHERE (columns) IS NOT (new values)`), so that the rows touched tell what was
+//! written. Sessions and audit events, the bulk, go in as one statement per page over the page
+//! as a JSON array (`json_each`): sqlx costs a round trip to its SQLite thread per statement.
 
 use std::collections::HashMap;
 
@@ -140,63 +141,66 @@ async fn import_sessions(
     now: Timestamp,
     done: &mut Imported,
 ) -> StoreResult<()> {
-    // Whether each user is disabled, looked up once per user.
-    let mut disabled: HashMap<&str, bool> = HashMap::new();
+    // The page goes in as one JSON array, read by `json_each`: a statement per page, not per
+    // session (each statement is a round trip to sqlx's SQLite thread).
+    let ids: Vec<&str> = sessions.iter().map(|s| s.user_id.as_str()).collect();
+    let users: HashMap<String, bool> = sqlx::query_as(
+        "SELECT id, disabled FROM users WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(&ids).unwrap_or_default())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?
+    .into_iter()
+    .collect();
+    let mut rows = Vec::with_capacity(sessions.len());
     for s in sessions {
-        let off = match disabled.get(s.user_id.as_str()) {
-            Some(off) => *off,
-            None => {
-                let off: Option<bool> =
-                    sqlx::query_scalar("SELECT disabled FROM users WHERE id = ?")
-                        .bind(&s.user_id)
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(db_err)?;
-                let off = off.ok_or(StoreError::NotFound { what: "user" })?;
-                *disabled.entry(&s.user_id).or_insert(off)
-            }
-        };
-        if off || !s.is_live(now) {
-            done.skipped += 1;
-            continue;
+        hash_bytes(&s.token_hash)?;
+        match users.get(&s.user_id) {
+            None => return Err(StoreError::NotFound { what: "user" }),
+            Some(false) if s.is_live(now) => rows.push(s),
+            Some(_) => done.skipped += 1,
         }
-        let written = sqlx::query(
-            "INSERT INTO sessions (id, user_id, token_hash, csrf_token, created_at, last_seen_at,
-                 token_issued_at, idle_expires_at, expires_at, ip, user_agent, audience, data,
-                 data_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-             ON CONFLICT (id) DO UPDATE SET user_id = ?2, token_hash = ?3, csrf_token = ?4,
-                 created_at = ?5, last_seen_at = ?6, token_issued_at = ?7, idle_expires_at = ?8,
-                 expires_at = ?9, ip = ?10, user_agent = ?11, audience = ?12, data = ?13,
-                 data_version = ?14
-             WHERE (user_id, token_hash, csrf_token, created_at, last_seen_at, token_issued_at,
-                 idle_expires_at, expires_at, ip, user_agent, audience, data, data_version)
-                 IS NOT (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )
-        .bind(&s.id)
-        .bind(&s.user_id)
-        .bind(hash_bytes(&s.token_hash)?)
-        .bind(&s.csrf)
-        .bind(s.created_at)
-        .bind(s.last_seen_at)
-        .bind(s.token_issued_at)
-        .bind(s.idle_expires_at)
-        .bind(s.expires_at)
-        .bind(&s.ip)
-        .bind(&s.user_agent)
-        .bind(&s.audience)
-        .bind(&s.data)
-        .bind(i64::try_from(s.data_version).unwrap_or(i64::MAX))
-        .execute(&mut **tx)
-        .await;
-        match written {
-            Ok(rows) => counted(done, rows.rows_affected()),
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict { what: "session token" });
-            }
-            Err(e) if is_fk_violation(&e) => return Err(StoreError::NotFound { what: "user" }),
-            Err(e) => return Err(db_err(e)),
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let written = sqlx::query(
+        "INSERT INTO sessions (id, user_id, token_hash, csrf_token, created_at, last_seen_at,
+             token_issued_at, idle_expires_at, expires_at, ip, user_agent, audience, data,
+             data_version)
+         SELECT r ->> 'id', r ->> 'user_id', unhex(r ->> 'token_hash'), r ->> 'csrf',
+             r ->> 'created_at', r ->> 'last_seen_at', r ->> 'token_issued_at',
+             r ->> 'idle_expires_at', r ->> 'expires_at', r ->> 'ip', r ->> 'user_agent',
+             r ->> 'audience', r ->> 'data', r ->> 'data_version'
+         FROM (SELECT value AS r FROM json_each(?)) WHERE true
+         ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id,
+             token_hash = excluded.token_hash, csrf_token = excluded.csrf_token,
+             created_at = excluded.created_at, last_seen_at = excluded.last_seen_at,
+             token_issued_at = excluded.token_issued_at,
+             idle_expires_at = excluded.idle_expires_at, expires_at = excluded.expires_at,
+             ip = excluded.ip, user_agent = excluded.user_agent, audience = excluded.audience,
+             data = excluded.data, data_version = excluded.data_version
+         WHERE (user_id, token_hash, csrf_token, created_at, last_seen_at, token_issued_at,
+                idle_expires_at, expires_at, ip, user_agent, audience, data, data_version)
+             IS NOT (excluded.user_id, excluded.token_hash, excluded.csrf_token,
+                excluded.created_at, excluded.last_seen_at, excluded.token_issued_at,
+                excluded.idle_expires_at, excluded.expires_at, excluded.ip,
+                excluded.user_agent, excluded.audience, excluded.data, excluded.data_version)",
+    )
+    .bind(serde_json::to_string(&rows).unwrap_or_default())
+    .execute(&mut **tx)
+    .await;
+    match written {
+        Ok(r) => {
+            done.written += r.rows_affected();
+            done.unchanged += (rows.len() as u64).saturating_sub(r.rows_affected());
         }
+        Err(e) if is_unique_violation(&e) => {
+            return Err(StoreError::Conflict { what: "session token" });
+        }
+        Err(e) if is_fk_violation(&e) => return Err(StoreError::NotFound { what: "user" }),
+        Err(e) => return Err(db_err(e)),
     }
     Ok(())
 }
@@ -324,26 +328,22 @@ async fn import_rest(tx: &mut Tx, batch: &Batch, done: &mut Imported) -> StoreRe
             }
         }
         Batch::Audit(events) => {
-            for e in events {
-                let rows = sqlx::query(
-                    "INSERT INTO audit_events (ref, at, kind, actor, user_id, username, session_id,
-                         ip, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (ref) DO NOTHING",
-                )
-                .bind(&e.id)
-                .bind(e.at)
-                .bind(&e.kind)
-                .bind(&e.actor)
-                .bind(&e.user_id)
-                .bind(&e.username)
-                .bind(&e.session_id)
-                .bind(&e.ip)
-                .bind(&e.detail)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_err)?;
-                counted(done, rows.rows_affected());
-            }
+            // One statement for the page, in its order (the store lists by insertion).
+            let rows = sqlx::query(
+                "INSERT INTO audit_events (ref, at, kind, actor, user_id, username, session_id,
+                     ip, detail)
+                 SELECT value ->> 'id', value ->> 'at', value ->> 'kind', value ->> 'actor',
+                     value ->> 'user_id', value ->> 'username', value ->> 'session_id',
+                     value ->> 'ip', value ->> 'detail'
+                 FROM json_each(?) WHERE true ORDER BY key
+                 ON CONFLICT (ref) DO NOTHING",
+            )
+            .bind(serde_json::to_string(events).unwrap_or_default())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+            done.written += rows.rows_affected();
+            done.unchanged += (events.len() as u64).saturating_sub(rows.rows_affected());
         }
     }
     Ok(())
