@@ -1,5 +1,5 @@
-//! Public identifiers: `ses_…` for sessions, `usr_…` for users, `grt_…` for grants. Random, safe to show and log,
-//! and useless for authenticating.
+//! Public identifiers: `ses_…` for sessions, `usr_…` for users, `grt_…` for grants, `aud_…` for
+//! audit events. Random, safe to show and log, and useless for authenticating.
 
 use std::fmt;
 
@@ -84,6 +84,13 @@ public_id!(
     /// revocation refer to.
     GrantId,
     "grt_"
+);
+
+public_id!(
+    /// An audit event's identity, `aud_` and 22 base64url characters: given when the event is
+    /// appended and kept by copies to other stores, so that a second copy adds no duplicate.
+    AuditId,
+    "aud_"
 );
 
 #[cfg(test)]

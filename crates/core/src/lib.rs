@@ -11,12 +11,15 @@
 //! - [`grant`], [`grants`]: grants as stored (signing keys, single use, revocations), and
 //!   [`grants::GrantIssuer`], which signs and redeems them.
 //! - [`audit`]: authentication and revocation events.
+//! - [`export`]: a store's whole contents as records, and the [`export::Transfer`] trait that
+//!   reads them out of one store and writes them into another (`cloakroom store copy`).
 //! - `testing` (feature `testing`): the conformance suite every store must pass.
 
 pub mod active;
 pub mod audit;
 pub mod cache;
 pub mod error;
+pub mod export;
 pub mod grant;
 pub mod grants;
 pub mod id;

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::error::StoreError;
+use crate::export::Transfer;
 use crate::grant::{GrantRevocation, GrantUse, Redemption, SigningKeyRecord};
 use crate::id::{SessionId, UserId};
 use crate::password::PasswordHash;
@@ -71,6 +72,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs and metrics (`sqlite`, `redis`, …).
     fn kind(&self) -> &'static str;
+
+    /// The store's export and import ([`Transfer`]), for moving its contents to another store;
+    /// `None` when it has none (a wrapper such as the server's metered store).
+    fn transfer(&self) -> Option<&dyn Transfer> {
+        None
+    }
 
     /// Checks that the backend answers. Used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
@@ -314,7 +321,8 @@ pub trait Store: Send + Sync + 'static {
 
     // ---------------------------------------------------------------- audit
 
-    /// Appends an audit event.
+    /// Appends an audit event, under a fresh identity ([`crate::id::AuditId`]) that copies to
+    /// other stores keep ([`crate::export::Audit::id`]).
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()>;
 
     /// Audit events matching `filter`, newest first.

@@ -8,7 +8,9 @@
 //! });
 //! ```
 //!
-//! which expands to one `#[tokio::test]` per property below, so a failure names what broke.
+//! which expands to one `#[tokio::test]` per property below, so a failure names what broke. The
+//! transfer properties (`transfer.rs`) get two stores from the factory: a source and a
+//! destination.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -25,6 +27,10 @@ use crate::store::{BusEvent, EventId, Reservation, Store};
 use crate::time::Timestamp;
 use crate::token::{CsrfToken, SecretKind, Token, TokenHash};
 use crate::user::{NewUser, Role, User, UserChange, Username};
+
+mod transfer;
+
+pub use transfer::*;
 
 const MIN: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -865,7 +871,10 @@ macro_rules! store_conformance_tests {
             user_changes, users_are_unique_and_listed, replace_password_hash_is_compare_and_set,
             rotate, privilege_changes_are_stamped, invalidations_reach_subscribers, session_data_compare_and_set, delete_expired, api_keys, audit_events, event_logs,
             scoped_sessions_keep_their_audience, grant_revocations, signing_keys,
-            user_grant_revocations_are_coalesced);
+            user_grant_revocations_are_coalesced, imports_are_announced);
+        $crate::store_conformance_tests!(@pair $factory;
+            transfer_round_trip_preserves_everything, a_second_import_writes_nothing,
+            imports_bring_the_delta_and_never_resurrect);
         $crate::store_conformance_tests!(@shared $factory;
             concurrent_data_writers_never_overwrite, revoked_sessions_are_never_resurrected,
             grants_are_redeemed_once, event_reservations_hold_under_races);
@@ -875,6 +884,14 @@ macro_rules! store_conformance_tests {
         async fn $name() {
             let (store, _guard) = ($factory)().await;
             $crate::testing::$name(&store).await;
+        }
+    )*};
+    (@pair $factory:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (source, _source_guard) = ($factory)().await;
+            let (destination, _destination_guard) = ($factory)().await;
+            $crate::testing::$name(&source, &destination).await;
         }
     )*};
     (@shared $factory:expr; $($name:ident),* $(,)?) => {$(

@@ -202,6 +202,20 @@ impl TokenHash {
         bytes.try_into().ok().map(Self)
     }
 
+    /// From 64 hex digits (either case); `None` otherwise.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let digits = text.as_bytes();
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (b, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *b = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
     /// Lowercase hex, for stores that key by text.
     pub fn to_hex(&self) -> String {
         use fmt::Write as _;
@@ -251,6 +265,15 @@ impl fmt::Debug for CsrfToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_hashes_round_trip_through_hex() {
+        let hash = Token::generate(SecretKind::Session).unwrap().hash();
+        assert_eq!(TokenHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(TokenHash::from_hex(&hash.to_hex().to_uppercase()), Some(hash));
+        assert_eq!(TokenHash::from_hex(&"+1".repeat(32)), None);
+        assert_eq!(TokenHash::from_hex("ab"), None);
+    }
 
     #[test]
     fn the_body_decoder_agrees_with_the_base64_crate() {

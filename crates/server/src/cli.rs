@@ -19,6 +19,7 @@ use serde_json::json;
 use crate::config::{Config, LogFormat, RawConfig};
 
 mod output;
+mod store;
 
 use output::{Output, closed_pipe, say_err, table};
 
@@ -57,6 +58,9 @@ enum Command {
     /// Manage grant-signing keys
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Move between stores
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Show audit events, newest first
     Audit {
         /// Only this user's events
@@ -247,6 +251,10 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         out.line(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes()))?;
         return Ok(());
     }
+    if let Command::Store(cmd) = cli.command {
+        // Names its two stores itself: the configured one is not opened.
+        return store::run(cmd, &config, &Output { json: cli.json }).await;
+    }
     let open = crate::serve::Open { create: cli.create };
     let store = crate::serve::open_store(&config.store, config.store_ca.as_deref(), open).await?;
     let manager = crate::serve::manager(Arc::clone(&store), &config, Cost::ASVS);
@@ -268,7 +276,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     let service = Service::new(manager, throttle, issuer);
     let out = Output { json: cli.json };
     match cli.command {
-        Command::Serve => unreachable_serve(),
+        Command::Serve | Command::Store(_) => unreachable_serve(),
         Command::User(cmd) => user(&service, &out, cmd).await,
         Command::Session(cmd) => session(&service, &out, cmd).await,
         Command::Apikey(cmd) => apikey(&service, &out, cmd).await,
@@ -282,7 +290,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
 }
 
 fn unreachable_serve() -> anyhow::Result<()> {
-    bail!("serve is handled before the store is opened")
+    bail!("serve and store are handled before the store is opened")
 }
 
 fn parse_username(s: &str) -> anyhow::Result<Username> {

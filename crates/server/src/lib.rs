@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod copy;
 pub mod cors;
 pub mod error;
 pub mod extract;

@@ -49,6 +49,8 @@ pub struct Backend {
     /// The file the store lives in, when it is one on this machine (a grant key file goes
     /// beside it).
     pub local_file: fn(&str) -> Option<String>,
+    /// The database file itself, when the store is one on this machine (`file:` URIs resolved).
+    pub db_file: fn(&str) -> Option<String>,
     /// Which one, to open it.
     pub kind: Kind,
 }
@@ -125,6 +127,11 @@ mod sqlite {
                 .filter(|p| !p.is_empty() && !p.starts_with(':'))
                 .map(str::to_owned)
         },
+        db_file: |url| {
+            cloakroom_store_sqlite::name_of_url(url)
+                .and_then(cloakroom_store_sqlite::file_of)
+                .map(str::to_owned)
+        },
         kind: Kind::Sqlite,
     };
 
@@ -158,6 +165,7 @@ mod redis {
         check: |_| Ok(()),
         redact: cloakroom_store_redis::redact,
         local_file: |_| None,
+        db_file: |_| None,
         kind: Kind::Redis,
     };
 
@@ -183,6 +191,7 @@ mod postgres {
         check: |url| cloakroom_store_postgres::Settings::parse(url).map(|_| ()),
         redact: cloakroom_store_postgres::redact,
         local_file: |_| None,
+        db_file: |_| None,
         kind: Kind::Postgres,
     };
 

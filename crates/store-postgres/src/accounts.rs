@@ -1,6 +1,7 @@
 //! Users, API keys and audit events.
 
 use cloakroom_core::audit::{AuditEvent, AuditFilter};
+use cloakroom_core::id::AuditId;
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::store::{ApiKey, StoreResult};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
@@ -161,10 +162,13 @@ pub(crate) async fn revoke_api_key(pool: &PgPool, name: &str) -> StoreResult<boo
 }
 
 pub(crate) async fn append_audit(pool: &PgPool, e: &AuditEvent) -> StoreResult<()> {
+    let id = AuditId::generate().map_err(StoreError::unavailable)?;
     sqlx::query(
-        "INSERT INTO audit_events (at, kind, actor, user_id, username, session_id, ip, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_events (ref, at, kind, actor, user_id, username, session_id, ip,
+             detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
+    .bind(id.as_str())
     .bind(e.at.as_millis())
     .bind(e.kind.as_str())
     .bind(&e.actor)

@@ -94,7 +94,10 @@ pub(crate) async fn redeem(
 
 /// Records a revocation, in the caller's transaction. A user keeps one row: a later revocation
 /// raises its times, an earlier one arriving late changes nothing.
-async fn insert_revocation(conn: &mut PgConnection, r: &GrantRevocation) -> StoreResult<()> {
+pub(crate) async fn insert_revocation(
+    conn: &mut PgConnection,
+    r: &GrantRevocation,
+) -> StoreResult<()> {
     let query = match &r.subject {
         Revoked::Grant(id) => sqlx::query(
             "INSERT INTO grant_revocations (kind, subject, at, until) VALUES ('grant', $1, $2, $3)",

@@ -24,6 +24,7 @@ mod sessions;
 mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transfer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -213,6 +214,10 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 impl Store for PgStore {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn transfer(&self) -> Option<&dyn cloakroom_core::export::Transfer> {
+        Some(self)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -8,7 +8,10 @@ use cloakroom_core::{StoreError, Timestamp};
 use sqlx::{Executor as _, PgPool, Row as _};
 
 /// `(version, sql)`, in order. Append only; never edit a released entry.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_audit_ids.sql")),
+];
 
 /// The advisory lock class of Cloakroom's migrations (`pg_advisory_xact_lock(class, 0)`).
 pub(crate) const LOCK_CLASS: i32 = 0x636c_6f00; // "clo\0"

@@ -31,6 +31,7 @@ mod replicas;
 mod sentinel;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transfer;
 
 pub use replicas::REPLICA_ACK_TIMEOUT;
 
@@ -139,6 +140,7 @@ struct Scripts {
     redeem_grant: Script,
     revoke_user_grants: Script,
     log_revocation: Script,
+    transfer: transfer::Scripts,
 }
 
 impl Scripts {
@@ -176,6 +178,7 @@ impl Scripts {
             redeem_grant: Script::new(include_str!("lua/redeem_grant.lua")),
             revoke_user_grants: Script::new(include_str!("lua/revoke_user_grants.lua")),
             log_revocation: Script::new(include_str!("lua/log_revocation.lua")),
+            transfer: transfer::Scripts::new(),
         }
     }
 }
@@ -555,6 +558,10 @@ impl Sequence {
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn transfer(&self) -> Option<&dyn cloakroom_core::export::Transfer> {
+        Some(self)
     }
 
     /// Sessions expire by TTL at their idle deadline, index entries with the user's newest
@@ -1326,42 +1333,9 @@ impl Store for RedisStore {
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        let mut fields: Vec<(&str, String)> = vec![
-            ("at", e.at.as_millis().to_string()),
-            ("kind", e.kind.as_str().to_owned()),
-            ("actor", e.actor.clone()),
-        ];
-        if let Some(v) = &e.user_id {
-            fields.push(("uid", v.as_str().to_owned()));
-        }
-        if let Some(v) = &e.username {
-            fields.push(("username", v.as_str().to_owned()));
-        }
-        if let Some(v) = &e.session_id {
-            fields.push(("sid", v.as_str().to_owned()));
-        }
-        if let Some(v) = &e.ip {
-            fields.push(("ip", v.clone()));
-        }
-        if let Some(v) = &e.detail {
-            fields.push(("detail", v.clone()));
-        }
-        let mut streams = vec!["cr:audit".to_owned()];
-        if let Some(u) = &e.username {
-            streams.push(format!("cr:audit:n:{}", u.as_str()));
-        }
-        let cmds = streams
-            .iter()
-            .map(|stream| {
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(stream).arg("MAXLEN").arg("~").arg(AUDIT_MAX).arg("*");
-                for (k, v) in &fields {
-                    cmd.arg(*k).arg(v);
-                }
-                cmd
-            })
-            .collect();
-        self.each(cmds).await
+        let id = cloakroom_core::id::AuditId::generate().map_err(StoreError::unavailable)?;
+        self.add_audit(&cloakroom_core::export::Audit::new(id.as_str().to_owned(), e)).await?;
+        Ok(())
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {

@@ -100,7 +100,7 @@ impl RedisStore {
     }
 
     /// Runs `cmd` on the primary that holds `key` (the only one outside a Cluster).
-    async fn on_primary_of<T: redis::FromRedisValue>(
+    pub(crate) async fn on_primary_of<T: redis::FromRedisValue>(
         &self,
         key: &str,
         cmd: &redis::Cmd,

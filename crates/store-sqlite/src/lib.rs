@@ -6,6 +6,7 @@
 //! (`BEGIN IMMEDIATE`) and wait up to `busy_timeout` for each other.
 
 mod migrate;
+mod transfer;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
 use cloakroom_core::grant::{GrantRevocation, GrantUse, Redemption, Revoked, SigningKeyRecord};
+use cloakroom_core::id::AuditId;
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
 use cloakroom_core::store::{ApiKey, BusEvent, EventId, Reservation, StoreResult};
@@ -219,6 +221,10 @@ fn ids(rows: Vec<SqliteRow>) -> StoreResult<Vec<SessionId>> {
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn transfer(&self) -> Option<&dyn cloakroom_core::export::Transfer> {
+        Some(self)
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -931,10 +937,13 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        let id = AuditId::generate().map_err(StoreError::unavailable)?;
         sqlx::query(
-            "INSERT INTO audit_events (at, kind, actor, user_id, username, session_id, ip, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (ref, at, kind, actor, user_id, username, session_id, ip,
+                 detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(id.as_str())
         .bind(e.at.as_millis())
         .bind(e.kind.as_str())
         .bind(&e.actor)
