@@ -356,7 +356,9 @@ fn bad_input_fails_with_a_message_and_writes_nothing() {
     let c = format!("sqlite:{}", dir.path().join("c.db").display());
     let (code, _, err) = copy(&a, &c, &[]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, _) = cli_store(&c, &["user", "enable", "alice"], None);
+    // (Enabling an enabled user changes nothing and is not audited; ending a user's sessions is,
+    // even when there were none.)
+    let (code, _, _) = cli_store(&c, &["session", "revoke", "--user", "alice"], None);
     assert_eq!(code, 0, "an audit event only the destination has");
     let (code, report, err) = copy(&a, &c, &[]);
     assert_eq!(code, 1, "{err}");
