@@ -62,6 +62,12 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// For a [`Kind::dated`] export at `now`: the time before which nothing counts (an event
+    /// log's events within [`EVENT_RETENTION`]; everything else live at `now`).
+    pub fn counts_since(self, now: Timestamp) -> Timestamp {
+        if self == Kind::EventLogs { now.minus(EVENT_RETENTION) } else { now }
+    }
+
     /// Every kind, in copy order.
     pub const ALL: [Kind; 8] = [
         Kind::Users,

@@ -35,11 +35,10 @@ pub fn parse_roles(roles: &[String]) -> DomainResult<Vec<Role>> {
     normalize_roles(roles).map_err(|e| DomainError::Invalid(format!("invalid roles: {e}")))
 }
 
-fn policy_checked(password: Option<String>) -> DomainResult<Option<Password>> {
-    let password = password.map(Password::new);
-    if let Some(p) = &password {
-        p.check_policy().map_err(|e| DomainError::Invalid(e.to_string()))?;
-    }
+/// A new password, refused unless it meets the policy.
+fn policy_checked(password: String) -> DomainResult<Password> {
+    let password = Password::new(password);
+    password.check_policy().map_err(|e| DomainError::Invalid(e.to_string()))?;
     Ok(password)
 }
 
@@ -80,7 +79,7 @@ impl Service {
         actor.operator_only()?;
         let name = parse_username(username)?;
         let roles = parse_roles(roles)?;
-        let password = policy_checked(password)?;
+        let password = password.map(policy_checked).transpose()?;
         let user = self.manager().create_user(name, password.as_ref(), roles).await?;
         self.audit(
             AuditEvent::new(AuditKind::UserCreated, actor.audit_name())
@@ -103,7 +102,7 @@ impl Service {
         actor.operator_only()?;
         let name = parse_username(username)?;
         let roles = changes.roles.as_deref().map(parse_roles).transpose()?;
-        let password = policy_checked(changes.password)?;
+        let password = changes.password.map(policy_checked).transpose()?;
         match self.manager().user(&name).await? {
             None => {
                 let created = self
@@ -116,7 +115,7 @@ impl Service {
                 )
                 .await;
                 let user = if changes.disabled == Some(true) {
-                    self.apply(actor, &created, None, Some(true)).await?
+                    self.apply(actor, &created, None, Some(true)).await?.0
                 } else {
                     created
                 };
@@ -127,7 +126,7 @@ impl Service {
                     user = self.new_password(actor, &user, p).await?.0;
                 }
                 if roles.is_some() || changes.disabled.is_some() {
-                    user = self.apply(actor, &user, roles, changes.disabled).await?;
+                    user = self.apply(actor, &user, roles, changes.disabled).await?.0;
                 }
                 Ok((user, false))
             }
@@ -143,8 +142,7 @@ impl Service {
         password: String,
     ) -> DomainResult<(User, usize)> {
         actor.operator_only()?;
-        let password = Password::new(password);
-        password.check_policy().map_err(|e| DomainError::Invalid(e.to_string()))?;
+        let password = policy_checked(password)?;
         let user = self.user(username).await?;
         self.new_password(actor, &user, &password).await
     }
@@ -183,7 +181,7 @@ impl Service {
         roles.extend(add);
         let roles = normalize_roles(roles)
             .map_err(|e| DomainError::Invalid(format!("invalid roles: {e}")))?;
-        self.apply(actor, &user, Some(roles), None).await
+        Ok(self.apply(actor, &user, Some(roles), None).await?.0)
     }
 
     /// Disables (ending every session and grant) or enables the user named `username`. An
@@ -196,21 +194,12 @@ impl Service {
     ) -> DomainResult<(User, usize)> {
         actor.operator_only()?;
         let user = self.user(username).await?;
-        self.apply_counted(actor, &user, None, Some(disabled)).await
+        self.apply(actor, &user, None, Some(disabled)).await
     }
 
+    /// Applies roles and the disabled flag, auditing what changed. The user as it now is, and how
+    /// many sessions ended.
     async fn apply(
-        &self,
-        actor: &Actor,
-        before: &User,
-        roles: Option<Vec<Role>>,
-        disabled: Option<bool>,
-    ) -> DomainResult<User> {
-        Ok(self.apply_counted(actor, before, roles, disabled).await?.0)
-    }
-
-    /// Applies roles and the disabled flag, auditing what changed.
-    async fn apply_counted(
         &self,
         actor: &Actor,
         before: &User,

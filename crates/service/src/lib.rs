@@ -90,7 +90,7 @@ impl Actor {
         if session.has_role(Role::ADMIN) {
             Ok(Actor::Admin(Me::of(session)))
         } else {
-            Err(DomainError::Forbidden("this needs an API key or the admin role".into()))
+            Err(not_operator())
         }
     }
 
@@ -123,12 +123,13 @@ impl Actor {
     }
 
     fn operator_only(&self) -> DomainResult<()> {
-        if self.is_operator() {
-            Ok(())
-        } else {
-            Err(DomainError::Forbidden("this needs an API key or the admin role".into()))
-        }
+        if self.is_operator() { Ok(()) } else { Err(not_operator()) }
     }
+}
+
+/// The refusal of an operator's use case to anyone else.
+fn not_operator() -> DomainError {
+    DomainError::Forbidden("this needs an API key or the admin role".into())
 }
 
 /// Where a request comes from: the client's address (already resolved through trusted proxies)

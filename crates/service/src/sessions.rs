@@ -12,10 +12,11 @@ use crate::{Actor, Client, DomainError, DomainResult, Service, count_revocations
 /// Most bytes of a session's data, written compactly.
 pub const DATA_LIMIT: usize = 16 * 1024;
 
-/// Checks that `value` is a JSON object of at most [`DATA_LIMIT`] bytes written compactly.
-pub fn check_data(value: &Value) -> DomainResult<()> {
+/// Checks that `value` is a JSON object of at most [`DATA_LIMIT`] bytes written compactly;
+/// `field` names it in the refusal.
+pub fn check_data(field: &str, value: &Value) -> DomainResult<()> {
     if !value.is_object() {
-        return Err(DomainError::Invalid("session data must be a JSON object".into()));
+        return Err(DomainError::Invalid(format!("{field} must be a JSON object")));
     }
     // A body within the limit may still grow when written compactly (`1e2` is `100.0`).
     if value.to_string().len() > DATA_LIMIT {
@@ -59,15 +60,15 @@ impl Service {
         id: &str,
         client: &Client,
     ) -> DomainResult<()> {
-        let not_found = DomainError::NotFound("session");
-        let id = SessionId::parse(id).ok_or(DomainError::NotFound("session"))?;
+        let not_found = || DomainError::NotFound("session");
+        let id = SessionId::parse(id).ok_or_else(not_found)?;
         let found = self.store().session_by_id(&id, Timestamp::now()).await?;
         let allowed = match actor {
             Actor::Owner(me) => found.as_ref().is_some_and(|a| a.user.id == me.id),
             _ => actor.is_operator(),
         };
         if !allowed || self.manager().revoke(&id).await?.is_none() {
-            return Err(not_found);
+            return Err(not_found());
         }
         let (reason, detail) = match actor {
             Actor::Owner(me) if me.session == id => ("user", "revoked own current session"),
@@ -161,12 +162,7 @@ impl Service {
         actor.operator_only()?;
         let user = self.active_user(username).await?;
         if let Some(d) = &data {
-            check_data(d).map_err(|e| match e {
-                DomainError::Invalid(_) => {
-                    DomainError::Invalid("data must be a JSON object".into())
-                }
-                other => other,
-            })?;
+            check_data("data", d)?;
         }
         if let Some(ip) = &client.ip
             && ip.parse::<std::net::IpAddr>().is_err()
@@ -216,7 +212,7 @@ impl Service {
         value: &Value,
         if_version: Option<u64>,
     ) -> DomainResult<u64> {
-        check_data(value)?;
+        check_data("session data", value)?;
         match self.store().put_session_data(&session.session_id(), value, if_version).await? {
             DataWrite::Stored(version) => Ok(version),
             DataWrite::VersionMismatch(_) => Err(DomainError::VersionMismatch),

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cloakroom_core::export::{
-    self, Batch, Columns, Cursor, EVENT_RETENTION, Imported, Kind, Page, RevocationKind, Transfer,
-    hash_bytes, page_of_rows,
+    self, Batch, Columns, Cursor, Imported, Kind, Page, RevocationKind, Transfer, hash_bytes,
+    page_of_rows,
 };
 use cloakroom_core::grant::GrantRevocation as Revocation;
 use cloakroom_core::store::StoreResult;
@@ -401,7 +401,7 @@ impl Transfer for PgStore {
         now: Timestamp,
     ) -> StoreResult<Page> {
         let limit = limit.max(1);
-        let since = if kind == Kind::EventLogs { now.minus(EVENT_RETENTION) } else { now };
+        let since = kind.counts_since(now);
         let rows = self
             .read(|| async {
                 let query = sqlx::query(export_query(kind))

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cloakroom_core::export::{
-    self, Batch, Columns, Cursor, EVENT_RETENTION, Imported, Kind, Page, RevocationKind, Transfer,
-    hash_bytes, page_of_rows,
+    self, Batch, Columns, Cursor, Imported, Kind, Page, RevocationKind, Transfer, hash_bytes,
+    page_of_rows,
 };
 use cloakroom_core::grant::GrantRevocation as Revocation;
 use cloakroom_core::store::StoreResult;
@@ -371,7 +371,7 @@ impl Transfer for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Page> {
         let limit = limit.max(1);
-        let since = if kind == Kind::EventLogs { now.minus(EVENT_RETENTION) } else { now };
+        let since = kind.counts_since(now);
         let query = sqlx::query(export_query(kind))
             .bind(after.map_or("", |c| c.0.as_str()))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));
