@@ -198,8 +198,18 @@ impl AuditEvent {
 pub struct AuditFilter {
     /// Only this user's.
     pub username: Option<Username>,
-    /// At most this many, newest first (0 = the store's default of 100).
+    /// At most this many, newest first (0 = [`AuditFilter::DEFAULT_LIMIT`]).
     pub limit: u32,
+}
+
+impl AuditFilter {
+    /// How many events a filter without a limit returns.
+    pub const DEFAULT_LIMIT: u32 = 100;
+
+    /// The number of events to return: `limit`, or the default when it is 0.
+    pub fn limit_or_default(&self) -> u32 {
+        if self.limit == 0 { Self::DEFAULT_LIMIT } else { self.limit }
+    }
 }
 
 #[cfg(test)]

@@ -587,11 +587,7 @@ fn push_row<R: Columns>(batch: &mut Batch, r: &R) -> StoreResult<()> {
             all.push(GrantUse { id: r.text("id")?, expires_at: r.int("expires_at")? })
         }
         Batch::GrantRevocations(all) => all.push(GrantRevocation {
-            kind: match r.text("kind")?.as_str() {
-                "grant" => RevocationKind::Grant,
-                "user" => RevocationKind::User,
-                _ => return Err(StoreError::Corrupt { what: "grant revocation", source: None }),
-            },
+            kind: crate::store::codec::revocation_kind(&r.text("kind")?)?,
             subject: r.text("subject")?,
             at: r.int("at")?,
             until: r.int("until")?,

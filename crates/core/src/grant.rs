@@ -58,7 +58,7 @@ pub struct GrantUse {
     pub expires_at: Timestamp,
 }
 
-/// The outcome of [`crate::Store::redeem_grant`].
+/// The outcome of [`crate::store::GrantStore::redeem_grant`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Redemption {
     /// First use: recorded.

@@ -12,10 +12,13 @@ use cloakroom_core::error::StoreError;
 use cloakroom_core::grant::{GrantRevocation, GrantUse, Redemption, SigningKeyRecord};
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{Authenticated, DataWrite, NewSession, SessionData};
-use cloakroom_core::store::{ApiKey, BusEvent, EventId, Reservation, StoreResult};
+use cloakroom_core::store::{
+    ApiKey, ApiKeyStore, AuditStore, BusEvent, ChangeFeed, EventId, EventLogStore, GrantStore,
+    Reservation, SessionStore, Store, StoreResult, UserStore,
+};
 use cloakroom_core::token::{CsrfToken, TokenHash};
 use cloakroom_core::user::{NewUser, User, UserChange, UserRecord, Username};
-use cloakroom_core::{SessionId, Store, Timestamp, UserId};
+use cloakroom_core::{SessionId, Timestamp, UserId};
 
 /// A store whose every operation is timed and whose failures are counted.
 pub struct MeteredStore {
@@ -67,11 +70,10 @@ impl Store for MeteredStore {
     async fn ping(&self) -> StoreResult<()> {
         timed!(self.ping())
     }
+}
 
-    async fn subscribe(&self) -> StoreResult<tokio::sync::mpsc::Receiver<BusEvent>> {
-        timed!(self.subscribe())
-    }
-
+#[async_trait]
+impl UserStore for MeteredStore {
     async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
         timed!(self.create_user(user))
     }
@@ -101,7 +103,10 @@ impl Store for MeteredStore {
     ) -> StoreResult<bool> {
         timed!(self.replace_password_hash(id, old, new))
     }
+}
 
+#[async_trait]
+impl SessionStore for MeteredStore {
     async fn create_session(
         &self,
         session: &NewSession,
@@ -191,7 +196,10 @@ impl Store for MeteredStore {
     async fn delete_expired(&self, now: Timestamp) -> StoreResult<u64> {
         timed!(self.delete_expired(now))
     }
+}
 
+#[async_trait]
+impl ApiKeyStore for MeteredStore {
     async fn create_api_key(
         &self,
         name: &str,
@@ -212,7 +220,10 @@ impl Store for MeteredStore {
     async fn revoke_api_key(&self, name: &str) -> StoreResult<bool> {
         timed!(self.revoke_api_key(name))
     }
+}
 
+#[async_trait]
+impl EventLogStore for MeteredStore {
     async fn reserve_event(
         &self,
         key: &str,
@@ -240,7 +251,10 @@ impl Store for MeteredStore {
     async fn forget_events(&self, key: &str) -> StoreResult<()> {
         timed!(self.forget_events(key))
     }
+}
 
+#[async_trait]
+impl GrantStore for MeteredStore {
     async fn add_signing_key(
         &self,
         key: &SigningKeyRecord,
@@ -268,12 +282,22 @@ impl Store for MeteredStore {
     ) -> StoreResult<Vec<GrantRevocation>> {
         timed!(self.grant_revocations(since, now))
     }
+}
 
+#[async_trait]
+impl AuditStore for MeteredStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         timed!(self.append_audit(event))
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         timed!(self.list_audit(filter))
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for MeteredStore {
+    async fn subscribe(&self) -> StoreResult<tokio::sync::mpsc::Receiver<BusEvent>> {
+        timed!(self.subscribe())
     }
 }

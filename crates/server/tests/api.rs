@@ -172,7 +172,7 @@ trait Count {
 }
 impl Count for cloakroom_store_sqlite::SqliteStore {
     async fn list_sessions_count(&self) -> usize {
-        use cloakroom_core::Store as _;
+        use cloakroom_core::store::prelude::*;
         self.list_sessions(None, cloakroom_core::Timestamp::now()).await.unwrap().len()
     }
 }
@@ -680,7 +680,7 @@ async fn audit_records_authentication_events_without_secrets() {
     h.login_attempt("alice", "wrong password!").await;
     let b = h.login("alice").await;
     h.send(b.send(Method::POST, "/v1/logout", None)).await;
-    use cloakroom_core::Store as _;
+    use cloakroom_core::store::prelude::*;
     let events = h.store.list_audit(&Default::default()).await.unwrap();
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["logout", "login_succeeded", "login_failed"]);
@@ -765,7 +765,7 @@ async fn a_role_change_gives_the_cookie_a_new_token_on_its_next_request() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    use cloakroom_core::Store as _;
+    use cloakroom_core::store::prelude::*;
     let events = h.store.list_audit(&Default::default()).await.unwrap();
     assert!(events.iter().any(|e| e.kind.as_str() == "session_rotated"
         && e.detail.as_deref() == Some("privileges changed")));

@@ -407,8 +407,9 @@ async fn an_embedded_store_brings_its_grant_key_file_along() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run by hand, see docs/benchmarks.md"]
 async fn copy_throughput() {
+    use cloakroom_core::Timestamp;
     use cloakroom_core::export::{self, Batch};
-    use cloakroom_core::{Store as _, Timestamp};
+    use cloakroom_core::store::prelude::*;
 
     const USERS: usize = 2_000;
     const PER_USER: usize = 10;

@@ -3,17 +3,13 @@
 use cloakroom_core::audit::{AuditEvent, AuditFilter};
 use cloakroom_core::id::AuditId;
 use cloakroom_core::password::PasswordHash;
-use cloakroom_core::store::{ApiKey, StoreResult};
+use cloakroom_core::store::{ApiKey, StoreResult, codec};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
-use cloakroom_core::{Role, SessionId, StoreError, Timestamp, TokenHash, User, UserId, Username};
+use cloakroom_core::{SessionId, StoreError, Timestamp, TokenHash, User, UserId, Username};
 use sqlx::PgPool;
 
 use crate::feed::announce;
 use crate::{db_err, is_unique_violation, rows, sessions};
-
-fn role_names(roles: &[Role]) -> Vec<String> {
-    roles.iter().map(|r| r.as_str().to_owned()).collect()
-}
 
 pub(crate) async fn create_user(pool: &PgPool, user: &NewUser) -> StoreResult<User> {
     let result = sqlx::query(
@@ -23,7 +19,7 @@ pub(crate) async fn create_user(pool: &PgPool, user: &NewUser) -> StoreResult<Us
     .bind(user.id.as_str())
     .bind(user.username.as_str())
     .bind(user.password_hash.as_ref().map(PasswordHash::as_str))
-    .bind(role_names(&user.roles))
+    .bind(codec::role_names(&user.roles))
     .bind(user.created_at.as_millis())
     .execute(pool)
     .await;
@@ -74,7 +70,7 @@ pub(crate) async fn update_user(
         rows::USER
     ))
     .bind(change.password_hash.as_ref().map(PasswordHash::as_str))
-    .bind(change.roles.as_deref().map(role_names))
+    .bind(change.roles.as_deref().map(codec::role_names))
     .bind(change.disabled)
     .bind(Timestamp::now().as_millis())
     .bind(id.as_str())
@@ -187,7 +183,7 @@ pub(crate) async fn list_audit(
     pool: &PgPool,
     filter: &AuditFilter,
 ) -> StoreResult<Vec<AuditEvent>> {
-    let limit = i64::from(if filter.limit == 0 { 100 } else { filter.limit });
+    let limit = i64::from(filter.limit_or_default());
     let columns = "at, kind, actor, user_id, username, session_id, ip, detail";
     let rows = match &filter.username {
         Some(name) => {

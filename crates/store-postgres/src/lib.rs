@@ -36,11 +36,13 @@ use cloakroom_core::audit::{AuditEvent, AuditFilter};
 use cloakroom_core::grant::{GrantRevocation, GrantUse, Redemption, SigningKeyRecord};
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, SessionData};
-use cloakroom_core::store::{ApiKey, BusEvent, EventId, Reservation, StoreResult};
+use cloakroom_core::store::{
+    ApiKey, ApiKeyStore, AuditStore, BusEvent, ChangeFeed, EventId, EventLogStore, GrantStore,
+    Reservation, SessionStore, Store, StoreResult, UserStore,
+};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
 use cloakroom_core::{
-    Authenticated, CsrfToken, SessionId, Store, StoreError, Timestamp, TokenHash, User, UserId,
-    Username,
+    Authenticated, CsrfToken, SessionId, StoreError, Timestamp, TokenHash, User, UserId, Username,
 };
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -226,18 +228,10 @@ impl Store for PgStore {
         })
         .await
     }
+}
 
-    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
-        // Its own pool of one: the listening connection is never lent to anything else.
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .acquire_timeout(self.connect_timeout)
-            .test_before_acquire(false)
-            .connect_lazy_with(self.listen.clone());
-        Ok(feed::spawn(pool, self.connect_timeout, Arc::clone(&self.outage)))
-    }
-
+#[async_trait]
+impl UserStore for PgStore {
     async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
         self.bounded(accounts::create_user(&self.pool, user)).await
     }
@@ -267,7 +261,10 @@ impl Store for PgStore {
     ) -> StoreResult<bool> {
         self.bounded(accounts::replace_password_hash(&self.pool, id, old, new)).await
     }
+}
 
+#[async_trait]
+impl SessionStore for PgStore {
     async fn create_session(
         &self,
         session: &NewSession,
@@ -353,7 +350,10 @@ impl Store for PgStore {
         self.bounded(grants::delete_expired(&self.pool, now)).await?;
         Ok(swept)
     }
+}
 
+#[async_trait]
+impl ApiKeyStore for PgStore {
     async fn create_api_key(
         &self,
         name: &str,
@@ -374,7 +374,10 @@ impl Store for PgStore {
     async fn revoke_api_key(&self, name: &str) -> StoreResult<bool> {
         self.bounded(accounts::revoke_api_key(&self.pool, name)).await
     }
+}
 
+#[async_trait]
+impl EventLogStore for PgStore {
     async fn reserve_event(
         &self,
         key: &str,
@@ -402,7 +405,10 @@ impl Store for PgStore {
     async fn forget_events(&self, key: &str) -> StoreResult<()> {
         self.bounded(logs::forget(&self.pool, key)).await
     }
+}
 
+#[async_trait]
+impl GrantStore for PgStore {
     async fn add_signing_key(
         &self,
         key: &SigningKeyRecord,
@@ -430,12 +436,29 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<GrantRevocation>> {
         self.read(|| grants::revocations(&self.pool, since, now)).await
     }
+}
 
+#[async_trait]
+impl AuditStore for PgStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         self.bounded(accounts::append_audit(&self.pool, event)).await
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
         self.read(|| accounts::list_audit(&self.pool, filter)).await
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for PgStore {
+    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
+        // Its own pool of one: the listening connection is never lent to anything else.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(self.connect_timeout)
+            .test_before_acquire(false)
+            .connect_lazy_with(self.listen.clone());
+        Ok(feed::spawn(pool, self.connect_timeout, Arc::clone(&self.outage)))
     }
 }

@@ -1,10 +1,10 @@
 //! Reading rows into Cloakroom's types, by column name, and the column lists the queries select.
 
-use cloakroom_core::audit::{AuditEvent, AuditKind};
-use cloakroom_core::grant::{GrantRevocation, Revoked, SigningKeyRecord};
+use cloakroom_core::audit::AuditEvent;
+use cloakroom_core::grant::{GrantRevocation, SigningKeyRecord};
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::Session;
-use cloakroom_core::store::ApiKey;
+use cloakroom_core::store::{ApiKey, codec};
 use cloakroom_core::user::UserRecord;
 use cloakroom_core::{
     Authenticated, CsrfToken, Role, SessionId, StoreError, Timestamp, User, UserId, Username,
@@ -43,7 +43,7 @@ fn time(row: &PgRow, column: &str) -> Result<Timestamp, StoreError> {
 }
 
 fn roles(row: &PgRow) -> Result<Vec<Role>, StoreError> {
-    Ok(get::<Vec<String>>(row, "roles")?.into_iter().map(Role::from_stored).collect())
+    Ok(codec::roles_from_names(get(row, "roles")?))
 }
 
 pub(crate) fn user(row: &PgRow) -> Result<UserRecord, StoreError> {
@@ -118,23 +118,14 @@ pub(crate) fn signing_key(row: &PgRow) -> Result<SigningKeyRecord, StoreError> {
 }
 
 pub(crate) fn revocation(row: &PgRow) -> Result<GrantRevocation, StoreError> {
-    let kind: String = get(row, "kind")?;
-    let subject: String = get(row, "subject")?;
-    let subject = match kind.as_str() {
-        "grant" => Revoked::Grant(subject),
-        "user" => Revoked::User(UserId::from_stored(subject)),
-        _ => return Err(StoreError::Corrupt { what: "grant revocation", source: None }),
-    };
+    let subject = codec::revoked(&get::<String>(row, "kind")?, get(row, "subject")?)?;
     Ok(GrantRevocation { subject, at: time(row, "at")?, until: time(row, "until")? })
 }
 
 pub(crate) fn audit_event(row: &PgRow) -> Result<AuditEvent, StoreError> {
-    let kind: String = get(row, "kind")?;
     Ok(AuditEvent {
         at: time(row, "at")?,
-        kind: kind
-            .parse::<AuditKind>()
-            .map_err(|()| StoreError::Corrupt { what: "audit event kind", source: None })?,
+        kind: codec::audit_kind(&get::<String>(row, "kind")?)?,
         actor: get(row, "actor")?,
         user_id: get::<Option<String>>(row, "user_id")?.map(UserId::from_stored),
         username: get::<Option<String>>(row, "username")?.map(Username::from_stored),

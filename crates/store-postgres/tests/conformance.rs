@@ -20,5 +20,6 @@ cloakroom_core::store_conformance_tests!(fresh);
 async fn announcements_survive_failed_secondary_writes() {
     let (healthy, server) = fresh().await;
     let other = PgStore::connect(&server.url()).await.unwrap();
-    cloakroom_core::testing::announcements_survive_failed_secondary_writes(&healthy, &other).await;
+    cloakroom_core::testing::feed::announcements_survive_failed_secondary_writes(&healthy, &other)
+        .await;
 }

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cloakroom_core::StoreError;
 use cloakroom_core::session::DataWrite;
+use cloakroom_core::store::prelude::*;
 use cloakroom_core::store::{BusEvent, Reservation};
 use cloakroom_core::testing::{new_session, session, t0, user};
-use cloakroom_core::{Store as _, StoreError};
 use cloakroom_store_postgres::PgStore;
 use cloakroom_store_postgres::testing::PgServer;
 use sqlx::Row as _;

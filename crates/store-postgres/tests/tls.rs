@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use cloakroom_core::Store as _;
 use cloakroom_core::store::BusEvent;
+use cloakroom_core::store::prelude::*;
 use cloakroom_core::testing::{session, t0, user};
 use cloakroom_store_postgres::PgStore;
 use cloakroom_store_postgres::testing::PgServer;

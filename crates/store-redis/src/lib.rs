@@ -39,18 +39,20 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use cloakroom_core::audit::{AuditEvent, AuditFilter};
 use cloakroom_core::grant::{
     GrantRevocation, GrantUse, KEY_PUBLISH_MARGIN, MAX_GRANT_TTL, Redemption, Revoked,
     SigningKeyRecord,
 };
 use cloakroom_core::password::PasswordHash;
 use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
-use cloakroom_core::store::{ApiKey, BusEvent, EventId, Reservation, StoreResult};
+use cloakroom_core::store::{
+    ApiKey, ApiKeyStore, AuditStore, BusEvent, ChangeFeed, EventId, EventLogStore, GrantStore,
+    Reservation, SessionStore, Store, StoreResult, UserStore, codec,
+};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
 use cloakroom_core::{
-    Authenticated, CsrfToken, Role, SessionId, Store, StoreError, Timestamp, TokenHash, User,
-    UserId, Username,
+    Authenticated, CsrfToken, SessionId, StoreError, Timestamp, TokenHash, User, UserId, Username,
 };
 use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -254,14 +256,13 @@ fn num(f: &Fields, key: &'static str) -> StoreResult<i64> {
 }
 
 fn decode_user(f: &Fields) -> StoreResult<UserRecord> {
-    let roles: Vec<String> = serde_json::from_str(f.get("roles").map_or("[]", String::as_str))
-        .map_err(|_| corrupt("user roles"))?;
+    let roles = codec::roles_from_json(f.get("roles").map_or("[]", String::as_str))?;
     let pw = f.get("pw").filter(|p| !p.is_empty());
     Ok(UserRecord {
         user: User {
             id: UserId::from_stored(f.get("id").ok_or(corrupt("user"))?.clone()),
             username: Username::from_stored(f.get("username").ok_or(corrupt("user"))?.clone()),
-            roles: roles.into_iter().map(Role::from_stored).collect(),
+            roles,
             disabled: f.get("disabled").is_some_and(|d| d == "1"),
             has_password: pw.is_some(),
             created_at: Timestamp::from_millis(num(f, "created")?),
@@ -287,11 +288,6 @@ fn decode_session(f: &Fields) -> StoreResult<Session> {
         user_agent: f.get("ua").cloned(),
         audience: f.get("aud").cloned(),
     })
-}
-
-fn roles_json(roles: &[Role]) -> String {
-    serde_json::to_string(&roles.iter().map(Role::as_str).collect::<Vec<_>>())
-        .unwrap_or_else(|_| "[]".into())
 }
 
 /// Pairs `sid, token hash` from a script reply.
@@ -396,10 +392,7 @@ impl RedisStore {
 
     /// Appends to the revocation log and forgets entries older than any grant can live.
     async fn log_revocation(&self, r: &GrantRevocation) -> StoreResult<()> {
-        let (kind, subject) = match &r.subject {
-            Revoked::Grant(id) => ("grant", id.as_str()),
-            Revoked::User(u) => ("user", u.as_str()),
-        };
+        let (kind, subject) = codec::revoked_parts(&r.subject);
         let horizon = r.at.minus(MAX_GRANT_TTL + KEY_PUBLISH_MARGIN).as_millis();
         let _: i64 = self
             .scripts
@@ -564,121 +557,14 @@ impl Store for RedisStore {
         Some(self)
     }
 
-    /// Sessions expire by TTL at their idle deadline, index entries with the user's newest
-    /// session, lookup hints at the absolute deadline: nothing for a sweep to do, and a sweep
-    /// would walk every user on every node.
-    fn needs_sweep(&self) -> bool {
-        false
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map_err(err)?;
         Ok(())
     }
+}
 
-    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
-        let (tx, rx) = mpsc::channel(1024);
-        let nodes = self.bus_nodes.clone();
-        let sequenced = !matches!(self.conn, Conn::Cluster(_));
-        let mut conn = self.conn();
-        tokio::spawn(async move {
-            let mut connected = false;
-            let mut next = 0usize;
-            loop {
-                // Try the nodes in turn: in a Cluster any node hears every PUBLISH. Under
-                // Sentinel, the primary as they see it now (after a failover, the new one).
-                let client = match (&conn, nodes.get(next % nodes.len().max(1))) {
-                    (Conn::Sentinel(f), _) => f.primary().await.ok(),
-                    (_, node) => node.cloned(),
-                };
-                next += 1;
-                let pubsub = match client {
-                    // Bounded: a server that accepts the connection and then says nothing must
-                    // not hold the subscriber (and with it the recovery) forever.
-                    Some(c) => tokio::time::timeout(BUS_TIMEOUT, async move {
-                        let mut p = c.get_async_pubsub().await.ok()?;
-                        p.subscribe(BUS).await.ok().map(|()| p)
-                    })
-                    .await
-                    .ok()
-                    .flatten(),
-                    None => None,
-                };
-                // The change number at subscription: announcements after it must follow on
-                // without a gap. (Ones up to it may still arrive; the flush covers them.)
-                let baseline = match (&pubsub, sequenced) {
-                    (None, _) => None,
-                    (Some(_), false) => Some(Sequence::Unsequenced),
-                    (Some(_), true) => redis::cmd("GET")
-                        .arg(BUS_SEQ)
-                        .query_async::<Option<u64>>(&mut conn)
-                        .await
-                        .ok()
-                        .map(|seq| Sequence::Last(seq.unwrap_or(0))),
-                };
-                if let (Some(pubsub), Some(mut sequence)) = (pubsub, baseline) {
-                    connected = true;
-                    if tx.send(BusEvent::Connected).await.is_err() {
-                        return;
-                    }
-                    // A heartbeat: a subscription whose server stops answering (a primary that
-                    // vanished without closing TCP) is as lost as a closed one, and a gap in
-                    // the change numbers would never show without a next message.
-                    let (mut sink, mut messages) = pubsub.split();
-                    let mut beat = tokio::time::interval(BUS_HEARTBEAT);
-                    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    beat.tick().await;
-                    loop {
-                        let msg = tokio::select! {
-                            msg = messages.next() => match msg {
-                                Some(msg) => msg,
-                                None => break,
-                            },
-                            _ = beat.tick() => {
-                                let ping = tokio::time::timeout(BUS_TIMEOUT, sink.ping::<String>());
-                                if matches!(ping.await, Ok(Ok(_))) {
-                                    continue;
-                                }
-                                tracing::warn!("the invalidation subscription stopped answering");
-                                break;
-                            }
-                        };
-                        let Ok(payload) = msg.get_payload::<String>() else { continue };
-                        let Some(message) = Announcement::parse(&payload) else {
-                            tracing::warn!("ignored a malformed bus message");
-                            continue;
-                        };
-                        let event = BusEvent::Invalidate { user: message.user, at: message.at };
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                        if sequence.follow(message.seq) {
-                            continue;
-                        }
-                        // A change number was skipped: an announcement was lost. Stop trusting
-                        // the cache until it has been flushed, as after a lost connection.
-                        tracing::error!("a session invalidation was missed; flushing the cache");
-                        if tx.send(BusEvent::Disconnected).await.is_err()
-                            || tx.send(BusEvent::Connected).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    tracing::warn!("redis invalidation subscription lost");
-                }
-
-                if connected || tx.is_closed() {
-                    connected = false;
-                    if tx.send(BusEvent::Disconnected).await.is_err() {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        });
-        Ok(rx)
-    }
-
+#[async_trait]
+impl UserStore for RedisStore {
     async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
         let uid = user.id.as_str();
         let claimed: bool = redis::cmd("SET")
@@ -696,7 +582,7 @@ impl Store for RedisStore {
         let mut fields = vec![
             ("id", uid.to_owned()),
             ("username", user.username.as_str().to_owned()),
-            ("roles", roles_json(&user.roles)),
+            ("roles", codec::roles_to_json(&user.roles)),
             ("disabled", "0".to_owned()),
             ("created", created.clone()),
             ("updated", created),
@@ -750,7 +636,7 @@ impl Store for RedisStore {
         let (fields, revoked): (Vec<String>, Vec<String>) = self
             .announced(&mut script)
             .arg(change.password_hash.as_ref().map_or("", PasswordHash::as_str))
-            .arg(change.roles.as_deref().map(roles_json).unwrap_or_default())
+            .arg(change.roles.as_deref().map(codec::roles_to_json).unwrap_or_default())
             .arg(change.disabled.map_or("", |d| if d { "1" } else { "0" }))
             .arg(Timestamp::now().as_millis())
             .arg(if change.revokes_sessions() { "1" } else { "0" })
@@ -784,6 +670,16 @@ impl Store for RedisStore {
             .await
             .map_err(err)?;
         Ok(done == 1)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    /// Sessions expire by TTL at their idle deadline, index entries with the user's newest
+    /// session, lookup hints at the absolute deadline: nothing for a sweep to do, and a sweep
+    /// would walk every user on every node.
+    fn needs_sweep(&self) -> bool {
+        false
     }
 
     async fn create_session(
@@ -1053,64 +949,10 @@ impl Store for RedisStore {
         }
         Ok(deleted)
     }
+}
 
-    async fn reserve_event(
-        &self,
-        key: &str,
-        now: Timestamp,
-        window: Duration,
-        max: u32,
-        enforce: bool,
-    ) -> StoreResult<Reservation> {
-        let mut unique = [0u8; 8];
-        cloakroom_core::token::random_bytes(&mut unique).map_err(StoreError::unavailable)?;
-        let member = format!("{}:{}", now.as_millis(), u64::from_le_bytes(unique));
-        let (reserved, first): (i64, i64) = self
-            .scripts
-            .reserve_event
-            .key(format!("cr:ev:{key}"))
-            .arg(now.as_millis())
-            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
-            .arg(max)
-            .arg(&member)
-            .arg(if enforce { "1" } else { "0" })
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(err)?;
-        Ok(if reserved == 1 {
-            Reservation::Reserved(EventId(member))
-        } else {
-            Reservation::Full(Timestamp::from_millis(first))
-        })
-    }
-
-    async fn release_event(&self, key: &str, id: &EventId) -> StoreResult<()> {
-        self.conn().zrem::<_, _, ()>(format!("cr:ev:{key}"), &id.0).await.map_err(err)
-    }
-
-    async fn event_log(
-        &self,
-        key: &str,
-        now: Timestamp,
-        window: Duration,
-    ) -> StoreResult<Vec<Timestamp>> {
-        let since = now.minus(window).as_millis();
-        let scored: Vec<(String, i64)> = redis::cmd("ZRANGE")
-            .arg(format!("cr:ev:{key}"))
-            .arg(format!("({since}"))
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("WITHSCORES")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(err)?;
-        Ok(scored.into_iter().map(|(_, at)| Timestamp::from_millis(at)).collect())
-    }
-
-    async fn forget_events(&self, key: &str) -> StoreResult<()> {
-        self.conn().del::<_, ()>(format!("cr:ev:{key}")).await.map_err(err)
-    }
-
+#[async_trait]
+impl ApiKeyStore for RedisStore {
     async fn create_api_key(
         &self,
         name: &str,
@@ -1180,7 +1022,70 @@ impl Store for RedisStore {
         .await?;
         Ok(true)
     }
+}
 
+#[async_trait]
+impl EventLogStore for RedisStore {
+    async fn reserve_event(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+        max: u32,
+        enforce: bool,
+    ) -> StoreResult<Reservation> {
+        let mut unique = [0u8; 8];
+        cloakroom_core::token::random_bytes(&mut unique).map_err(StoreError::unavailable)?;
+        let member = format!("{}:{}", now.as_millis(), u64::from_le_bytes(unique));
+        let (reserved, first): (i64, i64) = self
+            .scripts
+            .reserve_event
+            .key(format!("cr:ev:{key}"))
+            .arg(now.as_millis())
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+            .arg(max)
+            .arg(&member)
+            .arg(if enforce { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(if reserved == 1 {
+            Reservation::Reserved(EventId(member))
+        } else {
+            Reservation::Full(Timestamp::from_millis(first))
+        })
+    }
+
+    async fn release_event(&self, key: &str, id: &EventId) -> StoreResult<()> {
+        self.conn().zrem::<_, _, ()>(format!("cr:ev:{key}"), &id.0).await.map_err(err)
+    }
+
+    async fn event_log(
+        &self,
+        key: &str,
+        now: Timestamp,
+        window: Duration,
+    ) -> StoreResult<Vec<Timestamp>> {
+        let since = now.minus(window).as_millis();
+        let scored: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(format!("cr:ev:{key}"))
+            .arg(format!("({since}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(err)?;
+        Ok(scored.into_iter().map(|(_, at)| Timestamp::from_millis(at)).collect())
+    }
+
+    async fn forget_events(&self, key: &str) -> StoreResult<()> {
+        self.conn().del::<_, ()>(format!("cr:ev:{key}")).await.map_err(err)
+    }
+}
+
+#[async_trait]
+impl GrantStore for RedisStore {
     async fn add_signing_key(
         &self,
         key: &SigningKeyRecord,
@@ -1319,11 +1224,7 @@ impl Store for RedisStore {
                     .map(Timestamp::from_millis)
                     .map_err(|_| corrupt("grant revocation"))
             };
-            let subject = match kind {
-                "grant" => Revoked::Grant(subject.to_owned()),
-                "user" => Revoked::User(UserId::from_stored(subject.to_owned())),
-                _ => return Err(corrupt("grant revocation")),
-            };
+            let subject = codec::revoked(kind, subject.to_owned())?;
             let r = GrantRevocation { subject, at: ms(at)?, until: ms(until)? };
             if r.until > now {
                 out.push(r);
@@ -1331,7 +1232,10 @@ impl Store for RedisStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl AuditStore for RedisStore {
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
         let id = cloakroom_core::id::AuditId::generate().map_err(StoreError::unavailable)?;
         self.add_audit(&cloakroom_core::export::Audit::new(id.as_str().to_owned(), e)).await?;
@@ -1339,7 +1243,7 @@ impl Store for RedisStore {
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let limit = filter.limit_or_default();
         let stream = match &filter.username {
             Some(u) => format!("cr:audit:n:{}", u.as_str()),
             None => "cr:audit".to_owned(),
@@ -1351,9 +1255,7 @@ impl Store for RedisStore {
             .into_iter()
             .map(|entry| {
                 let get = |k: &str| entry.get::<String>(k);
-                let kind = get("kind")
-                    .and_then(|k| k.parse::<AuditKind>().ok())
-                    .ok_or(corrupt("audit event"))?;
+                let kind = codec::audit_kind(&get("kind").ok_or(corrupt("audit event"))?)?;
                 Ok(AuditEvent {
                     at: Timestamp::from_millis(get("at").and_then(|a| a.parse().ok()).unwrap_or(0)),
                     kind,
@@ -1366,6 +1268,112 @@ impl Store for RedisStore {
                 })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for RedisStore {
+    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
+        let (tx, rx) = mpsc::channel(1024);
+        let nodes = self.bus_nodes.clone();
+        let sequenced = !matches!(self.conn, Conn::Cluster(_));
+        let mut conn = self.conn();
+        tokio::spawn(async move {
+            let mut connected = false;
+            let mut next = 0usize;
+            loop {
+                // Try the nodes in turn: in a Cluster any node hears every PUBLISH. Under
+                // Sentinel, the primary as they see it now (after a failover, the new one).
+                let client = match (&conn, nodes.get(next % nodes.len().max(1))) {
+                    (Conn::Sentinel(f), _) => f.primary().await.ok(),
+                    (_, node) => node.cloned(),
+                };
+                next += 1;
+                let pubsub = match client {
+                    // Bounded: a server that accepts the connection and then says nothing must
+                    // not hold the subscriber (and with it the recovery) forever.
+                    Some(c) => tokio::time::timeout(BUS_TIMEOUT, async move {
+                        let mut p = c.get_async_pubsub().await.ok()?;
+                        p.subscribe(BUS).await.ok().map(|()| p)
+                    })
+                    .await
+                    .ok()
+                    .flatten(),
+                    None => None,
+                };
+                // The change number at subscription: announcements after it must follow on
+                // without a gap. (Ones up to it may still arrive; the flush covers them.)
+                let baseline = match (&pubsub, sequenced) {
+                    (None, _) => None,
+                    (Some(_), false) => Some(Sequence::Unsequenced),
+                    (Some(_), true) => redis::cmd("GET")
+                        .arg(BUS_SEQ)
+                        .query_async::<Option<u64>>(&mut conn)
+                        .await
+                        .ok()
+                        .map(|seq| Sequence::Last(seq.unwrap_or(0))),
+                };
+                if let (Some(pubsub), Some(mut sequence)) = (pubsub, baseline) {
+                    connected = true;
+                    if tx.send(BusEvent::Connected).await.is_err() {
+                        return;
+                    }
+                    // A heartbeat: a subscription whose server stops answering (a primary that
+                    // vanished without closing TCP) is as lost as a closed one, and a gap in
+                    // the change numbers would never show without a next message.
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut beat = tokio::time::interval(BUS_HEARTBEAT);
+                    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    beat.tick().await;
+                    loop {
+                        let msg = tokio::select! {
+                            msg = messages.next() => match msg {
+                                Some(msg) => msg,
+                                None => break,
+                            },
+                            _ = beat.tick() => {
+                                let ping = tokio::time::timeout(BUS_TIMEOUT, sink.ping::<String>());
+                                if matches!(ping.await, Ok(Ok(_))) {
+                                    continue;
+                                }
+                                tracing::warn!("the invalidation subscription stopped answering");
+                                break;
+                            }
+                        };
+                        let Ok(payload) = msg.get_payload::<String>() else { continue };
+                        let Some(message) = Announcement::parse(&payload) else {
+                            tracing::warn!("ignored a malformed bus message");
+                            continue;
+                        };
+                        let event = BusEvent::Invalidate { user: message.user, at: message.at };
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                        if sequence.follow(message.seq) {
+                            continue;
+                        }
+                        // A change number was skipped: an announcement was lost. Stop trusting
+                        // the cache until it has been flushed, as after a lost connection.
+                        tracing::error!("a session invalidation was missed; flushing the cache");
+                        if tx.send(BusEvent::Disconnected).await.is_err()
+                            || tx.send(BusEvent::Connected).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    tracing::warn!("redis invalidation subscription lost");
+                }
+
+                if connected || tx.is_closed() {
+                    connected = false;
+                    if tx.send(BusEvent::Disconnected).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Ok(rx)
     }
 }
 

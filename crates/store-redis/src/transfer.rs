@@ -19,7 +19,7 @@ use cloakroom_core::export::{
     self, Batch, Cursor, EVENT_RETENTION, Imported, Kind, Page, RevocationKind, Transfer,
 };
 use cloakroom_core::grant::GrantRevocation as Revocation;
-use cloakroom_core::store::StoreResult;
+use cloakroom_core::store::{StoreResult, codec};
 use cloakroom_core::{StoreError, Timestamp};
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncCommands as _, Script};
@@ -185,11 +185,7 @@ fn exported_revocation(member: &str) -> StoreResult<export::GrantRevocation> {
     else {
         return Err(corrupt("grant revocation"));
     };
-    let kind = match kind {
-        "grant" => RevocationKind::Grant,
-        "user" => RevocationKind::User,
-        _ => return Err(corrupt("grant revocation")),
-    };
+    let kind = codec::revocation_kind(kind)?;
     let ms = |s: &str| s.parse::<i64>().map_err(|_| corrupt("grant revocation"));
     Ok(export::GrantRevocation {
         kind,
@@ -200,10 +196,7 @@ fn exported_revocation(member: &str) -> StoreResult<export::GrantRevocation> {
 }
 
 fn revocation_member(r: &export::GrantRevocation) -> String {
-    let kind = match r.kind {
-        RevocationKind::Grant => "grant",
-        RevocationKind::User => "user",
-    };
+    let kind = codec::revocation_kind_name(r.kind);
     format!("{kind}|{}|{}|{}", r.subject, r.at, r.until)
 }
 
@@ -516,7 +509,7 @@ impl RedisStore {
 
     async fn export_signing_keys(&self, after: Option<&Cursor>, limit: usize) -> StoreResult<Page> {
         // Few (one per rotation): read whole, paged by id.
-        use cloakroom_core::Store as _;
+        use cloakroom_core::store::GrantStore as _;
         let mut keys: Vec<export::SigningKey> =
             self.signing_keys().await?.iter().map(export::SigningKey::from).collect();
         keys.sort_by(|a, b| a.id.cmp(&b.id));

@@ -20,7 +20,8 @@ cloakroom_core::store_conformance_tests!(fresh);
 async fn a_revocation_survives_a_cluster_failover() {
     use std::time::{Duration, Instant};
 
-    use cloakroom_core::{Store as _, testing};
+    use cloakroom_core::store::prelude::*;
+    use cloakroom_core::testing;
     let mut cluster = RedisCluster::start_with_replicas().await;
     let store = RedisStore::connect(&cluster.url()).await.unwrap();
     let alice = testing::user(&store, "alice", &[]).await;

@@ -22,7 +22,8 @@ cloakroom_core::store_conformance_tests!(fresh);
 async fn announcements_survive_failed_secondary_writes() {
     let (healthy, server) = fresh().await;
     let faulty = RedisStore::connect(&server.url_with_read_only_hints().await).await.unwrap();
-    cloakroom_core::testing::announcements_survive_failed_secondary_writes(&healthy, &faulty).await;
+    cloakroom_core::testing::feed::announcements_survive_failed_secondary_writes(&healthy, &faulty)
+        .await;
 }
 
 /// A lost announcement is detected: the next one's change number skips, and the subscriber
@@ -30,7 +31,8 @@ async fn announcements_survive_failed_secondary_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_the_change_numbers_flushes_the_subscriber() {
     use cloakroom_core::store::BusEvent;
-    use cloakroom_core::{Store as _, testing};
+    use cloakroom_core::store::prelude::*;
+    use cloakroom_core::testing;
     let (store, server) = fresh().await;
     let alice = testing::user(&store, "alice", &[]).await;
     let mut feed = store.subscribe().await.unwrap();
@@ -65,7 +67,7 @@ async fn keys(url: &str) -> Vec<String> {
 /// per-user index, the token index and the id index never outlive the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_index_entry_outlives_its_session() {
-    use cloakroom_core::Store as _;
+    use cloakroom_core::store::prelude::*;
     use cloakroom_core::testing::{new_session, session, user};
     let (store, server) = fresh().await;
     let alice = user(&store, "alice", &[]).await;
@@ -99,8 +101,8 @@ async fn no_index_entry_outlives_its_session() {
 /// within 2 s is lost: Disconnected, then Connected once the server answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_server_disconnects_the_subscriber() {
-    use cloakroom_core::Store as _;
     use cloakroom_core::store::BusEvent;
+    use cloakroom_core::store::prelude::*;
     let (store, server) = fresh().await;
     let mut feed = store.subscribe().await.unwrap();
     assert_eq!(feed.recv().await, Some(BusEvent::Connected));

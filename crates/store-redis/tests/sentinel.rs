@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use cloakroom_core::store::BusEvent;
-use cloakroom_core::{Store as _, StoreError, testing};
+use cloakroom_core::store::prelude::*;
+use cloakroom_core::{StoreError, testing};
 use cloakroom_store_redis::RedisStore;
 use cloakroom_store_redis::testing::RedisReplicated;
 

@@ -6,43 +6,37 @@
 //! (`BEGIN IMMEDIATE`) and wait up to `busy_timeout` for each other.
 
 mod migrate;
+mod rows;
 mod transfer;
 
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom_core::audit::{AuditEvent, AuditFilter, AuditKind};
-use cloakroom_core::grant::{GrantRevocation, GrantUse, Redemption, Revoked, SigningKeyRecord};
+use cloakroom_core::audit::{AuditEvent, AuditFilter};
+use cloakroom_core::grant::{GrantRevocation, GrantUse, Redemption, SigningKeyRecord};
 use cloakroom_core::id::AuditId;
 use cloakroom_core::password::PasswordHash;
-use cloakroom_core::session::{DataWrite, NewSession, Session, SessionData};
-use cloakroom_core::store::{ApiKey, BusEvent, EventId, Reservation, StoreResult};
+use cloakroom_core::session::{DataWrite, NewSession, SessionData};
+use cloakroom_core::store::{
+    ApiKey, ApiKeyStore, AuditStore, BusEvent, ChangeFeed, EventId, EventLogStore, GrantStore,
+    Reservation, SessionStore, Store, StoreResult, UserStore, codec,
+};
 use cloakroom_core::user::{NewUser, UserChange, UserRecord};
 use cloakroom_core::{
-    Authenticated, CsrfToken, Role, SessionId, Store, StoreError, Timestamp, TokenHash, User,
-    UserId, Username,
+    Authenticated, CsrfToken, SessionId, StoreError, Timestamp, TokenHash, User, UserId, Username,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::mpsc;
+
+use crate::rows::{AUTH, USER};
 
 /// The SQLite store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
 }
-
-/// Columns of a session joined with its user, in the order [`decode_auth`] reads them.
-const AUTH_COLUMNS: &str = "s.id, s.user_id, s.csrf_token, s.created_at, s.last_seen_at, \
-    s.idle_expires_at, s.expires_at, s.ip, s.user_agent, u.username, u.roles, u.disabled, \
-    u.password_hash IS NOT NULL AS has_password, u.created_at AS u_created_at, \
-    u.updated_at AS u_updated_at, s.token_issued_at, u.privileges_changed_at, s.audience";
-
-const USER_COLUMNS: &str =
-    "id, username, password_hash, roles, disabled, created_at, updated_at, privileges_changed_at";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database named by a store URL `sqlite:PATH` (also
@@ -152,71 +146,6 @@ fn is_fk_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
 }
 
-fn roles_to_json(roles: &[Role]) -> String {
-    serde_json::to_string(&roles.iter().map(Role::as_str).collect::<Vec<_>>())
-        .unwrap_or_else(|_| "[]".into())
-}
-
-fn roles_from_json(text: &str) -> StoreResult<Vec<Role>> {
-    let names: Vec<String> = serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt { what: "user roles", source: Some(e.into()) })?;
-    Ok(names.into_iter().map(Role::from_stored).collect())
-}
-
-fn decode_user(row: &SqliteRow) -> StoreResult<UserRecord> {
-    let hash: Option<String> = row.try_get("password_hash").map_err(db_err)?;
-    Ok(UserRecord {
-        user: User {
-            id: UserId::from_stored(row.try_get("id").map_err(db_err)?),
-            username: Username::from_stored(row.try_get("username").map_err(db_err)?),
-            roles: roles_from_json(row.try_get("roles").map_err(db_err)?)?,
-            disabled: row.try_get("disabled").map_err(db_err)?,
-            has_password: hash.is_some(),
-            created_at: Timestamp::from_millis(row.try_get("created_at").map_err(db_err)?),
-            updated_at: Timestamp::from_millis(row.try_get("updated_at").map_err(db_err)?),
-            privileges_changed_at: Timestamp::from_millis(
-                row.try_get("privileges_changed_at").map_err(db_err)?,
-            ),
-        },
-        password_hash: hash.map(PasswordHash::from_stored),
-    })
-}
-
-fn decode_auth(row: &SqliteRow) -> StoreResult<Authenticated> {
-    let user_id = UserId::from_stored(row.try_get(1).map_err(db_err)?);
-    let ts = |i: usize| -> StoreResult<Timestamp> {
-        Ok(Timestamp::from_millis(row.try_get(i).map_err(db_err)?))
-    };
-    let session = Session {
-        id: SessionId::from_stored(row.try_get(0).map_err(db_err)?),
-        user_id: user_id.clone(),
-        csrf: CsrfToken::from_stored(row.try_get(2).map_err(db_err)?),
-        created_at: ts(3)?,
-        last_seen_at: ts(4)?,
-        token_issued_at: ts(15)?,
-        idle_expires_at: ts(5)?,
-        expires_at: ts(6)?,
-        ip: row.try_get(7).map_err(db_err)?,
-        user_agent: row.try_get(8).map_err(db_err)?,
-        audience: row.try_get(17).map_err(db_err)?,
-    };
-    let user = User {
-        id: user_id,
-        username: Username::from_stored(row.try_get(9).map_err(db_err)?),
-        roles: roles_from_json(row.try_get(10).map_err(db_err)?)?,
-        disabled: row.try_get(11).map_err(db_err)?,
-        has_password: row.try_get(12).map_err(db_err)?,
-        created_at: ts(13)?,
-        updated_at: ts(14)?,
-        privileges_changed_at: ts(16)?,
-    };
-    Ok(Authenticated { session, user })
-}
-
-fn ids(rows: Vec<SqliteRow>) -> StoreResult<Vec<SessionId>> {
-    rows.iter().map(|r| Ok(SessionId::from_stored(r.try_get(0).map_err(db_err)?))).collect()
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -231,18 +160,10 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
         Ok(())
     }
+}
 
-    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
-        let start: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM invalidations")
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(db_err)?;
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(poll_invalidations(self.pool.clone(), start, tx));
-        Ok(rx)
-    }
-
+#[async_trait]
+impl UserStore for SqliteStore {
     async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
         let result = sqlx::query(
             "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at)
@@ -251,7 +172,7 @@ impl Store for SqliteStore {
         .bind(user.id.as_str())
         .bind(user.username.as_str())
         .bind(user.password_hash.as_ref().map(PasswordHash::as_str))
-        .bind(roles_to_json(&user.roles))
+        .bind(codec::roles_to_json(&user.roles))
         .bind(user.created_at.as_millis())
         .bind(user.created_at.as_millis())
         .execute(&self.pool)
@@ -264,20 +185,20 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?"))
+        let row = sqlx::query(&format!("SELECT {USER} FROM users WHERE username = ?"))
             .bind(username.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(decode_user).transpose()
+        row.as_ref().map(rows::user).transpose()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
+        let rows = sqlx::query(&format!("SELECT {USER} FROM users ORDER BY username"))
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter().map(|r| decode_user(r).map(|u| u.user)).collect()
+        rows.iter().map(|r| rows::user(r).map(|u| u.user)).collect()
     }
 
     async fn update_user(
@@ -295,10 +216,10 @@ impl Store for SqliteStore {
                  roles = COALESCE(?2, roles),
                  disabled = COALESCE(?3, disabled),
                  updated_at = ?4
-             WHERE id = ?5 RETURNING {USER_COLUMNS}"
+             WHERE id = ?5 RETURNING {USER}"
         ))
         .bind(change.password_hash.as_ref().map(PasswordHash::as_str))
-        .bind(change.roles.as_deref().map(roles_to_json))
+        .bind(change.roles.as_deref().map(codec::roles_to_json))
         .bind(change.disabled)
         .bind(Timestamp::now().as_millis())
         .bind(id.as_str())
@@ -306,7 +227,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?
         .ok_or(StoreError::NotFound { what: "user" })?;
-        let user = decode_user(&row)?.user;
+        let user = rows::user(&row)?.user;
         let revoked = if change.revokes_sessions() {
             let rows =
                 sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ? RETURNING id")
@@ -315,7 +236,7 @@ impl Store for SqliteStore {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db_err)?;
-            ids(rows)?
+            rows::session_ids(&rows)?
         } else {
             Vec::new()
         };
@@ -341,7 +262,10 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
     }
+}
 
+#[async_trait]
+impl SessionStore for SqliteStore {
     async fn create_session(
         &self,
         s: &NewSession,
@@ -365,7 +289,7 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-            ids(rows)?
+            rows::session_ids(&rows)?
         } else {
             Vec::new()
         };
@@ -409,7 +333,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Option<Authenticated>> {
         let row = sqlx::query(&format!(
-            "SELECT {AUTH_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+            "SELECT {AUTH} FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ?1 AND s.idle_expires_at > ?2 AND s.expires_at > ?2 AND u.disabled = 0"
         ))
         .bind(hash.as_bytes().as_slice())
@@ -417,7 +341,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.as_ref().map(decode_auth).transpose()
+        row.as_ref().map(rows::authenticated).transpose()
     }
 
     async fn session_by_id(
@@ -426,7 +350,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Option<Authenticated>> {
         let row = sqlx::query(&format!(
-            "SELECT {AUTH_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+            "SELECT {AUTH} FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.id = ?1 AND s.idle_expires_at > ?2 AND s.expires_at > ?2 AND u.disabled = 0"
         ))
         .bind(id.as_str())
@@ -434,7 +358,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.as_ref().map(decode_auth).transpose()
+        row.as_ref().map(rows::authenticated).transpose()
     }
 
     async fn touch(
@@ -478,7 +402,7 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await;
         let owner = match row {
-            Ok(Some(r)) => UserId::from_stored(r.try_get(0).map_err(db_err)?),
+            Ok(Some(r)) => UserId::from_stored(r.try_get("user_id").map_err(db_err)?),
             Ok(None) => return Ok(false),
             Err(e) if is_unique_violation(&e) => {
                 return Err(StoreError::Conflict { what: "session token" });
@@ -499,7 +423,7 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         let owner = row
-            .map(|r| r.try_get::<String, _>(0).map(UserId::from_stored).map_err(db_err))
+            .map(|r| r.try_get::<String, _>("user_id").map(UserId::from_stored).map_err(db_err))
             .transpose()?;
         if let Some(owner) = &owner {
             publish(&mut tx, Some(owner)).await?;
@@ -521,7 +445,7 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_err)?;
-        let revoked = ids(rows)?;
+        let revoked = rows::session_ids(&rows)?;
         if !revoked.is_empty() {
             publish(&mut tx, Some(user)).await?;
         }
@@ -535,7 +459,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Vec<Authenticated>> {
         let rows = sqlx::query(&format!(
-            "SELECT {AUTH_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+            "SELECT {AUTH} FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE (?1 IS NULL OR s.user_id = ?1) AND s.idle_expires_at > ?2 AND s.expires_at > ?2
                  AND u.disabled = 0
              ORDER BY s.created_at DESC, s.id DESC"
@@ -545,7 +469,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(decode_auth).collect()
+        rows.iter().map(rows::authenticated).collect()
     }
 
     async fn count_sessions(&self, now: Timestamp) -> StoreResult<Option<u64>> {
@@ -567,8 +491,8 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
-        let text: String = row.try_get(0).map_err(db_err)?;
-        let version: i64 = row.try_get(1).map_err(db_err)?;
+        let text: String = row.try_get("data").map_err(db_err)?;
+        let version: i64 = row.try_get("data_version").map_err(db_err)?;
         let value = serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt { what: "session data", source: Some(e.into()) })?;
         Ok(Some(SessionData { value, version: u64::try_from(version).unwrap_or(0) }))
@@ -594,7 +518,7 @@ impl Store for SqliteStore {
         .map_err(db_err)?;
         let outcome = match row {
             Some(r) => DataWrite::Stored(
-                u64::try_from(r.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(0),
+                u64::try_from(r.try_get::<i64, _>("data_version").map_err(db_err)?).unwrap_or(0),
             ),
             None => {
                 let current = sqlx::query("SELECT data_version FROM sessions WHERE id = ?")
@@ -604,7 +528,8 @@ impl Store for SqliteStore {
                     .map_err(db_err)?;
                 match current {
                     Some(r) => DataWrite::VersionMismatch(
-                        u64::try_from(r.try_get::<i64, _>(0).map_err(db_err)?).unwrap_or(0),
+                        u64::try_from(r.try_get::<i64, _>("data_version").map_err(db_err)?)
+                            .unwrap_or(0),
                     ),
                     None => DataWrite::Gone,
                 }
@@ -646,7 +571,59 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn create_api_key(
+        &self,
+        name: &str,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<ApiKey> {
+        let done =
+            sqlx::query("INSERT INTO api_keys (name, key_hash, created_at) VALUES (?, ?, ?)")
+                .bind(name)
+                .bind(hash.as_bytes().as_slice())
+                .bind(now.as_millis())
+                .execute(&self.pool)
+                .await;
+        match done {
+            Ok(_) => Ok(ApiKey { name: name.to_owned(), created_at: now }),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "API key" }),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn api_key_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query("SELECT name, created_at FROM api_keys WHERE key_hash = ?")
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::api_key).transpose()
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT name, created_at FROM api_keys ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::api_key).collect()
+    }
+
+    async fn revoke_api_key(&self, name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl EventLogStore for SqliteStore {
     async fn reserve_event(
         &self,
         key: &str,
@@ -727,7 +704,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db_err)?;
-        rows.iter().map(|r| Ok(Timestamp::from_millis(r.try_get(0).map_err(db_err)?))).collect()
+        rows.iter().map(|r| Ok(Timestamp::from_millis(r.try_get("at").map_err(db_err)?))).collect()
     }
 
     async fn forget_events(&self, key: &str) -> StoreResult<()> {
@@ -738,66 +715,10 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         Ok(())
     }
+}
 
-    async fn create_api_key(
-        &self,
-        name: &str,
-        hash: &TokenHash,
-        now: Timestamp,
-    ) -> StoreResult<ApiKey> {
-        let done =
-            sqlx::query("INSERT INTO api_keys (name, key_hash, created_at) VALUES (?, ?, ?)")
-                .bind(name)
-                .bind(hash.as_bytes().as_slice())
-                .bind(now.as_millis())
-                .execute(&self.pool)
-                .await;
-        match done {
-            Ok(_) => Ok(ApiKey { name: name.to_owned(), created_at: now }),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict { what: "API key" }),
-            Err(e) => Err(db_err(e)),
-        }
-    }
-
-    async fn api_key_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiKey>> {
-        let row = sqlx::query("SELECT name, created_at FROM api_keys WHERE key_hash = ?")
-            .bind(hash.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        row.map(|r| {
-            Ok(ApiKey {
-                name: r.try_get(0).map_err(db_err)?,
-                created_at: Timestamp::from_millis(r.try_get(1).map_err(db_err)?),
-            })
-        })
-        .transpose()
-    }
-
-    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT name, created_at FROM api_keys ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ApiKey {
-                    name: r.try_get(0).map_err(db_err)?,
-                    created_at: Timestamp::from_millis(r.try_get(1).map_err(db_err)?),
-                })
-            })
-            .collect()
-    }
-
-    async fn revoke_api_key(&self, name: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
+#[async_trait]
+impl GrantStore for SqliteStore {
     async fn add_signing_key(
         &self,
         key: &SigningKeyRecord,
@@ -841,21 +762,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(SigningKeyRecord {
-                    id: r.try_get(0).map_err(db_err)?,
-                    public: r.try_get(1).map_err(db_err)?,
-                    sealed: r.try_get(2).map_err(db_err)?,
-                    created_at: Timestamp::from_millis(r.try_get(3).map_err(db_err)?),
-                    active_from: Timestamp::from_millis(r.try_get(4).map_err(db_err)?),
-                    retired_at: r
-                        .try_get::<Option<i64>, _>(5)
-                        .map_err(db_err)?
-                        .map(Timestamp::from_millis),
-                })
-            })
-            .collect()
+        rows.iter().map(rows::signing_key).collect()
     }
 
     async fn redeem_grant(&self, grant: &GrantUse, now: Timestamp) -> StoreResult<Redemption> {
@@ -916,26 +823,12 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get(0).map_err(db_err)?;
-                let subject: String = r.try_get(1).map_err(db_err)?;
-                let subject = match kind.as_str() {
-                    "grant" => Revoked::Grant(subject),
-                    "user" => Revoked::User(UserId::from_stored(subject)),
-                    _ => {
-                        return Err(StoreError::Corrupt { what: "grant revocation", source: None });
-                    }
-                };
-                Ok(GrantRevocation {
-                    subject,
-                    at: Timestamp::from_millis(r.try_get(2).map_err(db_err)?),
-                    until: Timestamp::from_millis(r.try_get(3).map_err(db_err)?),
-                })
-            })
-            .collect()
+        rows.iter().map(rows::revocation).collect()
     }
+}
 
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn append_audit(&self, e: &AuditEvent) -> StoreResult<()> {
         let id = AuditId::generate().map_err(StoreError::unavailable)?;
         sqlx::query(
@@ -959,7 +852,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let limit = filter.limit_or_default();
         let rows = sqlx::query(
             "SELECT at, kind, actor, user_id, username, session_id, ip, detail FROM audit_events
              WHERE (?1 IS NULL OR username = ?1) ORDER BY id DESC LIMIT ?2",
@@ -969,33 +862,21 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get(1).map_err(db_err)?;
-                Ok(AuditEvent {
-                    at: Timestamp::from_millis(r.try_get(0).map_err(db_err)?),
-                    kind: kind.parse::<AuditKind>().map_err(|()| StoreError::Corrupt {
-                        what: "audit event kind",
-                        source: None,
-                    })?,
-                    actor: r.try_get(2).map_err(db_err)?,
-                    user_id: r
-                        .try_get::<Option<String>, _>(3)
-                        .map_err(db_err)?
-                        .map(UserId::from_stored),
-                    username: r
-                        .try_get::<Option<String>, _>(4)
-                        .map_err(db_err)?
-                        .map(Username::from_stored),
-                    session_id: r
-                        .try_get::<Option<String>, _>(5)
-                        .map_err(db_err)?
-                        .map(SessionId::from_stored),
-                    ip: r.try_get(6).map_err(db_err)?,
-                    detail: r.try_get(7).map_err(db_err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::audit_event).collect()
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for SqliteStore {
+    async fn subscribe(&self) -> StoreResult<mpsc::Receiver<BusEvent>> {
+        let start: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM invalidations")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err)?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(poll_invalidations(self.pool.clone(), start, tx));
+        Ok(rx)
     }
 }
 
@@ -1010,10 +891,7 @@ async fn insert_revocation(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     r: &GrantRevocation,
 ) -> StoreResult<()> {
-    let (kind, subject) = match &r.subject {
-        Revoked::Grant(id) => ("grant", id.as_str()),
-        Revoked::User(u) => ("user", u.as_str()),
-    };
+    let (kind, subject) = codec::revoked_parts(&r.subject);
     let (mut at, mut until) = (r.at.as_millis(), r.until.as_millis());
     if kind == "user" {
         // Coalesced: a later user revocation covers every earlier one, so the user keeps one
@@ -1090,7 +968,7 @@ async fn poll_invalidations(pool: SqlitePool, mut last: i64, tx: mpsc::Sender<Bu
                 continue;
             }
         };
-        let first = rows.first().and_then(|r| r.try_get::<i64, _>(0).ok());
+        let first = rows.first().and_then(|r| r.try_get::<i64, _>("seq").ok());
         let gap = last > 0 && first.is_some_and(|first| first > last + 1);
         if !healthy || gap {
             healthy = true;
@@ -1100,9 +978,9 @@ async fn poll_invalidations(pool: SqlitePool, mut last: i64, tx: mpsc::Sender<Bu
         }
         for row in rows {
             let (Ok(seq), Ok(user), Ok(at)) = (
-                row.try_get::<i64, _>(0),
-                row.try_get::<Option<String>, _>(1),
-                row.try_get::<i64, _>(2),
+                row.try_get::<i64, _>("seq"),
+                row.try_get::<Option<String>, _>("user_id"),
+                row.try_get::<i64, _>("at"),
             ) else {
                 continue;
             };

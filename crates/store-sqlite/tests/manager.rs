@@ -7,7 +7,8 @@ use std::time::Duration;
 use cloakroom_core::manager::{ClientInfo, ManagerConfig};
 use cloakroom_core::password::{Cost, PasswordHasher};
 use cloakroom_core::session::ExpiryPolicy;
-use cloakroom_core::{SessionManager, Store, Username};
+use cloakroom_core::store::prelude::*;
+use cloakroom_core::{SessionManager, Username};
 use cloakroom_store_sqlite::SqliteStore;
 
 async fn manager(touch_interval: Duration) -> (SessionManager, SqliteStore, tempfile::TempDir) {

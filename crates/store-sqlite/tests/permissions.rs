@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
-use cloakroom_core::Store as _;
+use cloakroom_core::store::prelude::*;
 use cloakroom_store_sqlite::SqliteStore;
 
 /// Regression: SQLite made the database 0644 less the umask, and the `-wal` and `-shm` files

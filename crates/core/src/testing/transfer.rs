@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{HOUR, MIN, grant_use, new_session, next_invalidation, session, t0, user};
+use super::feed::next_invalidation;
+use super::grants::grant_use;
+use super::{HOUR, MIN, new_session, session, t0, user};
 use crate::audit::{AuditEvent, AuditFilter, AuditKind};
 use crate::export::{Batch, Imported, Kind, Session as ExportedSession, Transfer};
 use crate::grant::{GrantRevocation, Redemption, SigningKeyRecord};
 use crate::id::{SessionId, UserId};
 use crate::session::DataWrite;
-use crate::store::{BusEvent, Store};
+use crate::store::BusEvent;
+use crate::store::prelude::*;
 use crate::time::Timestamp;
 use crate::token::{CsrfToken, SecretKind, Token, TokenHash};
 use crate::user::{NewUser, Role, User, UserChange, Username};
