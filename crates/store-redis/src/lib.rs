@@ -1332,7 +1332,10 @@ impl ChangeFeed for RedisStore {
                                 None => break,
                             },
                             _ = beat.tick() => {
-                                let ping = tokio::time::timeout(BUS_TIMEOUT, sink.ping::<String>());
+                                // Any reply: a subscribed RESP2 connection answers PING with
+                                // the array ["pong", ""], not the string PONG.
+                                let ping =
+                                    tokio::time::timeout(BUS_TIMEOUT, sink.ping::<redis::Value>());
                                 if matches!(ping.await, Ok(Ok(_))) {
                                     continue;
                                 }

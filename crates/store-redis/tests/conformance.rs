@@ -113,3 +113,30 @@ async fn a_silent_server_disconnects_the_subscriber() {
     let back = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await.unwrap();
     assert_eq!(back, Some(BusEvent::Connected), "and the subscriber comes back by itself");
 }
+
+/// Regression: the heartbeat read the subscribed connection's answer to PING (the RESP2 array
+/// `["pong", ""]`) as a string, failed, and so dropped a healthy subscription at every beat:
+/// every 2 s the cache was flushed and bypassed for a quarter of a second, on every node. An
+/// answering server keeps the subscription through several heartbeats, and announcements still
+/// arrive after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_subscription_survives_its_heartbeats() {
+    use cloakroom_core::store::BusEvent;
+    use cloakroom_core::store::prelude::*;
+    use cloakroom_core::testing;
+    let (store, _server) = fresh().await;
+    let mut feed = store.subscribe().await.unwrap();
+    assert_eq!(feed.recv().await, Some(BusEvent::Connected));
+    let quiet = tokio::time::timeout(Duration::from_millis(6_500), feed.recv()).await;
+    assert!(quiet.is_err(), "three heartbeats on a healthy server: {:?}", quiet.ok());
+    let alice = testing::user(&store, "alice", &[]).await;
+    let (_, id) = testing::session(&store, &alice, testing::t0()).await;
+    store.revoke_session(&id).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), feed.recv()).await {
+            Ok(Some(BusEvent::Invalidate { user: Some(u), .. })) if u == alice.id => break,
+            Ok(Some(BusEvent::Invalidate { .. })) => continue,
+            other => panic!("after the heartbeats the revocation must arrive: {other:?}"),
+        }
+    }
+}
