@@ -162,7 +162,7 @@ mod redis {
         name: "redis",
         schemes: &["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"],
         listens: false,
-        check: |_| Ok(()),
+        check: cloakroom_store_redis::check_url,
         redact: cloakroom_store_redis::redact,
         local_file: |_| None,
         db_file: |_| None,

@@ -188,6 +188,14 @@ fn invalid_configuration_is_refused_at_start_naming_the_key() {
     let (code, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, Some(2));
     assert!(err.contains("bogus"), "{err}");
+    // A store URL's own parameter, checked before anything connects.
+    let out = Command::new(BIN)
+        .args(["serve", "--store", "redis://127.0.0.1:1/?min_replicas=all"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("min_replicas"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

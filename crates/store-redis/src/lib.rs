@@ -222,6 +222,39 @@ fn user_grants_revoked_key(uid: &str) -> String {
     format!("cr:gr:{{{uid}}}")
 }
 
+/// Checks a store URL's own parameters (`min_replicas`), for a start-up error that names them.
+pub fn check_url(url: &str) -> Result<(), String> {
+    split_min_replicas(url).map(|_| ())
+}
+
+/// The most replicas `min_replicas` may ask for.
+const MAX_MIN_REPLICAS: usize = 16;
+
+/// Takes the `min_replicas=N` query parameter out of a store URL: how many replicas must
+/// acknowledge a revocation before it is reported done (0, the default: as many as the
+/// primary's `ROLE` shows connected, at most one). The rest of the URL is left as it was.
+fn split_min_replicas(url: &str) -> Result<(String, usize), String> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_owned(), 0)) };
+    let mut min = 0;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("min_replicas", value)) => {
+                min = value.parse::<usize>().ok().filter(|n| *n <= MAX_MIN_REPLICAS).ok_or_else(
+                    || {
+                        format!(
+                            "min_replicas in the store URL: expected a number from 0 to \
+                             {MAX_MIN_REPLICAS}, not {value:?}"
+                        )
+                    },
+                )?;
+            }
+            _ => kept.push(pair),
+        }
+    }
+    Ok((if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }, min))
+}
+
 /// A store URL without its credentials, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -309,6 +342,9 @@ impl RedisStore {
     /// [`RedisStore::connect`], also for `rediss://` (TLS): the server's certificate is checked
     /// against the system's roots or, with `ca_pem`, against that PEM bundle only (a private CA).
     pub async fn connect_with_ca(url: &str, ca_pem: Option<&[u8]>) -> StoreResult<Self> {
+        let (url, min_replicas) = split_min_replicas(url).map_err(StoreError::unavailable)?;
+        let url = url.as_str();
+        let replicas = std::sync::Arc::new(replicas::Replicas::expecting(min_replicas));
         let timeout = Duration::from_secs(2);
         if url.starts_with("rediss://") {
             // rustls needs a process-wide crypto provider; an embedding app may have set one.
@@ -346,7 +382,7 @@ impl RedisStore {
                 bus_nodes,
                 conn: Conn::Cluster(conn),
                 scripts: std::sync::Arc::new(Scripts::new()),
-                replicas: std::sync::Arc::default(),
+                replicas: replicas.clone(),
             });
         }
         if url.starts_with("redis+sentinel://") {
@@ -355,7 +391,7 @@ impl RedisStore {
                 bus_nodes: Vec::new(),
                 conn: Conn::Sentinel(sentinel::Failover::connect(url, timeout).await?),
                 scripts: std::sync::Arc::new(Scripts::new()),
-                replicas: std::sync::Arc::default(),
+                replicas: replicas.clone(),
             });
         }
         let client = match ca_pem {
@@ -375,7 +411,7 @@ impl RedisStore {
             bus_nodes: vec![client],
             conn: Conn::Single(conn),
             scripts: std::sync::Arc::new(Scripts::new()),
-            replicas: std::sync::Arc::default(),
+            replicas,
         })
     }
 
@@ -1383,6 +1419,24 @@ impl ChangeFeed for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_replicas_is_taken_out_of_the_url_and_checked() {
+        let split = |u: &str| split_min_replicas(u);
+        assert_eq!(split("redis://h:6379/0").unwrap(), ("redis://h:6379/0".into(), 0));
+        assert_eq!(split("redis://h/?min_replicas=2").unwrap(), ("redis://h/".into(), 2));
+        assert_eq!(
+            split("redis+sentinel://s1,s2/main?protocol=resp3&min_replicas=1").unwrap(),
+            ("redis+sentinel://s1,s2/main?protocol=resp3".into(), 1)
+        );
+        for bad in
+            ["redis://h/?min_replicas=", "redis://h/?min_replicas=-1", "redis://h/?min_replicas=17"]
+        {
+            let e = split(bad).unwrap_err();
+            assert!(e.contains("min_replicas"), "{e}");
+            assert!(check_url(bad).is_err());
+        }
+    }
 
     #[test]
     fn announcements_parse_with_and_without_a_change_number() {

@@ -13,7 +13,10 @@
 //!
 //! Whether a primary has replicas at all is asked with `ROLE` and remembered for
 //! [`REFRESH`] (per slot in a Cluster): a primary without any replica has nothing to wait for, and
-//! a lone Redis pays nothing.
+//! a lone Redis pays nothing. `ROLE` lists only the replicas connected *now*, so a replica cut off
+//! from its primary would make it stop waiting, silently down to primary-only durability. A store
+//! URL with `min_replicas=N` closes that: the store then waits for N replicas whatever `ROLE`
+//! says, and fails closed while fewer are there to acknowledge.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,10 +33,19 @@ pub const REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a primary's replica count is trusted.
 const REFRESH: Duration = Duration::from_secs(2);
 
-/// Replica counts as last seen, by slot (`None`: the one primary).
+/// Replica counts as last seen, by slot (`None`: the one primary), or the count the URL fixed.
 #[derive(Default)]
 pub(crate) struct Replicas {
     known: std::sync::Mutex<HashMap<Option<Slot>, (Instant, usize)>>,
+    /// `min_replicas` from the URL; 0: one when `ROLE` shows any.
+    expected: usize,
+}
+
+impl Replicas {
+    /// Waiting for `expected` replicas (0: as `ROLE` shows, at most one).
+    pub(crate) fn expecting(expected: usize) -> Self {
+        Self { known: std::sync::Mutex::default(), expected }
+    }
 }
 
 /// Which connection a change went out on, taken before it (see [`RedisStore::replicated`]).
@@ -61,21 +73,29 @@ impl RedisStore {
         })
     }
 
-    /// Returns once a replica has every write made so far on the connection that wrote `key`
-    /// (at once when its primary has no replica); [`StoreError::Unavailable`] when none has it
+    /// Returns once a replica (`min_replicas` of them, when the URL says) has every write made so
+    /// far on the connection that wrote `key` (at once when its primary has no replica and the URL
+    /// asks for none); [`StoreError::Unavailable`] when not enough have it
     /// within [`REPLICA_ACK_TIMEOUT`], or when the connection was replaced since `ticket` (the
     /// change went out on another client, whose writes this `WAIT` cannot see).
     pub(crate) async fn replicated(&self, ticket: Ticket, key: &str) -> StoreResult<()> {
-        let slot = matches!(self.conn, Conn::Cluster(_)).then(|| Slot::for_key(key));
-        if self.replica_count(slot, key).await? == 0 {
-            return Ok(());
-        }
+        let wanted = match self.replicas.expected {
+            0 => {
+                let slot = matches!(self.conn, Conn::Cluster(_)).then(|| Slot::for_key(key));
+                if self.replica_count(slot, key).await? == 0 {
+                    return Ok(());
+                }
+                1
+            }
+            n => n,
+        };
         let timeout = u64::try_from(REPLICA_ACK_TIMEOUT.as_millis()).unwrap_or(500);
-        let acked: i64 = self.on_primary_of(key, redis::cmd("WAIT").arg(1).arg(timeout)).await?;
+        let acked: i64 =
+            self.on_primary_of(key, redis::cmd("WAIT").arg(wanted).arg(timeout)).await?;
         if ticket.0 != self.ticket().0 {
             return Err(StoreError::unavailable(NotReplicated("the connection was replaced")));
         }
-        if acked < 1 {
+        if usize::try_from(acked).unwrap_or(0) < wanted {
             return Err(StoreError::unavailable(NotReplicated("timed out")));
         }
         Ok(())

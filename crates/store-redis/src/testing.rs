@@ -576,6 +576,13 @@ impl RedisReplicated {
         }
     }
 
+    /// Kills the replica (SIGKILL): its connection closes, and the primary's `ROLE` no longer
+    /// lists it.
+    pub fn kill_replica(&mut self) {
+        let _ = self.replica.0.kill();
+        let _ = self.replica.0.wait();
+    }
+
     /// Stops the replica (SIGSTOP): it stays connected but acknowledges nothing, so `WAIT` on
     /// the primary times out. [`RedisReplicated::resume_replica`] undoes it.
     pub fn pause_replica(&self) {

@@ -96,6 +96,29 @@ async fn a_revocation_no_replica_acknowledges_is_not_reported_done() {
     assert!(outcome.is_ok(), "the replica is back: {outcome:?}");
 }
 
+/// Issue 12's WAIT gap: `ROLE` lists only the replicas connected now, so with the replica gone the
+/// store stopped waiting and reported revocations done on the primary alone. With `min_replicas=1`
+/// in the URL it waits for one replica whatever `ROLE` says: none there, no acknowledgement, and
+/// the revocation answers Unavailable (503) after the bounded wait. Without it, the store goes on
+/// as before (it waits for the replicas `ROLE` shows, here none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_min_replicas_a_lost_replica_fails_revocations_closed() {
+    let mut redis = RedisReplicated::start().await;
+    let strict = RedisStore::connect(&format!("{}?min_replicas=1", redis.url())).await.unwrap();
+    let alice = testing::user(&strict, "alice", &[]).await;
+    let now = cloakroom_core::Timestamp::now();
+    let (_, one) = testing::session(&strict, &alice, now).await;
+    let (_, two) = testing::session(&strict, &alice, now).await;
+    assert!(strict.revoke_session(&one).await.unwrap().is_some(), "with the replica up");
+
+    redis.kill_replica();
+    let outcome = strict.revoke_session(&two).await;
+    assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
+    let auto = RedisStore::connect(&redis.url()).await.unwrap();
+    eventually(Duration::from_secs(5), async || auto.revoke_user_sessions(&alice.id, None).await)
+        .await;
+}
+
 /// Measurement, not a check (`--run-ignored only`): how long a revocation takes to be
 /// acknowledged with one replica (the primary WAITs for it) and on a lone Redis (no WAIT).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
