@@ -13,6 +13,7 @@ try {
   await page.screenshot({ path: `${outDir}/setup.png`, fullPage: true });
   await page.fill('#username', username);
   await page.fill('#password', password);
+  await page.fill('#confirm_password', password);
   await Promise.all([page.waitForURL(`${base}/account/sessions`), page.click('button[type=submit]')]);
   check((await page.textContent('#sessions')).includes('(this device)'), 'the administrator is logged in');
   await page.goto(`${base}/admin`);

@@ -369,6 +369,19 @@ async fn password_page(State(state): State<AppState>, PageCaller(caller): PageCa
 struct PasswordForm {
     current_password: String,
     new_password: String,
+    /// The new password typed twice (the page's form always sends it; a script may leave it out).
+    confirm_password: Option<String>,
+}
+
+/// A typing mistake in a new password, caught before it becomes the password: the form's
+/// second copy, when sent, must be the same.
+fn confirmed(password: &str, again: Option<&str>) -> Result<(), ApiError> {
+    match again {
+        Some(again) if again != password => {
+            Err(ApiError::invalid("the two new passwords are not the same"))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn password_submit(
@@ -380,6 +393,10 @@ async fn password_submit(
     let Ok(Form(form)) = form else {
         return error_page(&state, ApiError::invalid("expected the password form"), Some(&caller));
     };
+    if let Err(e) = confirmed(&form.new_password, form.confirm_password.as_deref()) {
+        let ctx = context! { title => "Change password", ..who(Some(&caller)) };
+        return page_with_error(&state, &e, "password.html", ctx);
+    }
     let changed = state
         .service
         .change_password(
@@ -541,7 +558,7 @@ async fn setup_page(State(state): State<AppState>, Query(q): Query<SetupQuery>) 
         &state,
         StatusCode::OK,
         "setup.html",
-        context! { title => "Set up", token => q.token.unwrap_or_default() },
+        context! { title => "Set up", token => q.token.unwrap_or_default(), username => "" },
     )
 }
 
@@ -550,6 +567,8 @@ struct SetupForm {
     token: String,
     username: String,
     password: String,
+    /// The password typed twice (see [`PasswordForm::confirm_password`]).
+    confirm_password: Option<String>,
 }
 
 async fn setup_submit(
@@ -562,6 +581,14 @@ async fn setup_submit(
     if let Err(e) = crate::extract::check_origin(&headers, &state.config) {
         return error_page(&state, e, None);
     }
+    // Whatever the user can fix keeps the link usable and what they typed as their name.
+    let again = |state: &AppState, e: &ApiError| {
+        let ctx = context! { title => "Set up", token => &form.token, username => &form.username };
+        page_with_error(state, e, "setup.html", ctx)
+    };
+    if let Err(e) = confirmed(&form.password, form.confirm_password.as_deref()) {
+        return again(&state, &e);
+    }
     let done = state.service.complete_setup(&form.token, &form.username, form.password, &client);
     match done.await {
         // Straight into their sessions page, logged in.
@@ -572,11 +599,7 @@ async fn setup_submit(
             r
         }
         Err(e) if setup_link_refused(&e) => setup_refused(&state),
-        Err(e) => {
-            // Something the user can fix: the link stays usable.
-            let ctx = context! { title => "Set up", token => form.token };
-            page_with_error(&state, &e.into(), "setup.html", ctx)
-        }
+        Err(e) => again(&state, &e.into()),
     }
 }
 

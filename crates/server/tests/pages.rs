@@ -154,6 +154,17 @@ async fn password_page_changes_it_and_keeps_this_session_with_a_new_token() {
     ];
     let r = h.send(form("/account/password", Some(&a.cookie()), &fields)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Typed twice, differently: refused, and nothing changed (this token still works).
+    let typo = [
+        ("csrf_token", csrf.as_str()),
+        ("current_password", PASSWORD),
+        ("new_password", "a brand new secret"),
+        ("confirm_password", "a brand new secrte"),
+    ];
+    let r = h.send(form("/account/password", Some(&a.cookie()), &typo)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(text(&r).contains("not the same"));
+    assert_eq!(h.send(a.get("/account/sessions")).await.status, StatusCode::OK, "unchanged");
     let fields = [
         ("csrf_token", csrf.as_str()),
         ("current_password", PASSWORD),
@@ -218,7 +229,7 @@ async fn the_setup_link_creates_the_first_admin_once() {
     assert_eq!(h.send(get(&format!("/setup?token={token}"))).await.status, StatusCode::OK);
     assert_eq!(h.send(get("/setup?token=guess")).await.status, StatusCode::FORBIDDEN);
 
-    // A policy failure keeps the link usable.
+    // A policy failure keeps the link usable, and the name typed (issue 15: it was emptied).
     let r = h
         .send(form(
             "/setup",
@@ -227,6 +238,19 @@ async fn the_setup_link_creates_the_first_admin_once() {
         ))
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(text(&r).contains(r#"value="root""#), "the username is kept");
+    // A second copy that differs is caught before anything is created.
+    let typo = [
+        ("token", token.as_str()),
+        ("username", "root"),
+        ("password", "a long admin secret"),
+        ("confirm_password", "a long admin secreet"),
+    ];
+    let r = h.send(form("/setup", None, &typo)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let page = text(&r);
+    assert!(page.contains("not the same") && page.contains(r#"value="root""#), "{page}");
+    assert_eq!(h.send(get(&format!("/setup?token={token}"))).await.status, StatusCode::OK);
     let fields =
         [("token", token.as_str()), ("username", "root"), ("password", "a long admin secret")];
     let r = h.send(form("/setup", None, &fields)).await;
