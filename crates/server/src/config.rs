@@ -86,6 +86,18 @@ pub struct RawConfig {
     /// Nice value (0 to 19) of the password-hashing threads, so checks get the CPU first [default: 10]
     #[arg(long, env = "CLOAKROOM_LOGIN_NICENESS", global = true)]
     pub login_niceness: Option<String>,
+    /// The product name in the pages' titles and headers [default: Cloakroom]
+    #[arg(long, env = "CLOAKROOM_BRAND_NAME", global = true)]
+    pub brand_name: Option<String>,
+    /// An image file (.svg, .png, .jpg, .webp, .gif; at most 256 KiB) shown in the pages' header
+    #[arg(long, env = "CLOAKROOM_BRAND_LOGO", global = true)]
+    pub brand_logo: Option<String>,
+    /// The pages' accent colour, #rgb or #rrggbb
+    #[arg(long, env = "CLOAKROOM_BRAND_COLOR", global = true)]
+    pub brand_color: Option<String>,
+    /// A directory whose .html files replace the built-in page templates of the same names
+    #[arg(long, env = "CLOAKROOM_TEMPLATES_DIR", global = true)]
+    pub templates_dir: Option<String>,
     /// A secret mixed into every password hash, kept apart from the store (env or file only)
     #[arg(skip)]
     #[serde(default)]
@@ -120,6 +132,10 @@ const KEYS: &[&str] = &[
     "max_connections",
     "login_concurrency",
     "login_niceness",
+    "brand_name",
+    "brand_logo",
+    "brand_color",
+    "templates_dir",
     "password_pepper",
     "grant_key",
 ];
@@ -215,6 +231,8 @@ pub struct Config {
     pub login_concurrency: usize,
     /// Nice value of the hashing threads.
     pub login_niceness: i32,
+    /// The pages' brand and templates.
+    pub brand: crate::branding::Brand,
     /// Pepper bytes, if configured.
     pub password_pepper: Option<Vec<u8>>,
     /// The 32-byte key that seals grant-signing keys, if configured.
@@ -246,6 +264,10 @@ impl RawConfig {
             max_connections: self.max_connections.or(lower.max_connections),
             login_concurrency: self.login_concurrency.or(lower.login_concurrency),
             login_niceness: self.login_niceness.or(lower.login_niceness),
+            brand_name: self.brand_name.or(lower.brand_name),
+            brand_logo: self.brand_logo.or(lower.brand_logo),
+            brand_color: self.brand_color.or(lower.brand_color),
+            templates_dir: self.templates_dir.or(lower.templates_dir),
             password_pepper: self.password_pepper.or(lower.password_pepper),
             grant_key: self.grant_key.or(lower.grant_key),
         }
@@ -468,6 +490,13 @@ impl RawConfig {
                 _ => return Err(invalid("login_niceness", "expected a number from 0 to 19")),
             },
         };
+        let brand = crate::branding::Brand::load(
+            self.brand_name.as_deref(),
+            self.brand_color.as_deref(),
+            self.brand_logo.as_deref(),
+            self.templates_dir.as_deref(),
+        )
+        .map_err(|(key, message)| invalid(key, message))?;
         let password_pepper = match self.password_pepper {
             None => None,
             Some(p) if p.len() >= 16 => Some(p.into_bytes()),
@@ -503,6 +532,7 @@ impl RawConfig {
             max_connections,
             login_concurrency,
             login_niceness,
+            brand,
             password_pepper,
             grant_key,
         })

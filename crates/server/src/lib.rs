@@ -7,6 +7,7 @@
 //! - [`serve`]: running the server; [`cli`]: the command line.
 
 pub mod app;
+pub mod branding;
 pub mod cli;
 pub mod config;
 pub mod copy;

@@ -3,9 +3,9 @@
 //! token as a `csrf_token` field and is checked like an API call (origin and token); the pages'
 //! actions call the same use cases as the API and the CLI (`cloakroom_service`), so the rules,
 //! audit events and metrics are the same.
-//! Templates (`templates/*.html`, minijinja, HTML auto-escaping) are compiled into the binary.
-
-use std::sync::LazyLock;
+//! Templates (`templates/*.html`, minijinja, HTML auto-escaping) are compiled into the binary;
+//! `templates_dir` replaces them one by one, and `brand_*` names and colours them
+//! ([`crate::branding`]).
 
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Query, State};
@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloakroom_core::Role;
 use cloakroom_service::{Actor, DomainError};
-use minijinja::{Environment, context};
+use minijinja::context;
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -41,31 +41,39 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{username}/disable", post(admin_disable))
         .route("/admin/users/{username}/enable", post(admin_enable))
         .route("/setup", get(setup_page).post(setup_submit))
+        .route("/brand/logo", get(logo))
 }
 
-static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut env = Environment::new();
-    for (name, source) in [
-        ("base.html", include_str!("../templates/base.html")),
-        ("login.html", include_str!("../templates/login.html")),
-        ("sessions.html", include_str!("../templates/sessions.html")),
-        ("password.html", include_str!("../templates/password.html")),
-        ("admin.html", include_str!("../templates/admin.html")),
-        ("setup.html", include_str!("../templates/setup.html")),
-        ("message.html", include_str!("../templates/message.html")),
-    ] {
-        if let Err(e) = env.add_template(name, source) {
-            tracing::error!(template = name, error = %e, "bad page template");
-        }
-    }
-    env
-});
+/// The configured logo (`brand_logo`), 404 without one. An SVG is a document that could carry
+/// script: its own CSP forbids everything but inline style, should someone open it directly.
+async fn logo(State(state): State<AppState>) -> Response {
+    let Some(logo) = &state.config.brand.logo else {
+        return ApiError::not_found("no logo is configured").into_response();
+    };
+    let mut r = logo.bytes.clone().into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(logo.content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"),
+    );
+    r
+}
 
 /// Renders a page with the headers every page gets: no caching, no framing, a strict CSP (no
 /// scripts at all), no referrer to other sites.
 fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
-    let ctx = context! { base => state.config.base_path.as_str(), ..ctx };
-    let html = TEMPLATES.get_template(name).and_then(|t| t.render(ctx));
+    let brand = &state.config.brand;
+    let logo = brand.logo.is_some().then(|| format!("{}/brand/logo", state.config.base_path));
+    let ctx = context! {
+        base => state.config.base_path.as_str(),
+        brand_name => brand.name.as_str(),
+        brand_color => brand.color.as_deref(),
+        brand_logo => logo,
+        ..ctx
+    };
+    let html = brand.templates.get_template(name).and_then(|t| t.render(ctx));
     let html = match html {
         Ok(h) => h,
         Err(e) => {
@@ -84,7 +92,7 @@ fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Valu
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     r

@@ -262,3 +262,59 @@ async fn the_setup_link_creates_the_first_admin_once() {
     assert_eq!(h.send(form("/setup", None, &fields)).await.status, StatusCode::FORBIDDEN);
     assert_eq!(h.send(get(&format!("/setup?token={token}"))).await.status, StatusCode::FORBIDDEN);
 }
+
+/// Issue 15, brandable: `brand_name` in every title and header, `brand_color` as the accent,
+/// `brand_logo` served by Cloakroom and shown in the header, and a `templates_dir` file in place
+/// of the built-in template of its name (the others stay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brand_and_an_overridden_template_come_from_the_configuration() {
+    use cloakroom_server::config::RawConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("acme.svg");
+    std::fs::write(&logo, "<svg xmlns='http://www.w3.org/2000/svg' width='8' height='8'/>")
+        .unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("login.html"),
+        concat!(
+            "{% extends \"base.html\" %}{% block content %}<p>Acme staff only</p>",
+            "<form method=\"post\" action=\"{{ base }}/login\"><input name=\"username\">",
+            "<input name=\"password\" type=\"password\"><button>Enter</button></form>",
+            "{% endblock %}"
+        ),
+    )
+    .unwrap();
+    let h = common::harness_with(RawConfig {
+        brand_name: Some("Acme Login".into()),
+        brand_color: Some("#0A7".into()),
+        brand_logo: Some(logo.to_str().unwrap().into()),
+        templates_dir: Some(templates.to_str().unwrap().into()),
+        ..Default::default()
+    })
+    .await;
+    let get = |uri: &str| req(Method::GET, uri).body(Body::empty()).unwrap();
+
+    // (minijinja writes `/` in attribute values as `&#x2f;`, which browsers read as `/`.)
+    let login = text(&h.send(get("/login")).await).replace("&#x2f;", "/");
+    assert!(login.contains("<title>Log in · Acme Login</title>"), "{login}");
+    assert!(login.contains("Acme staff only"), "the override renders: {login}");
+    assert!(login.contains(r#"<img src="/brand/logo" alt="">Acme Login</h1>"#), "{login}");
+    assert!(login.contains("--brand: #0a7;"), "{login}");
+    // The templates not overridden are the built-in ones, with the brand.
+    h.add_user("alice", &[]).await;
+    let (_, a) = page_login(&h, "alice", "/").await;
+    let page = text(&h.send(browser(a.unwrap()).get("/account/sessions")).await);
+    assert!(page.contains("<title>Your sessions · Acme Login</title>"), "{page}");
+
+    let r = h.send(get("/brand/logo")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "image/svg+xml");
+    assert!(r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("sandbox"));
+    assert_eq!(r.body, std::fs::read(&logo).unwrap());
+
+    // Without a logo there is none to fetch, and the default name stays.
+    let plain = harness().await;
+    assert_eq!(plain.send(get("/brand/logo")).await.status, StatusCode::NOT_FOUND);
+    assert!(text(&plain.send(get("/login")).await).contains("<title>Log in · Cloakroom</title>"));
+}
