@@ -18,6 +18,13 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("message.html", include_str!("../templates/message.html")),
 ];
 
+/// The pages' stylesheet, served at `{base_path}/assets/style.css`; `BRAND_COLOR` in it becomes
+/// the accent colour.
+const STYLESHEET: &str = include_str!("../assets/style.css");
+
+/// The accent colour when none is configured.
+pub const DEFAULT_COLOR: &str = "#1b5fad";
+
 /// The product name when none is configured.
 pub const DEFAULT_NAME: &str = "Cloakroom";
 
@@ -47,6 +54,8 @@ pub struct Brand {
     pub logo: Option<Logo>,
     /// The templates: built-in, with `templates_dir`'s files in place of theirs.
     pub templates: Environment<'static>,
+    /// The stylesheet with the accent colour in it.
+    pub stylesheet: String,
 }
 
 impl Default for Brand {
@@ -56,6 +65,7 @@ impl Default for Brand {
             color: None,
             logo: None,
             templates: environment(&[]).unwrap_or_default(),
+            stylesheet: STYLESHEET.replace("BRAND_COLOR", DEFAULT_COLOR),
         }
     }
 }
@@ -87,7 +97,9 @@ impl Brand {
             Some(dir) => read_overrides(Path::new(dir))?,
         };
         let templates = environment(&overrides)?;
-        Ok(Brand { name, color, logo, templates })
+        let stylesheet =
+            STYLESHEET.replace("BRAND_COLOR", color.as_deref().unwrap_or(DEFAULT_COLOR));
+        Ok(Brand { name, color, logo, templates, stylesheet })
     }
 }
 

@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cloakroom_core::Role;
+use cloakroom_core::{Role, Timestamp};
 use cloakroom_service::{Actor, DomainError};
 use minijinja::context;
 use serde::Deserialize;
@@ -42,6 +42,16 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{username}/enable", post(admin_enable))
         .route("/setup", get(setup_page).post(setup_submit))
         .route("/brand/logo", get(logo))
+        .route("/assets/style.css", get(stylesheet))
+}
+
+/// The pages' stylesheet, with the brand's colour (a page may link nothing from elsewhere).
+async fn stylesheet(State(state): State<AppState>) -> Response {
+    let mut r = state.config.brand.stylesheet.clone().into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r
 }
 
 /// The configured logo (`brand_logo`), 404 without one. An SVG is a document that could carry
@@ -92,7 +102,7 @@ fn render(state: &AppState, status: StatusCode, name: &str, ctx: minijinja::Valu
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     r
@@ -195,6 +205,7 @@ fn session_rows(
     list: &[cloakroom_core::Authenticated],
     current: Option<&cloakroom_core::SessionId>,
 ) -> Vec<minijinja::Value> {
+    let now = Timestamp::now();
     list.iter()
         .map(|a| {
             let s = &a.session;
@@ -203,11 +214,33 @@ fn session_rows(
                 device => device(s.user_agent.as_deref()),
                 ip => s.ip.as_deref().unwrap_or("unknown"),
                 created_at => s.created_at.to_string(),
+                created_human => ago(s.created_at, now),
+                created_exact => exact(s.created_at),
                 last_seen_at => s.last_seen_at.to_string(),
+                last_seen_human => ago(s.last_seen_at, now),
+                last_seen_exact => exact(s.last_seen_at),
                 current => current == Some(&s.id),
             }
         })
         .collect()
+}
+
+/// How long ago `then` was, as people say it: "just now", "5 minutes ago", "3 days ago".
+fn ago(then: Timestamp, now: Timestamp) -> String {
+    let secs = (now.as_millis() - then.as_millis()).max(0) / 1000;
+    let (n, unit) = match secs {
+        0..60 => return "just now".into(),
+        60..3600 => (secs / 60, "minute"),
+        3600..86_400 => (secs / 3600, "hour"),
+        _ => (secs / 86_400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// The exact time, to the minute, in UTC: `2026-12-01 09:18 UTC`.
+fn exact(at: Timestamp) -> String {
+    let text = at.to_string();
+    format!("{} UTC", text.get(..16).unwrap_or(&text).replacen('T', " ", 1))
 }
 
 /// A signed-in caller for a page, or the redirect to the login page that comes back here.
@@ -625,6 +658,19 @@ mod tests {
             assert_eq!(safe_next(Some(bad), "/auth"), "/auth/account/sessions", "{bad:?}");
         }
         assert_eq!(safe_next(None, ""), "/account/sessions");
+    }
+
+    #[test]
+    fn times_read_like_people_say_them() {
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        let before = |secs: i64| Timestamp::from_millis(now.as_millis() - secs * 1000);
+        assert_eq!(ago(before(5), now), "just now");
+        assert_eq!(ago(before(60), now), "1 minute ago");
+        assert_eq!(ago(before(150), now), "2 minutes ago");
+        assert_eq!(ago(before(3 * 3600), now), "3 hours ago");
+        assert_eq!(ago(before(86_400), now), "1 day ago");
+        assert_eq!(ago(now.plus(std::time::Duration::from_secs(9)), now), "just now");
+        assert_eq!(exact(now), "2027-01-15 08:00 UTC");
     }
 
     #[test]

@@ -21,8 +21,9 @@ fn require_browser() {
         "chromium is not installed: scripts/test installs it (apt-get install chromium)"
     );
     assert!(
-        repo().join("tests/browser/node_modules/playwright-core").exists(),
-        "playwright-core is not installed: scripts/test runs npm ci in tests/browser"
+        repo().join("tests/browser/node_modules/playwright-core").exists()
+            && repo().join("tests/browser/node_modules/axe-core").exists(),
+        "playwright-core or axe-core is not installed: scripts/test runs npm ci in tests/browser"
     );
 }
 
@@ -53,6 +54,37 @@ fn pages_work_in_headless_chromium() {
     node("pages.mjs", &[&base, shots.to_str().unwrap(), "alice", password]);
     for name in ["login", "sessions", "csrf-refused", "password", "admin"] {
         assert!(shots.join(format!("{name}.png")).exists(), "no screenshot of {name}");
+    }
+}
+
+/// Issue 15: every page at 1280 and 390 px, light and dark, passes axe-core with no serious or
+/// critical violation and does not scroll sideways; buttons name what they act on and are at
+/// least 44 px tall; a refused login's error is an alert tied to its field.
+#[test]
+fn every_page_is_accessible_at_desktop_and_phone_width() {
+    require_browser();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let password = "correct horse battery staple";
+    add_user(&db, "alice", "admin", password);
+    let server = Server::start(&db, &dir.path().join("server.log"));
+    // A second session, so the sessions page has another device to log out.
+    let other = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-H", "content-type: application/json"])
+        .args(["-A", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/140.0", "-d"])
+        .arg(format!(r#"{{"username":"alice","password":"{password}"}}"#))
+        .arg(format!("{}/v1/login", server.base))
+        .status()
+        .expect("curl (scripts/test installs it)");
+    assert!(other.success(), "the second login failed");
+    let base = server.base.replace("127.0.0.1", "localhost");
+    let shots = repo().join("target/browser-screenshots");
+    node("a11y.mjs", &[&base, shots.to_str().unwrap(), "alice", password]);
+    for page in ["login", "login-refused", "sessions", "password", "admin", "message"] {
+        for width in ["1280", "390", "1280-dark", "390-dark"] {
+            let shot = shots.join(format!("a11y-{page}-{width}.png"));
+            assert!(shot.exists(), "no screenshot {}", shot.display());
+        }
     }
 }
 
