@@ -40,16 +40,24 @@ fn node(script: &str, args: &[&str]) {
     assert!(out.status.success(), "browser test {script} failed:\n{stdout}\n{stderr}");
 }
 
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A server on a fresh store with the admin `alice`, and its base URL for Chromium: `localhost`
+/// rather than 127.0.0.1, since Chromium keeps `Secure` cookies on http://localhost.
+fn server_with_alice(dir: &Path) -> (Server, String) {
+    let db = dir.join("c.db");
+    add_user(&db, "alice", "admin", PASSWORD);
+    let server = Server::start(&db, &dir.join("server.log"));
+    let base = server.base.replace("127.0.0.1", "localhost");
+    (server, base)
+}
+
 #[test]
 fn pages_work_in_headless_chromium() {
     require_browser();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    let password = "correct horse battery staple";
-    add_user(&db, "alice", "admin", password);
-    let server = Server::start(&db, &dir.path().join("server.log"));
-    // `localhost` rather than 127.0.0.1: Chromium keeps `Secure` cookies on http://localhost.
-    let base = server.base.replace("127.0.0.1", "localhost");
+    let (_server, base) = server_with_alice(dir.path());
+    let password = PASSWORD;
     let shots = repo().join("target/browser-screenshots");
     node("pages.mjs", &[&base, shots.to_str().unwrap(), "alice", password]);
     for name in ["login", "sessions", "csrf-refused", "password", "admin"] {
@@ -64,10 +72,8 @@ fn pages_work_in_headless_chromium() {
 fn every_page_is_accessible_at_desktop_and_phone_width() {
     require_browser();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("c.db");
-    let password = "correct horse battery staple";
-    add_user(&db, "alice", "admin", password);
-    let server = Server::start(&db, &dir.path().join("server.log"));
+    let (server, base) = server_with_alice(dir.path());
+    let password = PASSWORD;
     // A second session, so the sessions page has another device to log out.
     let other = Command::new("curl")
         .args(["-sf", "-o", "/dev/null", "-H", "content-type: application/json"])
@@ -77,7 +83,6 @@ fn every_page_is_accessible_at_desktop_and_phone_width() {
         .status()
         .expect("curl (scripts/test installs it)");
     assert!(other.success(), "the second login failed");
-    let base = server.base.replace("127.0.0.1", "localhost");
     let shots = repo().join("target/browser-screenshots");
     node("a11y.mjs", &[&base, shots.to_str().unwrap(), "alice", password]);
     for page in ["login", "login-refused", "sessions", "password", "admin", "message"] {
