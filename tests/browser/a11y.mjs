@@ -53,6 +53,8 @@ try {
       check(tall, `sessions at ${suffix}: every button is at least 44 px tall`);
       await page.goto(`${base}/account/password`);
       await audit(page, `password-${suffix}`, `password at ${suffix}`);
+      await page.goto(`${base}/admin`);
+      await audit(page, `admin-list-${suffix}`, `the admin's user list at ${suffix}`);
       await page.goto(`${base}/admin?username=${encodeURIComponent(username)}`);
       await audit(page, `admin-${suffix}`, `admin at ${suffix}`);
       await page.goto(`${base}/setup?token=guess`);

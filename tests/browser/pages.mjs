@@ -67,7 +67,7 @@ try {
   await shot(pageA, 'password');
   await pageA.goto(`${base}/admin?username=${encodeURIComponent(username)}`);
   await shot(pageA, 'admin');
-  check((await pageA.textContent('h2')).includes(username), 'the admin page finds the user');
+  check((await pageA.textContent('h1')).includes(username), 'the admin page finds the user');
 } finally {
   await browser.close();
 }

@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{username}/sessions/{id}/revoke", post(admin_revoke))
         .route("/admin/users/{username}/disable", post(admin_disable))
         .route("/admin/users/{username}/enable", post(admin_enable))
+        .route("/admin/users/{username}/logout-everywhere", post(admin_logout_everywhere))
         .route("/setup", get(setup_page).post(setup_submit))
         .route("/brand/logo", get(logo))
         .route("/assets/style.css", get(stylesheet))
@@ -351,6 +352,9 @@ fn notice_text(n: &Notice) -> Option<&'static str> {
         Some("password") => Some("Password changed. Every other session was logged out."),
         Some("disabled") => Some("The user was disabled and logged out everywhere."),
         Some("enabled") => Some("The user was enabled."),
+        Some("logged-out") => {
+            Some("The user was logged out everywhere; the account stays enabled.")
+        }
         _ => None,
     }
 }
@@ -474,6 +478,38 @@ fn as_admin(caller: &Caller) -> Result<Actor, ApiError> {
 struct AdminQuery {
     username: Option<String>,
     done: Option<String>,
+    /// Users whose name contains this (the list, when no `username` is given).
+    q: Option<String>,
+    /// The list's page, from 1.
+    page: Option<usize>,
+}
+
+/// Users per page of the admin's list.
+const USERS_PER_PAGE: usize = 25;
+
+/// One page of the users whose names contain `q` (case-insensitive), and the page count.
+fn users_page(
+    all: &[cloakroom_core::User],
+    q: &str,
+    page: usize,
+) -> (Vec<minijinja::Value>, usize) {
+    let q = q.trim().to_lowercase();
+    let matching: Vec<_> =
+        all.iter().filter(|u| q.is_empty() || u.username.as_str().contains(q.as_str())).collect();
+    let pages = matching.len().div_ceil(USERS_PER_PAGE).max(1);
+    let rows = matching
+        .iter()
+        .skip((page.clamp(1, pages) - 1) * USERS_PER_PAGE)
+        .take(USERS_PER_PAGE)
+        .map(|u| {
+            context! {
+                username => u.username.as_str(),
+                roles => u.roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
+                disabled => u.disabled,
+            }
+        })
+        .collect();
+    (rows, pages)
 }
 
 async fn admin_page(
@@ -507,12 +543,44 @@ async fn admin_page(
             Err(e) => return error_page(&state, e.into(), Some(&caller)),
         }
     }
-    render(
-        &state,
-        StatusCode::OK,
-        "admin.html",
-        context! { title => "Admin", query, found, sessions => rows, error, notice, ..who(Some(&caller)) },
-    )
+    let (mut users, mut pages, mut page) = (Vec::new(), 1, 1);
+    let filter = q.q.clone().unwrap_or_default();
+    if found.is_none() {
+        match state.service.users(&actor).await {
+            Ok(all) => {
+                (users, pages) = users_page(&all, &filter, q.page.unwrap_or(1));
+                page = q.page.unwrap_or(1).clamp(1, pages);
+            }
+            Err(e) => return error_page(&state, e.into(), Some(&caller)),
+        }
+    }
+    let ctx = context! {
+        title => "Admin", query, found, sessions => rows, error, notice,
+        users, filter, page, pages, confirming => false, ..who(Some(&caller))
+    };
+    render(&state, StatusCode::OK, "admin.html", ctx)
+}
+
+async fn admin_logout_everywhere(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    client: Client,
+    ApiPath(username): ApiPath<String>,
+) -> Response {
+    let actor = match as_admin(&caller) {
+        Ok(a) => a,
+        Err(e) => return error_page(&state, e, Some(&caller)),
+    };
+    match state.service.revoke_user_sessions(&actor, &username, &client).await {
+        Ok(_) => admin_back(&state, &username, "logged-out"),
+        Err(e) => error_page(&state, e.into(), Some(&caller)),
+    }
+}
+
+/// The disable form's confirmation: the first post asks, the second (`confirm=yes`) does it.
+#[derive(Deserialize)]
+struct Confirm {
+    confirm: Option<String>,
 }
 
 fn admin_back(state: &AppState, username: &str, done: &str) -> Response {
@@ -558,8 +626,23 @@ async fn admin_disable(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,
     ApiPath(username): ApiPath<String>,
+    form: Result<Form<Confirm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    set_disabled(state, caller, username, true).await
+    let confirmed = form.is_ok_and(|Form(f)| f.confirm.as_deref() == Some("yes"));
+    if confirmed {
+        return set_disabled(state, caller, username, true).await;
+    }
+    if let Err(e) = as_admin(&caller) {
+        return error_page(&state, e, Some(&caller));
+    }
+    let user = match state.service.user(&username).await {
+        Ok(u) => u,
+        Err(e) => return error_page(&state, e.into(), Some(&caller)),
+    };
+    let found = context! { username => user.username.as_str(), disabled => user.disabled };
+    let ctx =
+        context! { title => "Disable a user", found, confirming => true, ..who(Some(&caller)) };
+    render(&state, StatusCode::OK, "admin.html", ctx)
 }
 
 async fn admin_enable(

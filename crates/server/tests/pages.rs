@@ -206,8 +206,20 @@ async fn admin_page_finds_users_revokes_and_disables() {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(h.send(bob.get("/account/sessions")).await.status, StatusCode::SEE_OTHER);
 
+    // Disabling asks first (issue 15: it fired at once); nothing changes until confirmed.
     let r = h
         .send(form("/admin/users/bob/disable", Some(&admin.cookie()), &[("csrf_token", &csrf)]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(text(&r).contains("Disable bob?"), "{}", text(&r));
+    let (r, _) = page_login(&h, "bob", "/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "not disabled yet");
+    let r = h
+        .send(form(
+            "/admin/users/bob/disable",
+            Some(&admin.cookie()),
+            &[("csrf_token", &csrf), ("confirm", "yes")],
+        ))
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let page = text(&h.send(admin.get("/admin?username=bob")).await);
@@ -320,4 +332,45 @@ async fn the_brand_and_an_overridden_template_come_from_the_configuration() {
     let plain = harness().await;
     assert_eq!(plain.send(get("/brand/logo")).await.status, StatusCode::NOT_FOUND);
     assert!(text(&plain.send(get("/login")).await).contains("<title>Log in · Cloakroom</title>"));
+}
+
+/// Issue 15, a real admin: a paged, searchable list of users, and "log out everywhere" for a lost
+/// laptop, which ends every session and leaves the account enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_lists_searches_and_pages_users_and_logs_one_out_everywhere() {
+    let h = harness().await;
+    h.add_user("root", &["admin"]).await;
+    for i in 0..30 {
+        h.add_user(&format!("user{i:02}"), &[]).await;
+    }
+    let (_, admin) = page_login(&h, "root", "/").await;
+    let admin = browser(admin.unwrap());
+    let page = text(&h.send(admin.get("/admin")).await);
+    assert_eq!(page.matches("data-user=").count(), 25, "one page of 25");
+    assert!(page.contains("Page 1 of 2") && page.contains("rel=\"next\""), "{page}");
+    let second = text(&h.send(admin.get("/admin?q=&page=2")).await);
+    assert_eq!(second.matches("data-user=").count(), 6, "root and 30 users: 31");
+    let found = text(&h.send(admin.get("/admin?q=USER1")).await);
+    assert_eq!(found.matches("data-user=").count(), 10, "user10 to user19: {found}");
+    let none = text(&h.send(admin.get("/admin?q=nobody")).await);
+    assert!(none.contains("No user matches"), "{none}");
+
+    let (_, one) = page_login(&h, "user07", "/").await;
+    let (_, two) = page_login(&h, "user07", "/").await;
+    let (one, two) = (browser(one.unwrap()), browser(two.unwrap()));
+    let csrf = csrf_of(&text(&h.send(admin.get("/admin?username=user07")).await));
+    let r = h
+        .send(form(
+            "/admin/users/user07/logout-everywhere",
+            Some(&admin.cookie()),
+            &[("csrf_token", &csrf)],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.send(one.get("/account/sessions")).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.send(two.get("/account/sessions")).await.status, StatusCode::SEE_OTHER);
+    let page = text(&h.send(admin.get("/admin?username=user07&done=logged-out")).await);
+    assert!(page.contains("the account stays enabled") && !page.contains(">disabled<"), "{page}");
+    let (r, _) = page_login(&h, "user07", "/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "the user can log in again");
 }
