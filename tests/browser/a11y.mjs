@@ -57,6 +57,10 @@ try {
       await audit(page, `admin-list-${suffix}`, `the admin's user list at ${suffix}`);
       await page.goto(`${base}/admin?username=${encodeURIComponent(username)}`);
       await audit(page, `admin-${suffix}`, `admin at ${suffix}`);
+      await page.goto(`${base}/admin/api-keys`);
+      await audit(page, `api-keys-${suffix}`, `API keys at ${suffix}`);
+      await page.goto(`${base}/admin/audit`);
+      await audit(page, `audit-${suffix}`, `the audit log at ${suffix}`);
       await page.goto(`${base}/setup?token=guess`);
       await audit(page, `message-${suffix}`, `an error page at ${suffix}`);
       await context.close();

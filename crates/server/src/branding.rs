@@ -16,6 +16,9 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("admin.html", include_str!("../templates/admin.html")),
     ("setup.html", include_str!("../templates/setup.html")),
     ("message.html", include_str!("../templates/message.html")),
+    ("admin_nav.html", include_str!("../templates/admin_nav.html")),
+    ("api_keys.html", include_str!("../templates/api_keys.html")),
+    ("audit.html", include_str!("../templates/audit.html")),
 ];
 
 /// The pages' stylesheet, served at `{base_path}/assets/style.css`; `BRAND_COLOR` in it becomes

@@ -283,7 +283,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(&service, &out, cmd).await,
         Command::Audit { user, limit } => {
             let username = user.as_deref().map(parse_username).transpose()?;
-            out.audit(&service.audit_log(&AuditFilter { username, limit }).await?)?;
+            out.audit(&service.audit_log(&Actor::Cli, &AuditFilter { username, limit }).await?)?;
             Ok(())
         }
     }

@@ -18,6 +18,8 @@ use cloakroom_service::{Actor, DomainError};
 use minijinja::context;
 use serde::Deserialize;
 
+mod operator;
+
 use crate::error::ApiError;
 use crate::extract::{ApiPath, Audience, Caller, Client, Intent};
 use crate::routes::auth;
@@ -44,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/setup", get(setup_page).post(setup_submit))
         .route("/brand/logo", get(logo))
         .route("/assets/style.css", get(stylesheet))
+        .merge(operator::routes())
 }
 
 /// The pages' stylesheet, with the brand's colour (a page may link nothing from elsewhere).
@@ -264,6 +267,25 @@ impl FromRequestParts<AppState> for PageCaller {
                 Err(go(state, &format!("/login?{query}")))
             }
             Err(e) => Err(error_page(state, e, None)),
+        }
+    }
+}
+
+/// A signed-in admin for a page: the caller, and the use cases' actor. Anyone else signed in gets
+/// the forbidden page; a visitor without a session, the login page.
+struct PageAdmin {
+    caller: Caller,
+    actor: Actor,
+}
+
+impl FromRequestParts<AppState> for PageAdmin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let PageCaller(caller) = PageCaller::from_request_parts(parts, state).await?;
+        match as_admin(&caller) {
+            Ok(actor) => Ok(PageAdmin { caller, actor }),
+            Err(e) => Err(error_page(state, e, Some(&caller))),
         }
     }
 }
@@ -514,13 +536,9 @@ fn users_page(
 
 async fn admin_page(
     State(state): State<AppState>,
-    PageCaller(caller): PageCaller,
+    PageAdmin { caller, actor }: PageAdmin,
     Query(q): Query<AdminQuery>,
 ) -> Response {
-    let actor = match as_admin(&caller) {
-        Ok(a) => a,
-        Err(e) => return error_page(&state, e, Some(&caller)),
-    };
     let notice = notice_text(&Notice { done: q.done.clone() });
     let query = q.username.clone().unwrap_or_default();
     let mut error = None;
@@ -563,14 +581,10 @@ async fn admin_page(
 
 async fn admin_logout_everywhere(
     State(state): State<AppState>,
-    PageCaller(caller): PageCaller,
+    PageAdmin { caller, actor }: PageAdmin,
     client: Client,
     ApiPath(username): ApiPath<String>,
 ) -> Response {
-    let actor = match as_admin(&caller) {
-        Ok(a) => a,
-        Err(e) => return error_page(&state, e, Some(&caller)),
-    };
     match state.service.revoke_user_sessions(&actor, &username, &client).await {
         Ok(_) => admin_back(&state, &username, "logged-out"),
         Err(e) => error_page(&state, e.into(), Some(&caller)),
@@ -591,14 +605,10 @@ fn admin_back(state: &AppState, username: &str, done: &str) -> Response {
 
 async fn admin_revoke(
     State(state): State<AppState>,
-    PageCaller(caller): PageCaller,
+    PageAdmin { caller, actor }: PageAdmin,
     client: Client,
     ApiPath((username, id)): ApiPath<(String, String)>,
 ) -> Response {
-    let actor = match as_admin(&caller) {
-        Ok(a) => a,
-        Err(e) => return error_page(&state, e, Some(&caller)),
-    };
     match state.service.revoke_session(&actor, &id, &client).await {
         Ok(()) => admin_back(&state, &username, "revoked"),
         Err(e) => error_page(&state, e.into(), Some(&caller)),
@@ -607,14 +617,11 @@ async fn admin_revoke(
 
 async fn set_disabled(
     state: AppState,
-    caller: Caller,
+    admin: PageAdmin,
     username: String,
     disabled: bool,
 ) -> Response {
-    let actor = match as_admin(&caller) {
-        Ok(a) => a,
-        Err(e) => return error_page(&state, e, Some(&caller)),
-    };
+    let PageAdmin { caller, actor } = admin;
     // Disabling one's own account is refused by the use case, for this page and the API alike.
     match state.service.set_disabled(&actor, &username, disabled).await {
         Ok(_) => admin_back(&state, &username, if disabled { "disabled" } else { "enabled" }),
@@ -624,17 +631,15 @@ async fn set_disabled(
 
 async fn admin_disable(
     State(state): State<AppState>,
-    PageCaller(caller): PageCaller,
+    admin: PageAdmin,
     ApiPath(username): ApiPath<String>,
     form: Result<Form<Confirm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let confirmed = form.is_ok_and(|Form(f)| f.confirm.as_deref() == Some("yes"));
     if confirmed {
-        return set_disabled(state, caller, username, true).await;
+        return set_disabled(state, admin, username, true).await;
     }
-    if let Err(e) = as_admin(&caller) {
-        return error_page(&state, e, Some(&caller));
-    }
+    let caller = admin.caller;
     let user = match state.service.user(&username).await {
         Ok(u) => u,
         Err(e) => return error_page(&state, e.into(), Some(&caller)),
@@ -647,10 +652,10 @@ async fn admin_disable(
 
 async fn admin_enable(
     State(state): State<AppState>,
-    PageCaller(caller): PageCaller,
+    admin: PageAdmin,
     ApiPath(username): ApiPath<String>,
 ) -> Response {
-    set_disabled(state, caller, username, false).await
+    set_disabled(state, admin, username, false).await
 }
 
 #[derive(Deserialize)]

@@ -85,8 +85,8 @@ fn every_page_is_accessible_at_desktop_and_phone_width() {
     assert!(other.success(), "the second login failed");
     let shots = repo().join("target/browser-screenshots");
     node("a11y.mjs", &[&base, shots.to_str().unwrap(), "alice", password]);
-    for page in ["login", "login-refused", "sessions", "password", "admin-list", "admin", "message"]
-    {
+    let pages = ["login", "login-refused", "sessions", "password", "admin-list", "admin"];
+    for page in pages.into_iter().chain(["api-keys", "audit", "message"]) {
         for width in ["1280", "390", "1280-dark", "390-dark"] {
             let shot = shots.join(format!("a11y-{page}-{width}.png"));
             assert!(shot.exists(), "no screenshot {}", shot.display());

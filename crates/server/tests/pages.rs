@@ -374,3 +374,76 @@ async fn the_admin_lists_searches_and_pages_users_and_logs_one_out_everywhere() 
     let (r, _) = page_login(&h, "user07", "/").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "the user can log in again");
 }
+
+/// Issue 15, a real admin: API keys made on a page are shown once and work at once; revoking one
+/// ends it; the audit log filters by user, kind and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_makes_and_revokes_api_keys_and_reads_the_audit_log() {
+    let h = harness().await;
+    h.add_user("root", &["admin"]).await;
+    h.add_user("bob", &[]).await;
+    let (_, admin) = page_login(&h, "root", "/").await;
+    let admin = browser(admin.unwrap());
+    let (_, _) = page_login(&h, "bob", "/").await;
+    let csrf = csrf_of(&text(&h.send(admin.get("/admin/api-keys")).await));
+    let r = h
+        .send(form(
+            "/admin/api-keys",
+            Some(&admin.cookie()),
+            &[("csrf_token", &csrf), ("name", "ci-bot")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let page = text(&r);
+    let at = page.find("id=\"new-key\" type=\"text\" value=\"").expect("the key, once") + 32;
+    let key = page[at..].split('"').next().unwrap().to_owned();
+    let api = |key: &str| {
+        req(Method::GET, "/v1/admin/users/bob")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(h.send(api(&key)).await.status, StatusCode::OK, "the new key works");
+    let list = text(&h.send(admin.get("/admin/api-keys")).await);
+    assert!(
+        list.contains("data-key=\"ci-bot\"") && !list.contains(&key),
+        "listed, never shown again"
+    );
+    // A second key of that name: refused, on the page.
+    let r = h
+        .send(form(
+            "/admin/api-keys",
+            Some(&admin.cookie()),
+            &[("csrf_token", &csrf), ("name", "ci-bot")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = h
+        .send(form(
+            "/admin/api-keys/ci-bot/revoke",
+            Some(&admin.cookie()),
+            &[("csrf_token", &csrf)],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.send(api(&key)).await.status, StatusCode::UNAUTHORIZED, "revoked at once");
+
+    let all = text(&h.send(admin.get("/admin/audit")).await);
+    let row = |kind: &str| format!(r#"<td data-label="Kind">{kind}</td>"#);
+    assert!(
+        all.contains(&row("api_key_created")) && all.contains(&row("login_succeeded")),
+        "{all}"
+    );
+    let bobs =
+        text(&h.send(admin.get("/admin/audit?user=bob&kind=login_succeeded&since=1h")).await);
+    assert_eq!(bobs.matches(&row("login_succeeded")).count(), 1, "{bobs}");
+    assert!(!bobs.contains(&row("api_key_created")), "{bobs}");
+    let r = h.send(admin.get("/admin/audit?kind=nonsense")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Only for admins.
+    let (_, bob) = page_login(&h, "bob", "/").await;
+    let bob = browser(bob.unwrap());
+    assert_eq!(h.send(bob.get("/admin/audit")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.send(bob.get("/admin/api-keys")).await.status, StatusCode::FORBIDDEN);
+}

@@ -281,7 +281,7 @@ async fn an_admin_cannot_disable_their_own_account_by_any_spelling() {
         .header(header::COOKIE, b.cookie())
         .header(header::ORIGIN, ORIGIN)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(format!("csrf_token={}", b.csrf)))
+        .body(Body::from(format!("csrf_token={}&confirm=yes", b.csrf)))
         .unwrap();
     assert_eq!(h.send(form).await.status, StatusCode::CONFLICT);
     let me = h.state.manager.user(&Username::parse("admin2").unwrap()).await.unwrap().unwrap();

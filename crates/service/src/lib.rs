@@ -229,7 +229,12 @@ impl Service {
     }
 
     /// The audit log, newest first, filtered.
-    pub async fn audit_log(&self, filter: &AuditFilter) -> DomainResult<Vec<AuditEvent>> {
+    pub async fn audit_log(
+        &self,
+        actor: &Actor,
+        filter: &AuditFilter,
+    ) -> DomainResult<Vec<AuditEvent>> {
+        actor.operator_only()?;
         Ok(self.store().list_audit(filter).await?)
     }
 }

@@ -40,7 +40,7 @@ async fn log_in(service: &Service, name: &str) -> ActiveSession {
 async fn kinds(service: &Service, user: &str) -> Vec<(AuditKind, String)> {
     let username = Some(cloakroom_core::Username::parse(user).unwrap());
     let filter = AuditFilter { username, limit: 100 };
-    let events = service.audit_log(&filter).await.unwrap();
+    let events = service.audit_log(&Actor::Cli, &filter).await.unwrap();
     events.into_iter().map(|e| (e.kind, e.actor)).collect()
 }
 
