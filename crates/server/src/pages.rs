@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{username}/disable", post(admin_disable))
         .route("/admin/users/{username}/enable", post(admin_enable))
         .route("/admin/users/{username}/logout-everywhere", post(admin_logout_everywhere))
+        .route("/admin/users/{username}/roles", post(admin_roles))
         .route("/setup", get(setup_page).post(setup_submit))
         .route("/brand/logo", get(logo))
         .route("/assets/style.css", get(stylesheet))
@@ -374,6 +375,7 @@ fn notice_text(n: &Notice) -> Option<&'static str> {
         Some("password") => Some("Password changed. Every other session was logged out."),
         Some("disabled") => Some("The user was disabled and logged out everywhere."),
         Some("enabled") => Some("The user was enabled."),
+        Some("roles") => Some("The roles were saved."),
         Some("logged-out") => {
             Some("The user was logged out everywhere; the account stays enabled.")
         }
@@ -587,6 +589,38 @@ async fn admin_logout_everywhere(
 ) -> Response {
     match state.service.revoke_user_sessions(&actor, &username, &client).await {
         Ok(_) => admin_back(&state, &username, "logged-out"),
+        Err(e) => error_page(&state, e.into(), Some(&caller)),
+    }
+}
+
+/// The roles form: the whole new set, separated by commas or spaces.
+#[derive(Deserialize)]
+struct RolesForm {
+    roles: String,
+}
+
+async fn admin_roles(
+    State(state): State<AppState>,
+    PageAdmin { caller, actor }: PageAdmin,
+    ApiPath(username): ApiPath<String>,
+    form: Result<Form<RolesForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(&state, ApiError::invalid("expected the roles form"), Some(&caller));
+    };
+    // Only an existing user's roles: this form never creates anyone.
+    if let Err(e) = state.service.user(&username).await {
+        return error_page(&state, e.into(), Some(&caller));
+    }
+    let roles: Vec<String> = form
+        .roles
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let changes = cloakroom_service::UserChanges { roles: Some(roles), ..Default::default() };
+    match state.service.put_user(&actor, &username, changes).await {
+        Ok(_) => admin_back(&state, &username, "roles"),
         Err(e) => error_page(&state, e.into(), Some(&caller)),
     }
 }

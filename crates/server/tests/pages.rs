@@ -373,6 +373,27 @@ async fn the_admin_lists_searches_and_pages_users_and_logs_one_out_everywhere() 
     assert!(page.contains("the account stays enabled") && !page.contains(">disabled<"), "{page}");
     let (r, _) = page_login(&h, "user07", "/").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "the user can log in again");
+
+    // Roles, edited as one set; a bad one refused with nothing changed.
+    let roles = |r: &str| {
+        form(
+            "/admin/users/user07/roles",
+            Some(&admin.cookie()),
+            &[("csrf_token", csrf.as_str()), ("roles", r)],
+        )
+    };
+    assert_eq!(h.send(roles("staff, ops")).await.status, StatusCode::SEE_OTHER);
+    let page = text(&h.send(admin.get("/admin?username=user07")).await);
+    assert!(page.contains(r#"value="ops, staff""#), "{page}");
+    assert_eq!(h.send(roles("staff, not a role!")).await.status, StatusCode::BAD_REQUEST);
+    let page = text(&h.send(admin.get("/admin?username=user07")).await);
+    assert!(page.contains(r#"value="ops, staff""#), "unchanged: {page}");
+    let nobody = form(
+        "/admin/users/nobody/roles",
+        Some(&admin.cookie()),
+        &[("csrf_token", csrf.as_str()), ("roles", "staff")],
+    );
+    assert_eq!(h.send(nobody).await.status, StatusCode::NOT_FOUND, "the form creates no one");
 }
 
 /// Issue 15, a real admin: API keys made on a page are shown once and work at once; revoking one
