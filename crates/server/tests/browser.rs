@@ -94,6 +94,16 @@ fn every_page_is_accessible_at_desktop_and_phone_width() {
     }
 }
 
+/// Issue 15: every flow works with JavaScript switched off (the pages carry no script at all).
+#[test]
+fn the_pages_work_with_javascript_switched_off() {
+    require_browser();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = server_with_alice(dir.path());
+    let shots = repo().join("target/browser-screenshots");
+    node("nojs.mjs", &[&base, shots.to_str().unwrap(), "alice", PASSWORD]);
+}
+
 #[test]
 fn the_setup_link_works_in_headless_chromium() {
     require_browser();
