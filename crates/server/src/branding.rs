@@ -40,8 +40,8 @@ const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
 /// A logo file, served at `{base_path}/brand/logo`.
 #[derive(Clone, Debug)]
 pub struct Logo {
-    /// The file's bytes.
-    pub bytes: Vec<u8>,
+    /// The file's bytes (shared: serving it copies nothing).
+    pub bytes: axum::body::Bytes,
     /// Its media type, from its extension.
     pub content_type: &'static str,
 }
@@ -57,8 +57,8 @@ pub struct Brand {
     pub logo: Option<Logo>,
     /// The templates: built-in, with `templates_dir`'s files in place of theirs.
     pub templates: Environment<'static>,
-    /// The stylesheet with the accent colour in it.
-    pub stylesheet: String,
+    /// The stylesheet with the accent colour in it (shared: serving it copies nothing).
+    pub stylesheet: axum::body::Bytes,
 }
 
 impl Default for Brand {
@@ -68,7 +68,7 @@ impl Default for Brand {
             color: None,
             logo: None,
             templates: environment(&[]).unwrap_or_default(),
-            stylesheet: STYLESHEET.replace("BRAND_COLOR", DEFAULT_COLOR),
+            stylesheet: STYLESHEET.replace("BRAND_COLOR", DEFAULT_COLOR).into(),
         }
     }
 }
@@ -102,7 +102,7 @@ impl Brand {
         let templates = environment(&overrides)?;
         let stylesheet =
             STYLESHEET.replace("BRAND_COLOR", color.as_deref().unwrap_or(DEFAULT_COLOR));
-        Ok(Brand { name, color, logo, templates, stylesheet })
+        Ok(Brand { name, color, logo, templates, stylesheet: stylesheet.into() })
     }
 }
 
@@ -134,7 +134,7 @@ fn read_logo(path: &str) -> Result<Logo, Refusal> {
     if bytes.is_empty() || bytes.len() > MAX_LOGO_BYTES {
         return Err(refuse(format!("expected 1 byte to {} KiB", MAX_LOGO_BYTES / 1024)));
     }
-    Ok(Logo { bytes, content_type })
+    Ok(Logo { bytes: bytes.into(), content_type })
 }
 
 /// The `.html` files of `dir`, each named like a built-in template.

@@ -376,6 +376,7 @@ fn notice_text(n: &Notice) -> Option<&'static str> {
         Some("disabled") => Some("The user was disabled and logged out everywhere."),
         Some("enabled") => Some("The user was enabled."),
         Some("roles") => Some("The roles were saved."),
+        Some("key-revoked") => Some("The API key was revoked."),
         Some("logged-out") => {
             Some("The user was logged out everywhere; the account stays enabled.")
         }
@@ -508,6 +509,15 @@ struct AdminQuery {
     page: Option<usize>,
 }
 
+/// A user for the admin pages: `{username, roles, disabled}`.
+fn user_row(u: &cloakroom_core::User) -> minijinja::Value {
+    context! {
+        username => u.username.as_str(),
+        roles => u.roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
+        disabled => u.disabled,
+    }
+}
+
 /// Users per page of the admin's list.
 const USERS_PER_PAGE: usize = 25;
 
@@ -525,13 +535,7 @@ fn users_page(
         .iter()
         .skip((page.clamp(1, pages) - 1) * USERS_PER_PAGE)
         .take(USERS_PER_PAGE)
-        .map(|u| {
-            context! {
-                username => u.username.as_str(),
-                roles => u.roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
-                disabled => u.disabled,
-            }
-        })
+        .map(|u| user_row(u))
         .collect();
     (rows, pages)
 }
@@ -553,11 +557,7 @@ async fn admin_page(
                     Ok(list) => rows = session_rows(&list, None),
                     Err(e) => return error_page(&state, e.into(), Some(&caller)),
                 }
-                found = Some(context! {
-                    username => user.username.as_str(),
-                    roles => user.roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
-                    disabled => user.disabled,
-                });
+                found = Some(user_row(&user));
             }
             Err(DomainError::NotFound(_)) => error = Some("No such user."),
             Err(e) => return error_page(&state, e.into(), Some(&caller)),

@@ -448,6 +448,8 @@ async fn the_admin_makes_and_revokes_api_keys_and_reads_the_audit_log() {
         ))
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let back = text(&h.send(admin.get(r.header("location").unwrap())).await);
+    assert!(back.contains("The API key was revoked."), "{back}");
     assert_eq!(h.send(api(&key)).await.status, StatusCode::UNAUTHORIZED, "revoked at once");
 
     let all = text(&h.send(admin.get("/admin/audit")).await);

@@ -12,7 +12,9 @@ use cloakroom_core::user::Username;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::{PageAdmin, ago, error_page, exact, go, page_with_error, render, who};
+use super::{
+    Notice, PageAdmin, ago, error_page, exact, go, notice_text, page_with_error, render, who,
+};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::state::AppState;
@@ -45,23 +47,17 @@ async fn key_rows(
         .collect())
 }
 
-#[derive(Deserialize)]
-struct Done {
-    done: Option<String>,
-}
-
 async fn api_keys_page(
     State(state): State<AppState>,
     PageAdmin { caller, actor }: PageAdmin,
-    Query(q): Query<Done>,
+    Query(n): Query<Notice>,
 ) -> Response {
     let keys = match key_rows(&state, &actor).await {
         Ok(k) => k,
         Err(e) => return error_page(&state, e, Some(&caller)),
     };
-    // A fixed text by key: nothing from the URL is reflected.
-    let notice = (q.done.as_deref() == Some("revoked")).then_some("The API key was revoked.");
-    let ctx = context! { title => "API keys", keys, notice, ..who(Some(&caller)) };
+    let ctx =
+        context! { title => "API keys", keys, notice => notice_text(&n), ..who(Some(&caller)) };
     render(&state, StatusCode::OK, "api_keys.html", ctx)
 }
 
@@ -104,7 +100,7 @@ async fn api_key_revoke(
     ApiPath(name): ApiPath<String>,
 ) -> Response {
     match state.service.revoke_api_key(&actor, &name).await {
-        Ok(()) => go(&state, "/admin/api-keys?done=revoked"),
+        Ok(()) => go(&state, "/admin/api-keys?done=key-revoked"),
         Err(e) => error_page(&state, e.into(), Some(&caller)),
     }
 }
